@@ -1,0 +1,57 @@
+"""The config tree: typed, validated before any process starts, errors naming the key path and the file."""
+
+import subprocess
+import sys
+
+import pytest
+
+from yolotr.engine.config import ConfigError, load_config
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "train.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_demo_preset_loads_and_overrides_are_parsed_as_yaml(tmp_path):
+    cfg = load_config("configs/train/demo.yaml", ["train.batch_size=16", "faults.nan_grad_at=[[1, 3]]"], check_files=False)
+    assert cfg.train.batch_size == 16
+    assert cfg.faults.nan_grad_at == [[1, 3]]
+    assert cfg.model.endswith("yolotr-n.yaml")
+
+
+@pytest.mark.parametrize(
+    "text, key, words",
+    [
+        ("train:\n  batchsize: 8\n", "train.batchsize", "unknown key"),
+        ("train:\n  batch_size: eight\n", "train.batch_size", "expected an integer"),
+        ("train:\n  imgsz: 100\n", "train.imgsz", "multiple of 32"),
+        ("train:\n  optimizer: adam\n", "train.optimizer", "must be one of"),
+        ("guard:\n  max_norm: -1\n", "guard.max_norm", "≥ 0"),
+        ("checkpoint:\n  preempt_signals: [SIGNOPE]\n", "checkpoint.preempt_signals[0]", "unknown signal"),
+    ],
+)
+def test_bad_values_fail_with_the_key_path_and_the_file(tmp_path, text, key, words):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, check_files=False)
+    assert f"'{key}'" in str(err.value) and str(path) in str(err.value) and words in str(err.value)
+
+
+def test_missing_model_file_is_named(tmp_path):
+    path = _write(tmp_path, "model: nowhere/model.yaml\n")
+    with pytest.raises(ConfigError, match="'model'.*nowhere/model.yaml"):
+        load_config(path)
+
+
+def test_train_cli_rejects_a_bad_override_before_starting_anything(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "yolotr", "train", "--config", "configs/train/demo.yaml", "train.epochs=-3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "'train.epochs'" in result.stderr and "configs/train/demo.yaml" in result.stderr
+    assert "process group" not in result.stderr.lower()

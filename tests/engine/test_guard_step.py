@@ -1,0 +1,124 @@
+"""The guarded step, in one process: a skipped step changes nothing, a finite one clips and steps."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from yolotr.engine.ema import ModelEMA
+from yolotr.engine.guard import guarded_step
+from yolotr.engine.optim import build_optimizer, build_param_groups
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.SiLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+
+
+def _state_bytes(optimizer):
+    out = {}
+    for pid, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            out[(pid, key)] = value.clone() if torch.is_tensor(value) else value
+    return out
+
+
+def _step(model, optimizer, x, *, poison=False, force=False):
+    buffers = list(model.buffers())
+    before = [b.clone() for b in buffers]
+    out = model(x)
+    loss = out.square().mean()
+    if poison:
+        loss = loss * float("nan")
+    loss.backward()
+    params = [p for p in model.parameters()]
+    norm, skipped = guarded_step(
+        params, optimizer, max_norm=1.0, force_skip=torch.tensor(force), buffers=buffers, buffers_before=before
+    )
+    optimizer.zero_grad(set_to_none=True)
+    return norm, skipped
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_non_finite_step_leaves_parameters_buffers_and_optimizer_state_bitwise_unchanged(name):
+    model = _model()
+    optimizer = build_optimizer(build_param_groups(model, 5e-4, 0.2), name, 0.01, 0.9)
+    x = torch.randn(4, 3, 8, 8)
+    _step(model, optimizer, x)  # one real step so that momentum / Adam moments exist
+    params_before = copy.deepcopy(model.state_dict())
+    state_before = _state_bytes(optimizer)
+
+    x_bad = x.clone()
+    x_bad[0, 0, 0, 0] = float("inf")  # a non-finite *forward*: BatchNorm statistics see it too
+    norm, skipped = _step(model, optimizer, x_bad)
+
+    assert bool(skipped) and not torch.isfinite(norm)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, params_before[key]), key
+    state_after = _state_bytes(optimizer)
+    assert state_after.keys() == state_before.keys()
+    for key, value in state_before.items():
+        assert torch.equal(state_after[key], value) if torch.is_tensor(value) else state_after[key] == value, key
+
+
+def test_sgd_first_step_skipped_then_next_step_equals_a_clean_first_step():
+    clean, poisoned = _model(), _model()
+    opt_clean = build_optimizer(build_param_groups(clean, 5e-4, 0.2), "sgd", 0.01, 0.9)
+    opt_poisoned = build_optimizer(build_param_groups(poisoned, 5e-4, 0.2), "sgd", 0.01, 0.9)
+    x = torch.randn(4, 3, 8, 8)
+    _step(poisoned, opt_poisoned, x, poison=True)
+    _step(clean, opt_clean, x)
+    _step(poisoned, opt_poisoned, x)
+    for (k, a), b in zip(clean.state_dict().items(), poisoned.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_finite_step_is_clipped_to_max_norm_and_reports_the_norm_before_clipping():
+    model = _model()
+    optimizer = build_optimizer(build_param_groups(model, 0.0, 1.0), "sgd", 0.0, 0.9)
+    out = model(torch.randn(4, 3, 8, 8) * 100)
+    out.square().mean().backward()
+    expected = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+    params = list(model.parameters())
+    norm, skipped = guarded_step(
+        params, optimizer, max_norm=1.0, force_skip=torch.tensor(False), buffers=[], buffers_before=[]
+    )
+    assert not skipped
+    torch.testing.assert_close(norm, expected, rtol=1e-5, atol=0)
+    clipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+    assert expected > 1.0 and clipped == pytest.approx(1.0, rel=1e-4)
+
+
+def test_ema_update_on_a_skipped_step_keeps_the_ema_bitwise():
+    model = _model()
+    ema = ModelEMA(model, decay=0.9, tau=1.0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model, skipped=torch.tensor(False))
+    snapshot = copy.deepcopy(ema.module.state_dict())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model, skipped=torch.tensor(True))
+    for key, value in ema.module.state_dict().items():
+        assert torch.equal(value, snapshot[key]), key
+
+
+def test_param_groups_never_decay_biases_or_norms_and_scale_transformer_lr():
+    from yolotr.model.yolo import DetectionModel
+
+    model = DetectionModel("configs/models/yolotr-n.yaml", nc=3)
+    groups = build_param_groups(model, 5e-4, 0.2)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in groups:
+        for p in group["params"]:
+            name = names[id(p)]
+            if name.endswith("bias") or p.ndim < 2:
+                assert group["weight_decay"] == 0.0, name
+    in_proj_biases = [n for n in names.values() if "bias" in n and ("qkv" in n or "in_proj" in n or ".q." in n)]
+    assert in_proj_biases, "the transformer block should have attention projection biases"
+    transformer = [g for g in groups if g["name"].startswith("transformer/")]
+    assert transformer and all(g["lr_mult"] == 0.2 for g in transformer)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))

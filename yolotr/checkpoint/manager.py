@@ -1,0 +1,241 @@
+"""Atomic, asynchronous, elastic checkpoints.
+
+Layout of a run's `checkpoints/` folder:
+    step-00000120/            a committed checkpoint (only ever created by a rename)
+        manifest.json         every file with its size and sha256; written last, by rank 0
+        state/                torch.distributed.checkpoint (model, EMA, optimizer) — world-size independent
+        trainer.json          counters, guard and stream state, config, W&B id, code version
+        rank-00001.pt         per-rank RNG state (tensors only)
+    step-00000150.tmp/        a save in progress (ignored by every reader)
+    latest                    name of the newest committed checkpoint (updated with os.replace)
+
+Commit protocol: every rank writes into `step-N.tmp/` and fsyncs; all ranks confirm (one tiny all-reduce, only while a
+save is pending); rank 0 hashes the files into `manifest.json`, fsyncs, renames the folder to `step-N/`, fsyncs the
+parent, and repoints `latest`. A kill at any moment leaves either the `.tmp` folder (ignored) or a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json_durably(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class PendingSave:
+    step: int
+    tmp: Path
+    thread: threading.Thread
+    error: list[BaseException]
+    fitness: float | None
+    started: float
+
+
+class CheckpointManager:
+    def __init__(self, run_dir: Path, *, rank: int, world_size: int, keep_last: int, pause_before_commit_s: float = 0):
+        self.root = Path(run_dir) / "checkpoints"
+        self.rank = rank
+        self.world_size = world_size
+        self.keep_last = keep_last
+        self.pause_before_commit_s = pause_before_commit_s
+        self.pending: PendingSave | None = None
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # ---------------------------------------------------------------- saving
+    def save(
+        self,
+        step: int,
+        *,
+        write_rank_files: Callable[[Path], None],
+        write_sync: Callable[[Path], None] | None = None,
+        asynchronous: bool = True,
+        fitness: float | None = None,
+    ) -> None:
+        """Starts a save of step `step` on every rank. `write_sync(tmp)` runs now on every rank (e.g. DeepSpeed's own
+        collective save); `write_rank_files(tmp)` writes this rank's already host-staged files, in a background
+        thread when `asynchronous`. The next save first waits for this one."""
+        self.wait()
+        tmp = self.root / f"step-{step:08d}.tmp"
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)  # left over by a save that was killed
+            tmp.mkdir(parents=True)
+        _barrier()
+        if write_sync is not None:
+            write_sync(tmp)
+        error: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                write_rank_files(tmp)
+                for path in tmp.rglob("*"):
+                    if path.is_file():
+                        _fsync_file(path)
+            except BaseException as exc:  # reported at commit time, on the main thread
+                error.append(exc)
+
+        thread = threading.Thread(target=work, name=f"checkpoint-{step}", daemon=True)
+        self.pending = PendingSave(step, tmp, thread, error, fitness, time.perf_counter())
+        thread.start()
+        if not asynchronous:
+            self.wait()
+
+    def poll(self) -> Path | None:
+        """At a step boundary: commits the pending save when every rank has finished writing. One tiny all-reduce,
+        issued only while a save is pending. Returns the committed folder, if any."""
+        if self.pending is None:
+            return None
+        done = not self.pending.thread.is_alive()
+        if not _all_ranks(done):
+            return None
+        return self._commit()
+
+    def wait(self) -> Path | None:
+        """Blocks until the pending save is written and committed (before the next save and before exit)."""
+        if self.pending is None:
+            return None
+        self.pending.thread.join()
+        _all_ranks(True)
+        return self._commit()
+
+    def _commit(self) -> Path:
+        pending, self.pending = self.pending, None
+        assert pending is not None
+        ok = _all_ranks(not pending.error)
+        if not ok:
+            raise CheckpointError(f"checkpoint step {pending.step} failed on some rank: {pending.error or 'other rank'}")
+        final = self.root / f"step-{pending.step:08d}"
+        if self.rank == 0:
+            if self.pause_before_commit_s:
+                time.sleep(self.pause_before_commit_s)  # test hook: a kill lands in the middle of a save
+            files = sorted(p for p in pending.tmp.rglob("*") if p.is_file())
+            manifest = {
+                "step": pending.step,
+                "world_size": self.world_size,
+                "fitness": pending.fitness,
+                "files": {str(p.relative_to(pending.tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+            }
+            write_json_durably(pending.tmp / "manifest.json", manifest)
+            _fsync_dir(pending.tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.rename(pending.tmp, final)
+            _fsync_dir(self.root)
+            pointer = self.root / "latest.partial"
+            pointer.write_text(final.name + "\n")
+            _fsync_file(pointer)
+            os.replace(pointer, self.root / "latest")
+            _fsync_dir(self.root)
+            self._prune()
+        _barrier()
+        return final
+
+    def _prune(self) -> None:
+        committed = self.committed()
+        best = self.best()
+        for path in committed[: -self.keep_last] if self.keep_last > 0 else []:
+            if path != best:
+                shutil.rmtree(path, ignore_errors=True)
+
+    # ---------------------------------------------------------------- loading
+    def committed(self) -> list[Path]:
+        """Committed checkpoint folders, oldest first (by step)."""
+        return sorted((p for p in self.root.iterdir() if p.is_dir() and STEP_DIR.match(p.name)), key=lambda p: p.name)
+
+    def best(self) -> Path | None:
+        scored = []
+        for path in self.committed():
+            try:
+                fitness = json.loads((path / "manifest.json").read_text()).get("fitness")
+            except (OSError, ValueError):
+                continue
+            if fitness is not None:
+                scored.append((fitness, path.name, path))
+        return max(scored)[2] if scored else None
+
+    def newest_valid(self, warn: Callable[[str], None] = print) -> Path | None:
+        """The newest checkpoint whose manifest verifies; damaged ones are reported through `warn` and passed over."""
+        for path in reversed(self.committed()):
+            problem = verify(path)
+            if problem is None:
+                return path
+            warn(f"checkpoint {path} is damaged ({problem}); falling back to the previous one")
+        return None
+
+
+def verify(path: Path) -> str | None:
+    """None when every file in the manifest exists with its size and sha256; else what is wrong."""
+    try:
+        manifest = json.loads((Path(path) / "manifest.json").read_text())
+    except FileNotFoundError:
+        return "no manifest.json"
+    except ValueError as exc:
+        return f"manifest.json is not valid json: {exc}"
+    for name, meta in manifest.get("files", {}).items():
+        file = Path(path) / name
+        if not file.is_file():
+            return f"missing file {name}"
+        if file.stat().st_size != meta["size"]:
+            return f"{name} has {file.stat().st_size} bytes, manifest says {meta['size']}"
+        if _sha256(file) != meta["sha256"]:
+            return f"sha256 mismatch for {name}"
+    return None
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def _all_ranks(flag: bool) -> bool:
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    backend = dist.get_backend()
+    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())

@@ -1,0 +1,96 @@
+"""What a training checkpoint holds, and how it goes back into a trainer — on any number of ranks.
+
+Model, EMA and optimizer go through `torch.distributed.checkpoint` (DCP) with fully-qualified parameter names, so the
+files do not depend on the world size: under DDP the state is replicated, rank 0 writes it once, and every rank of a
+resumed job (1, 2 or 4 of them) reads the whole of it. Counters, the guard's and the stream's state, the config, the
+W&B id and the code version go to `trainer.json`; per-rank RNG states to `rank-NNNNN.pt` (tensors only).
+Nothing here is unpickled beyond tensors and plain containers: `.pt` files load with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from yolotr import __version__
+from yolotr.checkpoint.manager import write_json_durably
+from yolotr.engine.config_tree import to_dict
+from yolotr.engine.snapshot import _to_host
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def staged_state(trainer) -> dict:
+    """Host copies taken at the step boundary; the background writer reads only these."""
+    model_sd, optim_sd = get_state_dict(trainer.model, trainer.optimizer)
+    tensors = {"model": model_sd, "optimizer": optim_sd}
+    if trainer.ema is not None:
+        tensors["ema"] = trainer.ema.module.state_dict()
+    meta = {
+        "counters": trainer.counters(),
+        "guard": trainer.monitor.state_dict(),
+        "stream": trainer.stream.state_dict(),
+        "config": to_dict(trainer.cfg),
+        "wandb_run_id": trainer.io.wandb_run_id,
+        "code_version": code_version(),
+        "world_size": trainer.backend.world_size,
+        "backend": trainer.backend.kind,
+    }
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    return {"tensors": _to_host(tensors), "meta": json.loads(json.dumps(meta)), "rng": _to_host(rng)}
+
+
+def rank_file_writer(staged: dict, rank: int):
+    def write(tmp: Path) -> None:
+        if rank == 0:
+            dcp.save(staged["tensors"], checkpoint_id=tmp / "state", no_dist=True)
+            write_json_durably(tmp / "trainer.json", staged["meta"])
+        torch.save(staged["rng"], tmp / f"rank-{rank:05d}.pt")
+
+    return write
+
+
+def read_meta(path: Path) -> dict:
+    return json.loads((Path(path) / "trainer.json").read_text())
+
+
+def restore(trainer, path: Path) -> dict:
+    """Loads a committed checkpoint into `trainer` (model, EMA, optimizer, counters, guard, stream, RNG).
+    Returns trainer.json's content."""
+    path = Path(path)
+    meta = read_meta(path)
+    model_sd, optim_sd = get_state_dict(trainer.model, trainer.optimizer)
+    template = {"model": model_sd, "optimizer": optim_sd}
+    if trainer.ema is not None:
+        template["ema"] = trainer.ema.module.state_dict()
+    dcp.load(template, checkpoint_id=path / "state", no_dist=True)
+    set_state_dict(trainer.model, trainer.optimizer, model_state_dict=template["model"], optim_state_dict=template["optimizer"])
+    if trainer.ema is not None:
+        trainer.ema.module.load_state_dict(template["ema"])
+    trainer.load_counters(meta["counters"])
+    trainer.monitor.load_state_dict(meta["guard"])
+    trainer.stream.load_state_dict(meta["stream"])
+    if trainer.monitor.quarantine:
+        trainer.stream.add_quarantine(sorted(trainer.monitor.quarantine))
+    rng_file = path / f"rank-{trainer.backend.rank:05d}.pt"
+    if rng_file.is_file():  # a rank that did not exist before starts from its seeded RNG
+        rng = torch.load(rng_file, weights_only=True)
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    return meta

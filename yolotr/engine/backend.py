@@ -1,0 +1,108 @@
+"""Which process am I, on what device, under which data-parallel backend — decided once, from the launcher's env.
+
+One code path serves every launcher: `accelerate launch` (DDP or `--use_deepspeed`), `torchrun`, and a plain single
+process, on GPUs (NCCL) or on CPU (gloo). Accelerate does the process-group setup and the DDP / DeepSpeed wrapping;
+this module supplies the settings it cannot guess on a CPU machine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+
+from yolotr.engine.config import Config
+
+
+@dataclass
+class Backend:
+    accelerator: object  # accelerate.Accelerator
+    kind: str  # "single", "ddp" or "deepspeed"
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def wants_deepspeed(cfg: Config) -> bool:
+    launched_with = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    return cfg.distributed.backend == "deepspeed" or (cfg.distributed.backend == "auto" and launched_with)
+
+
+def setup_backend(cfg: Config) -> Backend:
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    on_gpu = torch.cuda.is_available()
+    deepspeed = wants_deepspeed(cfg)
+    if not on_gpu:
+        # Facts about accelerate on CPU: under torchrun it only sees the other ranks when ACCELERATE_USE_CPU=1, and
+        # with DeepSpeed that same variable silently drops DeepSpeed, which needs DS_ACCELERATOR=cpu instead.
+        if deepspeed:
+            os.environ.pop("ACCELERATE_USE_CPU", None)
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        elif world_size > 1:
+            os.environ["ACCELERATE_USE_CPU"] = "1"
+    kwargs = [
+        InitProcessGroupKwargs(
+            backend="nccl" if on_gpu else "gloo", timeout=timedelta(seconds=cfg.distributed.timeout_s)
+        ),
+        # Buffers (BatchNorm statistics) are broadcast from rank 0 each forward, so every rank's EMA sees the same.
+        DistributedDataParallelKwargs(broadcast_buffers=True, find_unused_parameters=False),
+    ]
+    plugin = None
+    if deepspeed:
+        plugin = _deepspeed_plugin(cfg)
+    accelerator = Accelerator(mixed_precision="no", kwargs_handlers=kwargs, deepspeed_plugin=plugin, cpu=not on_gpu)
+    kind = "deepspeed" if deepspeed else ("ddp" if accelerator.num_processes > 1 else "single")
+    return Backend(
+        accelerator=accelerator,
+        kind=kind,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        local_rank=accelerator.local_process_index,
+        device=accelerator.device,
+    )
+
+
+def _deepspeed_plugin(cfg: Config):
+    import json
+
+    from accelerate.utils import DeepSpeedPlugin
+
+    _allow_accelerate_deepspeed_without_transformers()
+    path = cfg.distributed.deepspeed_config or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if path in (None, "", "none"):
+        path = "configs/deepspeed/zero2.json"
+    with open(path) as fh:
+        ds_config = json.load(fh)
+    # yolotr owns the batch arithmetic and the clip: DeepSpeed must agree with the yolotr config.
+    ds_config["gradient_clipping"] = cfg.guard.max_norm
+    ds_config["train_micro_batch_size_per_gpu"] = cfg.train.batch_size // int(os.environ.get("WORLD_SIZE", "1"))
+    ds_config.pop("train_batch_size", None)
+    ds_config["gradient_accumulation_steps"] = 1
+    return DeepSpeedPlugin(hf_ds_config=ds_config)
+
+
+def _allow_accelerate_deepspeed_without_transformers() -> None:
+    """accelerate ≥1.x calls compare_versions("transformers", …) in DeepSpeedPlugin.set_deepspeed_weakref, which
+    raises when transformers is not installed. That hook only serves transformers' ZeRO-3 model loading, which
+    yolotr never uses, so it is turned into a no-op when transformers is absent."""
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is not None:
+        return
+    from accelerate.utils import DeepSpeedPlugin
+
+    DeepSpeedPlugin.set_deepspeed_weakref = lambda self: None

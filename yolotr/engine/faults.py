@@ -1,0 +1,44 @@
+"""Fault injection for tests and drills: NaN losses or NaN local gradients on chosen ranks at chosen steps."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import nn
+
+from yolotr.engine.config import FaultsConfig
+
+
+class FaultInjector:
+    def __init__(self, cfg: FaultsConfig, rank: int):
+        self.cfg = cfg
+        self.rank = rank
+        self._nan_loss = {step for r, step in cfg.nan_loss_at if r == rank}
+        self._nan_grad = {step for r, step in cfg.nan_grad_at if r == rank}
+        self._grad_armed = False
+
+    def nan_loss(self, step: int) -> bool:
+        if step in self._nan_loss:
+            return True
+        if self.cfg.random_nan_rate > 0:
+            # A pure function of (seed, step, rank): reproducible, and independent of everything else in the run.
+            return random.Random(f"{self.cfg.random_seed}/{step}/{self.rank}").random() < self.cfg.random_nan_rate
+        return False
+
+    def forced_skip(self, step: int) -> bool:
+        return step in self.cfg.skip_steps
+
+    def arm_grad(self, step: int) -> None:
+        self._grad_armed = step in self._nan_grad
+
+    def install(self, model: nn.Module) -> None:
+        """A hook on the first parameter's gradient poisons it on armed steps. Tensor hooks run before gradient
+        accumulation, so the NaN enters this rank's *local* gradient before DDP all-reduces it."""
+        if not self._nan_grad:
+            return
+        first = next(p for p in model.parameters() if p.requires_grad)
+        first.register_hook(lambda g: g * float("nan") if self._grad_armed else None)
+
+    def poison_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss * float("nan")

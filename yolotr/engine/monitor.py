@@ -1,0 +1,195 @@
+"""The host side of the guard: reads the device verdicts at inspection steps and decides what to do about them.
+
+Per optimizer step the trainer appends a `PendingStep` (device tensors, no sync). At an inspection step the monitor
+fetches all pending values with one device→host copy, then for each step in order:
+  * skipped → count it, record provenance (which ranks were bad, their sample keys: one small gather, only when the
+    window held a skip), count the keys towards quarantine, count consecutive skips;
+  * finite → a loss spike (z-score over the recent window of cross-rank mean losses) is trouble too.
+Trouble (K consecutive skips, or a spike) asks the trainer to roll back; more than R rollbacks within a window asks it
+to stop. Every input of those decisions is identical on all ranks, so every rank decides the same.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from yolotr.engine.config import GuardConfig
+from yolotr.engine.guard import ConsensusPayload
+
+
+@dataclass
+class PendingStep:
+    step: int
+    grad_norm: torch.Tensor
+    skipped: torch.Tensor
+    consensus: torch.Tensor  # the all-reduced ConsensusPayload
+    local_bad: torch.Tensor  # this rank's own loss/gradient was non-finite
+    keys: list[str]
+    images: int
+
+
+@dataclass
+class StepOutcome:
+    step: int
+    grad_norm: float
+    skipped: bool
+    loss: float
+    box: float
+    obj: float
+    cls: float
+    stop_requested: bool
+    images: int
+
+
+@dataclass
+class Verdict:
+    outcomes: list[StepOutcome]
+    events: list[dict] = field(default_factory=list)
+    rollback_reason: str | None = None
+    rollback_step: int | None = None
+    stop_reason: str | None = None
+    new_quarantine: list[str] = field(default_factory=list)
+    stop_requested: bool = False
+
+
+class GuardMonitor:
+    def __init__(self, cfg: GuardConfig, rank: int, world_size: int):
+        self.cfg = cfg
+        self.rank = rank
+        self.world_size = world_size
+        self.skipped_steps = 0
+        self.consecutive_skips = 0
+        self.rollback_steps: list[int] = []
+        self.recent_losses: deque[float] = deque(maxlen=cfg.spike_window)
+        self.key_strikes: Counter[str] = Counter()
+        self.quarantine: set[str] = set()
+
+    def inspect(self, pending: list[PendingStep]) -> Verdict:
+        if not pending:
+            return Verdict(outcomes=[])
+        # One device→host transfer for the whole window: [grad_norm, skipped, *consensus] per step.
+        rows = torch.stack(
+            [torch.cat([p.grad_norm.reshape(1), p.skipped.float().reshape(1), p.consensus.float()]) for p in pending]
+        ).cpu()
+        local_bad = torch.stack([p.local_bad.reshape(()) for p in pending]).cpu().tolist()
+        verdict = Verdict(outcomes=[])
+        bad_steps = [p for p, row in zip(pending, rows) if row[1] > 0]
+        provenance = self._provenance(bad_steps, {p.step: bool(b) for p, b in zip(pending, local_bad)})
+        for p, row in zip(pending, rows):
+            c = row[2:]
+            outcome = StepOutcome(
+                step=p.step,
+                grad_norm=float(row[0]),
+                skipped=bool(row[1] > 0),
+                loss=float(c[ConsensusPayload.LOSS]),
+                box=float(c[ConsensusPayload.BOX]),
+                obj=float(c[ConsensusPayload.OBJ]),
+                cls=float(c[ConsensusPayload.CLS]),
+                stop_requested=bool(c[ConsensusPayload.STOP] > 0),
+                images=p.images,
+            )
+            verdict.outcomes.append(outcome)
+            verdict.stop_requested |= outcome.stop_requested
+            if outcome.skipped:
+                self._on_skip(outcome, provenance.get(p.step, {}), verdict)
+            else:
+                self.consecutive_skips = 0
+                self._check_spike(outcome, verdict)
+            if verdict.rollback_reason:
+                break  # the steps after the trouble belong to the window that the rollback skips
+        return verdict
+
+    def _provenance(self, bad_steps: list[PendingStep], local_bad: dict[int, bool]) -> dict[int, dict[int, list[str]]]:
+        """{step: {rank: keys}} for the ranks whose own loss or gradient was non-finite. Only called with a gather
+        when the window held a skip, which every rank knows alike."""
+        if not bad_steps:
+            return {}
+        mine = {p.step: p.keys for p in bad_steps if local_bad[p.step]}
+        if dist.is_available() and dist.is_initialized() and self.world_size > 1:
+            gathered: list[dict] = [None] * self.world_size  # type: ignore[list-item]
+            dist.all_gather_object(gathered, mine)
+        else:
+            gathered = [mine]
+        result: dict[int, dict[int, list[str]]] = {}
+        for rank, per_step in enumerate(gathered):
+            for step, keys in per_step.items():
+                result.setdefault(step, {})[rank] = keys
+        return result
+
+    def _on_skip(self, outcome: StepOutcome, bad: dict[int, list[str]], verdict: Verdict) -> None:
+        self.skipped_steps += 1
+        self.consecutive_skips += 1
+        verdict.events.append(
+            {
+                "event": "skip",
+                "step": outcome.step,
+                "grad_norm": _json_float(outcome.grad_norm),
+                "loss": _json_float(outcome.loss),
+                "bad_ranks": sorted(bad),
+                "bad_keys": {str(r): keys for r, keys in sorted(bad.items())},
+                "skipped_steps": self.skipped_steps,
+            }
+        )
+        for keys in bad.values():
+            self.key_strikes.update(keys)
+        fresh = sorted(
+            k for k, n in self.key_strikes.items() if n >= self.cfg.quarantine_after and k not in self.quarantine
+        )
+        if fresh:
+            self.quarantine.update(fresh)
+            verdict.new_quarantine.extend(fresh)
+            verdict.events.append({"event": "quarantine", "step": outcome.step, "keys": fresh})
+        if self.consecutive_skips >= self.cfg.max_consecutive_skips:
+            verdict.rollback_reason = f"{self.consecutive_skips} consecutive non-finite steps"
+            verdict.rollback_step = outcome.step
+
+    def _check_spike(self, outcome: StepOutcome, verdict: Verdict) -> None:
+        history = self.recent_losses
+        if self.cfg.spike_zscore > 0 and len(history) >= self.cfg.spike_min_history:
+            mean = sum(history) / len(history)
+            std = math.sqrt(sum((x - mean) ** 2 for x in history) / len(history))
+            z = (outcome.loss - mean) / max(std, 1e-8 * max(abs(mean), 1.0))
+            if z > self.cfg.spike_zscore:
+                verdict.rollback_reason = f"loss spike: {outcome.loss:.4g} is {z:.1f} sigma above the recent mean {mean:.4g}"
+                verdict.rollback_step = outcome.step
+                return
+        history.append(outcome.loss)
+
+    def record_rollback(self, step: int) -> str | None:
+        """Counts a rollback; returns a stop reason when the rollback budget is exhausted."""
+        self.consecutive_skips = 0
+        self.recent_losses.clear()
+        self.rollback_steps = [s for s in self.rollback_steps if s > step - self.cfg.rollback_window] + [step]
+        if len(self.rollback_steps) > self.cfg.max_rollbacks:
+            return (
+                f"{len(self.rollback_steps)} rollbacks within {self.cfg.rollback_window} steps "
+                f"(guard.max_rollbacks={self.cfg.max_rollbacks}): training diverges even after LR back-off"
+            )
+        return None
+
+    def state_dict(self) -> dict:
+        return {
+            "skipped_steps": self.skipped_steps,
+            "consecutive_skips": self.consecutive_skips,
+            "rollback_steps": list(self.rollback_steps),
+            "recent_losses": list(self.recent_losses),
+            "key_strikes": dict(self.key_strikes),
+            "quarantine": sorted(self.quarantine),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.skipped_steps = int(state["skipped_steps"])
+        self.consecutive_skips = int(state["consecutive_skips"])
+        self.rollback_steps = [int(s) for s in state["rollback_steps"]]
+        self.recent_losses = deque(state["recent_losses"], maxlen=self.cfg.spike_window)
+        self.key_strikes = Counter(state["key_strikes"])
+        self.quarantine = set(state["quarantine"])
+
+
+def _json_float(x: float) -> float | str:
+    return x if math.isfinite(x) else str(x)

@@ -1,0 +1,318 @@
+"""Everything the trainer writes to or reads from its run folder: resolved config, metrics.jsonl, W&B, the sample
+ledger, digests, quarantine list, checkpoints (save / resume), validation results and plots.
+
+Rank 0 writes the shared files; every rank writes its own ledger and digest lines (files opened in append mode,
+one line per write, so lines of different ranks never interleave mid-line).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from yolotr.checkpoint import train_state
+from yolotr.checkpoint.manager import CheckpointManager, verify
+from yolotr.engine.config_tree import to_dict
+from yolotr.engine.digests import append_digest
+
+
+class RunIO:
+    def __init__(self, trainer):
+        self.t = trainer
+        self.cfg = trainer.cfg
+        self.dir = Path(trainer.cfg.run.dir)
+        self.rank = trainer.backend.rank
+        self.is_main = trainer.backend.is_main
+        self.metrics = None
+        self.wandb = None
+        self.wandb_run_id: str | None = None
+        self.started = time.perf_counter()
+        self.images_total = 0
+        self.progress = None
+        self.ckpt = CheckpointManager(
+            self.dir,
+            rank=self.rank,
+            world_size=trainer.backend.world_size,
+            keep_last=self.cfg.checkpoint.keep_last,
+            pause_before_commit_s=self.cfg.faults.pause_checkpoint_write_s,
+        )
+        self._ledger = open(self.dir / "ledger.jsonl", "a") if self.cfg.debug.sample_ledger else None
+        self._val_stream = None
+        self._gt = None
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        from yolotr.track.metrics import MetricsWriter
+
+        t = self.t
+        resumed = self._resume()
+        if self.is_main:
+            (self.dir / "config.yaml").write_text(_config_yaml(self.cfg))
+            self.metrics = MetricsWriter(self.dir / "metrics.jsonl")
+            self._start_wandb()
+            if resumed is not None:
+                self.event(**resumed)
+            self.metrics.write(
+                "event",
+                event="start",
+                step=t.step,
+                world_size=t.backend.world_size,
+                backend=t.backend.kind,
+                device=str(t.device),
+                steps_per_epoch=t.steps_per_epoch,
+                total_steps=t.total_steps,
+                accumulate=t.accumulate,
+                stream=t.stream.counters(),
+            )
+            if self.cfg.train.progress_bar and sys.stderr.isatty():
+                from tqdm import tqdm
+
+                self.progress = tqdm(total=t.total_steps, initial=t.step, unit="step", dynamic_ncols=True)
+        # The state the run starts from is good by definition: the first rollback target.
+        from yolotr.engine.snapshot import take_snapshot
+
+        t.snapshot = take_snapshot(t.step, t.applied_steps, t.model, t.optimizer, t.ema)
+
+    def _resume(self) -> dict | None:
+        choice = self.cfg.checkpoint.resume
+        if choice == "none":
+            return None
+        if choice == "auto":
+            path = self.ckpt.newest_valid(warn=self._warn_damaged)
+            if path is None:
+                return None
+        else:
+            path = Path(choice)
+            problem = verify(path)
+            if problem:
+                raise SystemExit(f"--resume {path}: {problem}")
+        meta = train_state.restore(self.t, path)
+        self.wandb_run_id = meta.get("wandb_run_id")
+        return {
+            "event": "resume",
+            "step": self.t.step,
+            "checkpoint": str(path),
+            "old_world_size": meta["world_size"],
+            "new_world_size": self.t.backend.world_size,
+            "old_backend": meta.get("backend"),
+            "code_version": meta.get("code_version"),
+        }
+
+    def _warn_damaged(self, message: str) -> None:
+        print(f"[yolotr] warning: {message}", file=sys.stderr)
+        self._pending_warnings = getattr(self, "_pending_warnings", []) + [message]
+
+    def _start_wandb(self) -> None:
+        from yolotr.track.wandb_logger import WandbLogger
+
+        for message in getattr(self, "_pending_warnings", []):
+            self.metrics.write("event", event="checkpoint_fallback", step=self.t.step, message=message)
+        self.wandb = WandbLogger(
+            self.dir,
+            config=to_dict(self.cfg),
+            run_id=self.wandb_run_id,
+            enabled=self.cfg.wandb.enabled,
+            project=self.cfg.wandb.project,
+            name=self.cfg.wandb.name or self.dir.name,
+        )
+        self.wandb_run_id = self.wandb.run_id
+
+    # ------------------------------------------------------------------ records
+    def event(self, **fields) -> None:
+        if self.is_main and self.metrics is not None:
+            record = self.metrics.write("event", **fields)
+            self.wandb.log_record(record)
+            if fields.get("event") in ("rollback", "stop", "quarantine"):
+                print(f"[yolotr] {json.dumps(fields)}", file=sys.stderr)
+
+    def ledger(self, step: int, batch) -> None:
+        if self._ledger is not None:
+            lines = "".join(
+                json.dumps({"epoch": batch.epoch, "step": step, "rank": self.rank, "key": k}) + "\n" for k in batch.keys
+            )
+            self._ledger.write(lines)
+            self._ledger.flush()
+
+    def log_train(self, elapsed: float) -> None:
+        t = self.t
+        outcomes, t.log_window = t.log_window, []
+        images = sum(o.images for o in outcomes) * t.backend.world_size
+        self.images_total += images
+        if not self.is_main or not outcomes:
+            return
+        finite = [o for o in outcomes if not o.skipped]
+        mean = lambda attr: sum(getattr(o, attr) for o in finite) / len(finite) if finite else float("nan")  # noqa: E731
+        record = self.metrics.write(
+            "train",
+            step=t.step,
+            epoch=t.epoch,
+            loss=mean("loss"),
+            box=mean("box"),
+            obj=mean("obj"),
+            cls=mean("cls"),
+            grad_norm=outcomes[-1].grad_norm,
+            lr=[g["lr"] for g in t.optimizer.param_groups],
+            lr_groups=[g.get("name", str(i)) for i, g in enumerate(t.optimizer.param_groups)],
+            skipped_steps=t.monitor.skipped_steps,
+            rollbacks=t.rollbacks,
+            quarantined=len(t.monitor.quarantine),
+            data_errors=sum(t.stream.counters().get("errors", {}).values()),
+            images_per_s=images / max(elapsed, 1e-9),
+        )
+        self.wandb.log_record(record)
+        if self.progress is not None:
+            self.progress.n = t.step
+            self.progress.set_postfix(
+                epoch=t.epoch, loss=f"{record['loss']:.3f}", ips=f"{record['images_per_s']:.0f}", skips=t.monitor.skipped_steps
+            )
+            self.progress.refresh()
+        if t.step == self.cfg.train.log_every and self.is_main:
+            self._plot_first_batch()
+
+    def write_quarantine(self, keys: set[str]) -> None:
+        if self.is_main:
+            (self.dir / "quarantine.json").write_text(json.dumps(sorted(keys), indent=1))
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, fitness: float | None = None) -> None:
+        t = self.t
+        staged = train_state.staged_state(t)
+        self.ckpt.save(
+            t.step,
+            write_rank_files=train_state.rank_file_writer(staged, self.rank),
+            asynchronous=self.cfg.checkpoint.async_save,
+            fitness=fitness,
+        )
+        if self.cfg.debug.rank_digests:
+            append_digest(
+                self.dir / "digests.jsonl", step=t.step, rank=self.rank, model=t.model, optimizer=t.optimizer, tag="checkpoint"
+            )
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, epoch: int, final: bool = False) -> None:
+        from yolotr.data.coco_gt import coco_ground_truth
+        from yolotr.data.stream import ValStream
+        from yolotr.eval import fitness
+        from yolotr.eval.validator import validate
+
+        t = self.t
+        if self._gt is None:
+            self._gt = coco_ground_truth(t.data.val, list(t.data.names))
+        stream = ValStream(
+            t.data.val,
+            rank=t.backend.rank,
+            world_size=t.backend.world_size,
+            batch_size=self.cfg.val.batch_size,
+            imgsz=self.cfg.train.imgsz,
+        )
+        model = t.ema.module if t.ema is not None else t.model
+        result = validate(
+            model,
+            stream,
+            self._gt,
+            list(t.data.names),
+            device=t.device,
+            conf_thres=self.cfg.val.conf_thres,
+            iou_thres=self.cfg.val.iou_thres,
+            max_det=self.cfg.val.max_det,
+        )
+        score = fitness(result)
+        improved = t.best_fitness is None or score > t.best_fitness
+        if improved:
+            t.best_fitness = score
+        if self.is_main:
+            record = self.metrics.write(
+                "val",
+                step=t.step,
+                epoch=epoch,
+                final=final,
+                fitness=score,
+                **{k: v for k, v in result.summary().items() if k not in ("kind", "time")},
+            )
+            self.wandb.log_record(record)
+            (self.dir / "val_last.json").write_text(json.dumps(result.to_dict()))
+            self._plot_val(stream, model, result)
+        if not final:
+            self.save_checkpoint(fitness=score)
+        if improved:
+            self.export_weights(self.dir / "weights" / "best.safetensors")
+
+    def export_weights(self, path: Path) -> None:
+        if not self.is_main:
+            return
+        from yolotr.checkpoint.weights_file import save_weights
+
+        t = self.t
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_weights(
+            path,
+            model_state=t.model.state_dict(),
+            ema_state=t.ema.module.state_dict() if t.ema is not None else None,
+            model_yaml=t.model.yaml,
+            names=list(t.data.names),
+            imgsz=self.cfg.train.imgsz,
+            extra={"step": t.step, "config": to_dict(self.cfg)},
+        )
+
+    # ------------------------------------------------------------------ plots
+    def _plot_first_batch(self) -> None:
+        from yolotr.eval.plots.labels import plot_labels
+        from yolotr.eval.plots.mosaics import plot_train_batch
+
+        batch = self.t.first_batch
+        if batch is None:
+            return
+        plot_train_batch(batch.images, batch.targets, list(self.t.data.names), self.dir / "train_batch0.jpg")
+        plot_labels(batch.targets, list(self.t.data.names), self.dir / "labels.jpg")
+
+    def _plot_val(self, stream, model, result) -> None:
+        from yolotr.eval.plots.mosaics import plot_val_predictions
+        from yolotr.eval.plots.pr_curves import plot_pr_curves
+        from yolotr.eval.plots.results import plot_results
+        from yolotr.eval.validator import predict_batch
+
+        names = list(self.t.data.names)
+        plot_pr_curves(result, names, self.dir / "PR_curve.png")
+        plot_results(self.dir / "metrics.jsonl", self.dir / "results.png")
+        batch = next(iter(stream), None)
+        if batch is None:
+            return
+        preds = predict_batch(model, batch.images, device=self.t.device, conf_thres=0.25, iou_thres=0.45, max_det=300, multi_label=False)
+        plot_val_predictions(batch.images, preds, batch.targets, names, self.dir / "val_pred.jpg")
+        self.wandb.log_images(batch.images, preds, batch.targets, names, step=self.t.step)
+
+    # ------------------------------------------------------------------ end
+    def finish(self, code: int, reason: str) -> int:
+        t = self.t
+        self.ckpt.wait()  # never exit with a save in flight
+        if self.cfg.debug.rank_digests:
+            append_digest(self.dir / "digests.jsonl", step=t.step, rank=self.rank, model=t.model, optimizer=t.optimizer, tag="end")
+        if self._ledger is not None:
+            self._ledger.close()
+        if self.is_main:
+            self.export_weights(self.dir / "weights" / "last.safetensors")
+            self.metrics.write("event", event="stop", step=t.step, exit_code=code, reason=reason)
+            if self.progress is not None:
+                self.progress.close()
+            from yolotr.eval.plots.results import plot_results
+            from yolotr.track.metrics import read_metrics
+            from yolotr.track.summary import print_summary
+
+            plot_results(self.dir / "metrics.jsonl", self.dir / "results.png")
+            print(print_summary(read_metrics(self.dir / "metrics.jsonl")))
+            self.wandb.finish()
+            self.metrics.close()
+        return code
+
+
+def _config_yaml(cfg) -> str:
+    from yolotr.engine.config import dump_config
+
+    return dump_config(cfg)
+
+
+__all__ = ["RunIO", "torch"]

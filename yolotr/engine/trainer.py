@@ -1,0 +1,335 @@
+"""The training loop: `Trainer.fit()` reads top to bottom; `train_step()` is one guarded optimizer step.
+
+Step counters: `step` counts optimizer steps *attempted* (skipped ones included; `train.max_steps` compares to it);
+`applied_steps` counts steps whose update was applied; the LR schedule and the EMA ramp follow it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from yolotr.data.spec import load_data_yaml
+from yolotr.data.stream import TrainStream
+from yolotr.engine.backend import Backend
+from yolotr.engine.config import Config, dump_config
+from yolotr.engine.ema import ModelEMA
+from yolotr.engine.faults import FaultInjector
+from yolotr.engine.guard import ConsensusModule, ConsensusPayload, guarded_step
+from yolotr.engine.monitor import GuardMonitor, PendingStep, Verdict
+from yolotr.engine.optim import Schedule, build_optimizer, build_param_groups
+from yolotr.engine.snapshot import restore_snapshot, take_snapshot
+from yolotr.model.loss import ComputeLoss
+from yolotr.model.yolo import DetectionModel
+
+EXIT_OK = 0
+EXIT_DIVERGED = 3  # the rollback budget is exhausted
+EXIT_PREEMPTED = 75  # checkpoint written after a preemption signal; requeue me (EX_TEMPFAIL)
+
+
+class StopTraining(Exception):
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Trainer:
+    def __init__(self, cfg: Config, backend: Backend):
+        from yolotr.engine.run_io import RunIO  # run folder, metrics, W&B, checkpoints
+
+        self.cfg = cfg
+        self.backend = backend
+        self.device = backend.device
+        self.run_dir = Path(cfg.run.dir)
+        self.data = load_data_yaml(cfg.data)
+
+        torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank (DDP also broadcasts them)
+        self.model = DetectionModel(cfg.model, nc=self.data.nc, transformer=cfg.transformer or None).to(self.device)
+        self.model.names = list(self.data.names)
+        self.wrapper = ConsensusModule(self.model).to(self.device)
+        self.stream = TrainStream(
+            self.data.train,
+            global_batch_size=cfg.train.batch_size,
+            rank=backend.rank,
+            world_size=backend.world_size,
+            seed=cfg.run.seed,
+            imgsz=cfg.train.imgsz,
+            augment=cfg.augment,
+            num_workers=cfg.train.num_workers,
+        )
+        self.accumulate = max(round(cfg.train.nominal_batch_size / cfg.train.batch_size), 1)
+        self.steps_per_epoch = max(self.stream.steps_per_epoch // self.accumulate, 1)
+        self.total_steps = cfg.train.max_steps or cfg.train.epochs * self.steps_per_epoch
+
+        weight_decay = cfg.train.weight_decay * cfg.train.batch_size * self.accumulate / cfg.train.nominal_batch_size
+        groups = build_param_groups(self.model, weight_decay, cfg.train.transformer_lr_mult)
+        self.params = [p for g in groups for p in g["params"]]
+        self.optimizer = build_optimizer(
+            groups, cfg.train.optimizer, cfg.train.lr0, cfg.train.momentum, fused=cfg.guard.enabled or None
+        )
+        self.schedule = Schedule(
+            lr0=cfg.train.lr0,
+            lrf=cfg.train.lrf,
+            total_steps=self.total_steps,
+            warmup_steps=max(round(cfg.train.warmup_epochs * self.steps_per_epoch), cfg.train.warmup_steps_min)
+            if cfg.train.warmup_epochs > 0
+            else 0,
+            warmup_bias_lr=cfg.train.warmup_bias_lr,
+            warmup_momentum=cfg.train.warmup_momentum,
+            momentum=cfg.train.momentum,
+            cos_lr=cfg.train.cos_lr,
+        )
+        self.ema = ModelEMA(self.model, cfg.train.ema_decay, cfg.train.ema_tau) if cfg.train.ema else None
+        self.compute_loss = ComputeLoss(self.model, cfg.loss, imgsz=cfg.train.imgsz)
+        self.buffers = list(self.model.buffers())  # BatchNorm statistics, restored on a skipped step
+
+        self.ddp = backend.accelerator.prepare(self.wrapper) if backend.distributed else self.wrapper
+        self.local_bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        if backend.kind == "ddp":
+            self._install_local_check_hook()
+        self.faults = FaultInjector(cfg.faults, backend.rank)
+        self.faults.install(self.model)
+        self.monitor = GuardMonitor(cfg.guard, backend.rank, backend.world_size)
+        self.check_every = cfg.guard.check_every or (cfg.train.log_every if self.device.type == "cuda" else 1)
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
+
+        self.step = 0
+        self.applied_steps = 0
+        self.epoch = 0
+        self.backoff_until = -1
+        self.skipped_windows: list[list[int]] = []
+        self.rollbacks = 0
+        self.best_fitness: float | None = None
+        self.pending: list[PendingStep] = []
+        self.log_window: list = []
+        self.snapshot = None
+        self.clean_since_snapshot = True
+        self.stop_signal = False
+        self.first_batch = None
+        self.io = RunIO(self)
+
+    # ------------------------------------------------------------------ setup helpers
+    def _install_local_check_hook(self) -> None:
+        """Records whether this rank's *local* gradient was non-finite before DDP averages it (provenance only: the
+        verdict itself comes from the averaged gradient). A device-side flag, no host sync."""
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+        def hook(process_group, bucket):
+            torch.logical_or(self.local_bad, ~torch.isfinite(bucket.buffer()).all(), out=self.local_bad)
+            return allreduce_hook(process_group, bucket)
+
+        self.ddp.register_comm_hook(None, hook)
+
+    def install_signal_handlers(self) -> None:
+        def request_stop(signum, frame):  # only sets a flag: the ranks agree on it at the next step
+            self.stop_signal = True
+
+        for name in self.cfg.checkpoint.preempt_signals:
+            signal.signal(getattr(signal, name), request_stop)
+
+    def batches(self):
+        """Local batches, epoch after epoch; the stream counts its position as each batch is handed out."""
+        while True:
+            for batch in self.stream:
+                self.epoch = batch.epoch
+                yield batch
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> int:
+        self.io.start()
+        self.install_signal_handlers()
+        batches = self.batches()
+        self.schedule.apply(self.optimizer, self.applied_steps, self._backoff())
+        t_last = time.perf_counter()
+        try:
+            while self.step < self.total_steps:
+                epoch_before = self.stream.epoch
+                self.pending.append(self.train_step(batches))
+                self.step += 1
+                self.applied_steps += 1  # optimistic; corrected at inspection for skipped steps
+                if self.step % self.check_every == 0 or self.step == self.total_steps:
+                    self.handle(self.monitor.inspect(self.pending))
+                    self.pending = []
+                    self.io.ckpt.poll()
+                self.schedule.apply(self.optimizer, self.applied_steps, self._backoff())
+                if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
+                    self.io.log_train(time.perf_counter() - t_last)
+                    t_last = time.perf_counter()
+                if self.step % self.cfg.checkpoint.every == 0:
+                    self.io.save_checkpoint()
+                if self.stream.epoch != epoch_before and self._val_due(epoch_before):
+                    self.io.validate(epoch_before)
+                if self.cfg.faults.exit_at_step == self.step:
+                    self.io.ckpt.wait()
+                    os._exit(1)  # a crash drill: no cleanup, like a killed process
+            self.io.validate(self.epoch, final=True)
+            self.io.save_checkpoint()
+            return self.io.finish(EXIT_OK, "completed")
+        except StopTraining as stop:
+            if stop.code == EXIT_PREEMPTED:
+                self.io.save_checkpoint()
+            return self.io.finish(stop.code, stop.reason)
+
+    def _val_due(self, finished_epoch: int) -> bool:
+        every = self.cfg.val.every_epochs
+        return every > 0 and (finished_epoch + 1) % every == 0
+
+    def _backoff(self) -> float:
+        return self.cfg.guard.lr_backoff if self.step < self.backoff_until else 1.0
+
+    # ------------------------------------------------------------------ one optimizer step
+    def train_step(self, batches) -> PendingStep:
+        step = self.step + 1
+        self.faults.arm_grad(step)
+        buffers_before = [b.clone() for b in self.buffers]
+        self.local_bad.zero_()
+        payload = torch.zeros(ConsensusPayload.SIZE, device=self.device)
+        keys, images_seen = [], 0
+        for micro in range(self.accumulate):
+            batch = next(batches)
+            keys += batch.keys
+            if self.first_batch is None and self.backend.is_main:
+                self.first_batch = batch  # drawn as train_batch0.jpg
+            images_seen += len(batch.keys)
+            self.io.ledger(step, batch)
+            images = batch.images.to(self.device, non_blocking=True).float().div_(255)
+            targets = batch.targets.to(self.device, non_blocking=True)
+            last = micro == self.accumulate - 1
+            # Gradients are all-reduced only on the last micro-step of an accumulation.
+            sync = nullcontext() if last or not self.backend.distributed else self.ddp.no_sync()
+            with sync:
+                with self.autocast:
+                    preds = self.ddp(images)
+                # The loss is computed in fp32 (ComputeLoss casts); ×world_size undoes DDP's gradient averaging,
+                # as YOLOv5 does, so its hyperparameters transfer.
+                loss, items = self.compute_loss(preds, targets)
+                loss = loss * self.backend.world_size
+                if self.faults.nan_loss(step):
+                    loss = self.faults.poison_loss(loss)
+                bad = ~torch.isfinite(loss)
+                torch.logical_or(self.local_bad, bad, out=self.local_bad)
+                payload[ConsensusPayload.LOSS] = items.sum()
+                payload[ConsensusPayload.BOX : ConsensusPayload.CLS + 1] = items
+                payload[ConsensusPayload.STOP] = float(self.stop_signal)
+                payload[ConsensusPayload.LOCAL_BAD] = bad.float()
+                self.wrapper.payload = payload / self.accumulate
+                self.backend.accelerator.backward(self.wrapper.tie(loss))
+        consensus = self.wrapper.consensus.grad.detach().clone()
+        if not self.backend.distributed:
+            torch.logical_or(self.local_bad, ~torch.isfinite(consensus).all(), out=self.local_bad)
+        grad_norm, skipped = self._optimizer_step(step, buffers_before)
+        if self.ema is not None:
+            self.ema.update(self.model, skipped)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.wrapper.consensus.grad = None
+        return PendingStep(step, grad_norm, skipped, consensus, self.local_bad.clone(), keys, images_seen)
+
+    def _optimizer_step(self, step: int, buffers_before: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        force = torch.tensor(self.faults.forced_skip(step), device=self.device)
+        if self.cfg.guard.enabled:
+            return guarded_step(
+                self.params,
+                self.optimizer,
+                max_norm=self.cfg.guard.max_norm,
+                force_skip=force,
+                buffers=self.buffers,
+                buffers_before=buffers_before,
+            )
+        # Unguarded (the stability study's baseline): clip if asked, and step whatever the gradients hold.
+        grads = [p.grad for p in self.params if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True).float()
+        if self.cfg.guard.max_norm > 0:
+            torch.nn.utils.clip_grads_with_norm_(self.params, self.cfg.guard.max_norm, grad_norm, foreach=True)
+        self.optimizer.step()
+        return grad_norm, torch.zeros((), dtype=torch.bool, device=self.device)
+
+    # ------------------------------------------------------------------ acting on verdicts
+    def handle(self, verdict: Verdict) -> None:
+        for outcome in verdict.outcomes:
+            if outcome.skipped:
+                self.applied_steps -= 1
+                if self.ema is not None:
+                    self.ema.updates -= 1
+                self.clean_since_snapshot = False
+        self.log_window += verdict.outcomes
+        for event in verdict.events:
+            self.io.event(**event)
+        if verdict.new_quarantine:
+            self.stream.add_quarantine(verdict.new_quarantine)
+            self.io.write_quarantine(self.monitor.quarantine)
+        if verdict.rollback_reason:
+            self.rollback(verdict.rollback_reason, verdict.rollback_step)
+        elif self.cfg.guard.enabled and self.step % self.cfg.guard.snapshot_every == 0:
+            if self.clean_since_snapshot or self.snapshot is None:
+                self.snapshot = take_snapshot(self.step, self.applied_steps, self.model, self.optimizer, self.ema)
+            self.clean_since_snapshot = True
+        if verdict.stop_requested:
+            raise StopTraining(EXIT_PREEMPTED, "preemption signal received; checkpoint written, requeue to continue")
+
+    def rollback(self, reason: str, bad_step: int) -> None:
+        """Restores the last good snapshot, skips the data window since then (the stream only moves forward),
+        and backs the LR off for a cool-down. Every rank reaches this with the same inputs."""
+        if self.snapshot is None:
+            # Nothing good to return to yet: the initial state is the snapshot (taken at the first step).
+            raise StopTraining(EXIT_DIVERGED, f"{reason} before any good state was recorded")
+        restore_snapshot(self.snapshot, self.model, self.optimizer, self.ema)
+        window = [self.snapshot.step + 1, self.step]
+        self.applied_steps = self.snapshot.applied_steps
+        self.skipped_windows.append(window)
+        self.backoff_until = self.step + self.cfg.guard.cooldown_steps
+        self.rollbacks += 1
+        self.clean_since_snapshot = True
+        self.io.event(
+            event="rollback",
+            step=self.step,
+            reason=reason,
+            bad_step=bad_step,
+            restored_step=self.snapshot.step,
+            skipped_window=window,
+            lr_backoff=self.cfg.guard.lr_backoff,
+            cooldown_until=self.backoff_until,
+            rollbacks=self.rollbacks,
+        )
+        stop = self.monitor.record_rollback(self.step)
+        if stop:
+            raise StopTraining(EXIT_DIVERGED, stop)
+
+    # ------------------------------------------------------------------ state for checkpoints
+    def counters(self) -> dict:
+        return {
+            "step": self.step,
+            "applied_steps": self.applied_steps,
+            "epoch": self.epoch,
+            "backoff_until": self.backoff_until,
+            "skipped_windows": self.skipped_windows,
+            "rollbacks": self.rollbacks,
+            "best_fitness": self.best_fitness,
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
+        }
+
+    def load_counters(self, c: dict) -> None:
+        self.step = int(c["step"])
+        self.applied_steps = int(c["applied_steps"])
+        self.epoch = int(c["epoch"])
+        self.backoff_until = int(c["backoff_until"])
+        self.skipped_windows = [list(w) for w in c["skipped_windows"]]
+        self.rollbacks = int(c["rollbacks"])
+        self.best_fitness = c["best_fitness"]
+        if self.ema is not None:
+            self.ema.updates = int(c["ema_updates"])
+
+
+def config_text(cfg: Config) -> str:
+    return dump_config(cfg)
+
+
+__all__ = ["Trainer", "EXIT_OK", "EXIT_DIVERGED", "EXIT_PREEMPTED", "json", "math", "nn"]
