@@ -54,13 +54,12 @@ def setup_backend(cfg: Config) -> Backend:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         elif world_size > 1:
             os.environ["ACCELERATE_USE_CPU"] = "1"
-    kwargs = [
-        InitProcessGroupKwargs(
-            backend="nccl" if on_gpu else "gloo", timeout=timedelta(seconds=cfg.distributed.timeout_s)
-        ),
-        # Buffers (BatchNorm statistics) are broadcast from rank 0 each forward, so every rank's EMA sees the same.
-        DistributedDataParallelKwargs(broadcast_buffers=True, find_unused_parameters=False),
-    ]
+    # Buffers (BatchNorm statistics) are broadcast from rank 0 each forward, so every rank's EMA sees the same.
+    kwargs = [DistributedDataParallelKwargs(broadcast_buffers=True, find_unused_parameters=False)]
+    if world_size > 1:
+        # Without an explicit gloo backend, DeepSpeed on CPU makes every rank believe it is rank 0 of 1.
+        backend = "nccl" if on_gpu else "gloo"
+        kwargs.append(InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=cfg.distributed.timeout_s)))
     plugin = None
     if deepspeed:
         plugin = _deepspeed_plugin(cfg)

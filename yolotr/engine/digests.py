@@ -14,7 +14,7 @@ def _hash_tensors(items) -> str:
     h = hashlib.sha256()
     for name, t in items:
         h.update(name.encode())
-        t = t.detach().cpu().contiguous()
+        t = t.detach().cpu().contiguous().reshape(-1)
         h.update(str(t.dtype).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()

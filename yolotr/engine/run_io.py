@@ -178,8 +178,18 @@ class RunIO:
             (self.dir / "quarantine.json").write_text(json.dumps(sorted(keys), indent=1))
 
     # ------------------------------------------------------------------ checkpoints
+    def sync_buffers(self) -> None:
+        """DDP broadcasts BatchNorm statistics at the start of each forward, so after the last forward every rank
+        holds its own batch's. Saving rank 0's, and digesting after a broadcast, keeps all ranks' state identical."""
+        import torch.distributed as dist
+
+        if self.t.backend.distributed:
+            for buf in self.t.model.buffers():
+                dist.broadcast(buf, 0)
+
     def save_checkpoint(self, fitness: float | None = None) -> None:
         t = self.t
+        self.sync_buffers()
         staged = train_state.staged_state(t)
         self.ckpt.save(
             t.step,
@@ -289,6 +299,7 @@ class RunIO:
     def finish(self, code: int, reason: str) -> int:
         t = self.t
         self.ckpt.wait()  # never exit with a save in flight
+        self.sync_buffers()
         if self.cfg.debug.rank_digests:
             append_digest(self.dir / "digests.jsonl", step=t.step, rank=self.rank, model=t.model, optimizer=t.optimizer, tag="end")
         if self._ledger is not None:
@@ -296,6 +307,8 @@ class RunIO:
         if self.is_main:
             self.export_weights(self.dir / "weights" / "last.safetensors")
             self.metrics.write("event", event="stop", step=t.step, exit_code=code, reason=reason)
+            # Launchers (torchrun, accelerate) turn any worker failure into exit 1: scripts read the real code here.
+            (self.dir / "exit.json").write_text(json.dumps({"exit_code": code, "reason": reason, "step": t.step}))
             if self.progress is not None:
                 self.progress.close()
             from yolotr.eval.plots.results import plot_results

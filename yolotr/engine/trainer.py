@@ -153,6 +153,8 @@ class Trainer:
         try:
             while self.step < self.total_steps:
                 epoch_before = self.stream.epoch
+                if self.cfg.debug.count_collectives and self.backend.kind == "ddp" and self.step == 2:  # after DDP rebuilt its buckets (iteration 2)
+                    self._count_collectives(batches)
                 self.pending.append(self.train_step(batches))
                 self.step += 1
                 self.applied_steps += 1  # optimistic; corrected at inspection for skipped steps
@@ -160,10 +162,10 @@ class Trainer:
                     self.handle(self.monitor.inspect(self.pending))
                     self.pending = []
                     self.io.ckpt.poll()
-                self.schedule.apply(self.optimizer, self.applied_steps, self._backoff())
                 if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
-                    self.io.log_train(time.perf_counter() - t_last)
+                    self.io.log_train(time.perf_counter() - t_last)  # logs the LR this step used
                     t_last = time.perf_counter()
+                self.schedule.apply(self.optimizer, self.applied_steps, self._backoff())
                 if self.step % self.cfg.checkpoint.every == 0:
                     self.io.save_checkpoint()
                 if self.stream.epoch != epoch_before and self._val_due(epoch_before):
@@ -178,6 +180,19 @@ class Trainer:
             if stop.code == EXIT_PREEMPTED:
                 self.io.save_checkpoint()
             return self.io.finish(stop.code, stop.reason)
+
+    def _count_collectives(self, batches) -> None:
+        from yolotr.engine.collectives_probe import bare_ddp_step, count_collectives
+
+        guarded: dict = {}
+        with count_collectives(guarded):
+            pending = self.train_step(batches)
+            self.handle(self.monitor.inspect([pending]))  # the host-side inspection is part of the step too
+        self.step += 1
+        self.applied_steps += 1
+        self.log_window = []
+        bare = bare_ddp_step(self, self.first_batch)
+        self.io.event(event="collectives", step=self.step, guarded_step=guarded, bare_ddp_step=bare)
 
     def _val_due(self, finished_epoch: int) -> bool:
         every = self.cfg.val.every_epochs
@@ -197,7 +212,7 @@ class Trainer:
         for micro in range(self.accumulate):
             batch = next(batches)
             keys += batch.keys
-            if self.first_batch is None and self.backend.is_main:
+            if self.first_batch is None:
                 self.first_batch = batch  # drawn as train_batch0.jpg
             images_seen += len(batch.keys)
             self.io.ledger(step, batch)

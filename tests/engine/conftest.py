@@ -1,0 +1,102 @@
+"""Real runs of `yolotr train` on a tiny synthetic set and a tiny yolotr model, launched as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    subprocess.run(
+        [sys.executable, "-m", "yolotr", "data", "synth", "--out", str(out), "--train", "96", "--val", "16",
+         "--imgsz", "64", "--seed", "0"],
+        check=True, cwd=REPO, capture_output=True, timeout=300,
+    )
+    return out / "data.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    cfg = yaml.safe_load((REPO / "configs/models/yolotr-n.yaml").read_text())
+    cfg["width_multiple"] = 0.125
+    path = tmp_path_factory.mktemp("model") / "yolotr-tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture
+def train_config(tmp_path, tiny_data, tiny_model):
+    """Writes a small training config into tmp_path and returns its path."""
+
+    def make(**sections) -> Path:
+        cfg = {
+            "model": str(tiny_model),
+            "data": str(tiny_data),
+            "run": {"dir": str(tmp_path / "run"), "seed": 0},
+            "train": {"epochs": 1, "max_steps": 8, "batch_size": 8, "nominal_batch_size": 8, "imgsz": 64,
+                      "num_workers": 0, "optimizer": "sgd", "lr0": 0.01, "warmup_epochs": 0.0, "log_every": 1,
+                      "progress_bar": False},
+            "val": {"every_epochs": 0, "batch_size": 8},
+            "checkpoint": {"every": 1000, "keep_last": 3},
+            "wandb": {"enabled": False},
+            "debug": {"rank_digests": True},
+        }
+        for section, values in sections.items():
+            if isinstance(values, dict):
+                cfg.setdefault(section, {}).update(values)
+            else:
+                cfg[section] = values
+        path = tmp_path / f"train-{len(list(tmp_path.glob('train-*.yaml')))}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    return make
+
+
+def run_train(config: Path, *overrides: str, nproc: int = 2, launcher: str = "torchrun", env: dict | None = None,
+              timeout: int = 600, extra_launcher_args: tuple = ()) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", **(env or {})}
+    if launcher == "torchrun":
+        cmd = [str(BIN / "torchrun"), f"--nproc-per-node={nproc}", f"--master-port={free_port()}",
+               *extra_launcher_args, "-m", "yolotr", "train"]
+    elif launcher == "single":
+        cmd = [sys.executable, "-m", "yolotr", "train"]
+    elif launcher == "accelerate":
+        environ["ACCELERATE_USE_CPU"] = "1"
+        cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(nproc), "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+               *extra_launcher_args, "-m", "yolotr", "train"]
+    else:
+        raise ValueError(launcher)
+    return subprocess.run([*cmd, "--config", str(config), *overrides], cwd=REPO, env=environ, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def final_digests(run_dir: Path) -> dict[int, dict]:
+    return {r["rank"]: r for r in read_jsonl(run_dir / "digests.jsonl") if r["tag"] == "end"}
+
+
+def check(result: subprocess.CompletedProcess, code: int = 0) -> None:
+    assert result.returncode == code, f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-6000:]}"

@@ -1,0 +1,43 @@
+"""Two real ranks (torchrun, gloo): a NaN on one rank makes *both* skip the same step, bitwise as a clean skip."""
+
+import pytest
+
+from tests.engine.conftest import check, final_digests, read_jsonl, run_train
+
+pytestmark = pytest.mark.slow
+
+
+def _events(run_dir, name):
+    return [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "event" and r.get("event") == name]
+
+
+@pytest.fixture
+def reference_skip_3(train_config, tmp_path):
+    """A run told to skip step 3 without any NaN: what every faulty run must end up equal to."""
+    config = train_config(run={"dir": str(tmp_path / "reference")}, faults={"skip_steps": [3]})
+    check(run_train(config))
+    return final_digests(tmp_path / "reference")
+
+
+@pytest.mark.parametrize(
+    "fault, bad_rank",
+    [({"nan_grad_at": [[1, 3]]}, 1), ({"nan_loss_at": [[0, 3]]}, 0)],
+    ids=["nan-grad-on-rank-1", "nan-loss-on-rank-0"],
+)
+def test_one_bad_rank_makes_every_rank_skip_and_equals_a_clean_skip(train_config, tmp_path, reference_skip_3, fault, bad_rank):
+    config = train_config(faults=fault)
+    check(run_train(config))
+    run_dir = tmp_path / "run"
+
+    digests = final_digests(run_dir)
+    assert set(digests) == {0, 1}
+    assert digests[0]["model"] == digests[1]["model"] and digests[0]["optimizer"] == digests[1]["optimizer"]
+    assert digests[0]["model"] == reference_skip_3[0]["model"]
+    assert digests[0]["optimizer"] == reference_skip_3[0]["optimizer"]
+
+    skips = _events(run_dir, "skip")
+    assert [s["step"] for s in skips] == [3]
+    assert skips[0]["bad_ranks"] == [bad_rank]
+    assert len(skips[0]["bad_keys"][str(bad_rank)]) == 4  # the 4 samples of that rank's batch
+    train = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert train[-1]["skipped_steps"] == 1 and train[-1]["step"] == 8
