@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -86,8 +87,27 @@ def run_train(config: Path, *overrides: str, nproc: int = 2, launcher: str = "to
                *extra_launcher_args, "-m", "yolotr", "train"]
     else:
         raise ValueError(launcher)
-    return subprocess.run([*cmd, "--config", str(config), *overrides], cwd=REPO, env=environ, capture_output=True,
-                          text=True, timeout=timeout)
+    # Own session: on a timeout the launcher *and* its workers are killed, never left behind to load the machine.
+    proc = subprocess.Popen([*cmd, "--config", str(config), *overrides], cwd=REPO, env=environ, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"training timed out after {timeout}s\n{err[-5000:]}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture
+def launched():
+    """Processes started with start_new_session=True by a test; their whole group is killed at the end."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def read_jsonl(path: Path) -> list[dict]:

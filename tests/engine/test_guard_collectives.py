@@ -53,4 +53,3 @@ def test_reported_grad_norm_equals_the_norm_of_hand_averaged_gradients(train_con
     averaged = [(g0 + g1) / 2 for g0, g1 in zip(*grads)]
     by_hand = torch.linalg.vector_norm(torch.stack([g.norm() for g in averaged])).item()
     assert reported == pytest.approx(by_hand, rel=1e-5)
-    del compute_loss

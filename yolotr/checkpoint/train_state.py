@@ -18,7 +18,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from yolotr import __version__
-from yolotr.checkpoint.manager import write_json_durably
+from yolotr.checkpoint.manager import CheckpointError, write_json_durably
 from yolotr.engine.config_tree import to_dict
 from yolotr.engine.snapshot import _to_host
 
@@ -65,6 +65,19 @@ def rank_file_writer(staged: dict, rank: int):
     return write
 
 
+def load_tensors_only(path: Path):
+    """torch.load restricted to tensors and plain containers; anything else is refused, never executed."""
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused to load: it holds objects other than tensors and plain containers "
+            f"(a crafted or foreign file?): {str(exc).splitlines()[0]}"
+        ) from None
+
+
 def read_meta(path: Path) -> dict:
     return json.loads((Path(path) / "trainer.json").read_text())
 
@@ -89,7 +102,7 @@ def restore(trainer, path: Path) -> dict:
         trainer.stream.add_quarantine(sorted(trainer.monitor.quarantine))
     rng_file = path / f"rank-{trainer.backend.rank:05d}.pt"
     if rng_file.is_file():  # a rank that did not exist before starts from its seeded RNG
-        rng = torch.load(rng_file, weights_only=True)
+        rng = load_tensors_only(rng_file)
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])

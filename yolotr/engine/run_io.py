@@ -40,7 +40,7 @@ class RunIO:
             keep_last=self.cfg.checkpoint.keep_last,
             pause_before_commit_s=self.cfg.faults.pause_checkpoint_write_s,
         )
-        self._ledger = open(self.dir / "ledger.jsonl", "a") if self.cfg.debug.sample_ledger else None
+        self._ledger = None
         self._val_stream = None
         self._gt = None
 
@@ -50,6 +50,10 @@ class RunIO:
 
         t = self.t
         resumed = self._resume()
+        if self.cfg.debug.sample_ledger:
+            self._open_ledger(resumed_step=t.step if resumed else None)
+        if resumed is not None and self.cfg.debug.rank_digests:
+            append_digest(self.dir / "digests.jsonl", step=t.step, rank=self.rank, model=t.model, optimizer=t.optimizer, tag="resume")
         if self.is_main:
             (self.dir / "config.yaml").write_text(_config_yaml(self.cfg))
             self.metrics = MetricsWriter(self.dir / "metrics.jsonl")
@@ -128,6 +132,20 @@ class RunIO:
             self.wandb.log_record(record)
             if fields.get("event") in ("rollback", "stop", "quarantine"):
                 print(f"[yolotr] {json.dumps(fields)}", file=sys.stderr)
+
+    def _open_ledger(self, resumed_step: int | None) -> None:
+        """The ledger lists the samples whose update the run *kept*: on resume, lines of steps after the checkpoint
+        (trained by the crashed run, then lost with it) are dropped before any rank appends again."""
+        path = self.dir / "ledger.jsonl"
+        if self.is_main and resumed_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines(keepends=True) if _ledger_step(line) <= resumed_step]
+            tmp = path.with_suffix(".partial")
+            tmp.write_text("".join(kept))
+            tmp.replace(path)
+        from yolotr.checkpoint.manager import _barrier
+
+        _barrier()
+        self._ledger = open(path, "a")
 
     def ledger(self, step: int, batch) -> None:
         if self._ledger is not None:
@@ -320,6 +338,13 @@ class RunIO:
             self.wandb.finish()
             self.metrics.close()
         return code
+
+
+def _ledger_step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError):
+        return 1 << 62  # a line cut by the crash: not kept
 
 
 def _config_yaml(cfg) -> str:

@@ -1,0 +1,52 @@
+"""Crash, resume, resize: the run comes back at the exact step and the exact data position."""
+
+import collections
+
+import pytest
+
+from tests.engine.conftest import check, final_digests, read_jsonl, run_train
+
+pytestmark = pytest.mark.slow
+
+
+def test_crash_then_resume_on_the_same_world_size_ends_bitwise_equal_to_an_uninterrupted_run(train_config, tmp_path):
+    reference = train_config(run={"dir": str(tmp_path / "reference")}, checkpoint={"every": 2})
+    check(run_train(reference))
+
+    config = train_config(checkpoint={"every": 2})
+    crashed = run_train(config, "faults.exit_at_step=5")
+    assert crashed.returncode != 0
+    check(run_train(config))
+
+    resumed, uninterrupted = final_digests(tmp_path / "run"), final_digests(tmp_path / "reference")
+    assert resumed[0]["model"] == uninterrupted[0]["model"]
+    assert resumed[0]["optimizer"] == uninterrupted[0]["optimizer"]
+    assert resumed[1] == {**uninterrupted[1]}
+    resume = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r.get("event") == "resume"]
+    assert len(resume) == 1 and resume[0]["step"] == 4
+
+
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2)], ids=["2-to-1-ranks", "1-to-2-ranks"])
+def test_resume_on_another_world_size_keeps_optimizer_state_and_trains_each_sample_once(train_config, tmp_path, before, after):
+    # 96 samples, global batch 8: one epoch is 12 steps; the crash after step 5 loses step 5 (checkpoint at 4).
+    config = train_config(train={"max_steps": 12}, checkpoint={"every": 2}, debug={"sample_ledger": True, "rank_digests": True})
+    crashed = run_train(config, "faults.exit_at_step=5", nproc=before)
+    assert crashed.returncode != 0
+    check(run_train(config, nproc=after))
+    run_dir = tmp_path / "run"
+
+    digests = read_jsonl(run_dir / "digests.jsonl")
+    saved = [d for d in digests if d["tag"] == "checkpoint" and d["step"] == 4 and d["rank"] == 0][0]
+    loaded = [d for d in digests if d["tag"] == "resume"]
+    assert len(loaded) == after
+    assert all(d["optimizer"] == saved["optimizer"] and d["model"] == saved["model"] for d in loaded)
+
+    resume = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("event") == "resume"][0]
+    assert (resume["old_world_size"], resume["new_world_size"]) == (before, after)
+
+    ledger = read_jsonl(run_dir / "ledger.jsonl")
+    per_key = collections.Counter(line["key"] for line in ledger if line["epoch"] == 0)
+    assert len(per_key) == 96 and set(per_key.values()) == {1}
+    steps = collections.Counter(line["step"] for line in ledger)
+    assert sorted(steps) == list(range(1, 13)) and set(steps.values()) == {8}
+    assert {line["rank"] for line in ledger if line["step"] > 4} == set(range(after))

@@ -1,0 +1,172 @@
+"""The consolidated weights file that `val`, `predict` and `export` take: weights plus what rebuilds the model.
+
+Format (version 1):
+- `.safetensors`: tensors `model.<name>` and, when an EMA exists, `ema.<name>`; string metadata `format`
+  ("yolotr"), `version`, `model_yaml`, `names`, `imgsz` and `extra` (the last four as JSON).
+- `.pt`: one dict of plain tensors/containers with the same fields, loadable with
+  `torch.load(weights_only=True)`. Nothing else is ever unpickled: a full-pickle checkpoint is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_NAME = "yolotr"
+FORMAT_VERSION = 1
+SUFFIXES = (".safetensors", ".pt")
+
+
+@dataclass
+class WeightsFile:
+    """The raw contents of a weights file, before any model is built."""
+
+    model_state: dict[str, torch.Tensor]
+    ema_state: dict[str, torch.Tensor] | None
+    model_yaml: dict[str, Any]
+    names: list[str]
+    imgsz: int
+    extra: dict[str, Any] = field(default_factory=dict)
+    version: int = FORMAT_VERSION
+
+
+@dataclass
+class LoadedWeights:
+    """A model ready for inference and what it was trained for."""
+
+    model: torch.nn.Module
+    """DetectionModel in eval mode, fp32, holding the EMA weights when the file has them (and prefer_ema)."""
+    names: list[str]
+    imgsz: int
+    meta: dict[str, Any]
+    """`version`, `extra`, `path` and `weights` ("ema" or "model": which set the model holds)."""
+
+
+def save_weights(
+    path: str | os.PathLike,
+    *,
+    model_state: dict[str, torch.Tensor],
+    ema_state: dict[str, torch.Tensor] | None,
+    model_yaml: dict[str, Any],
+    names: list[str],
+    imgsz: int,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a weights file (format chosen by the suffix); written to a temporary name, then renamed,
+    so a crash never leaves a half-written file under the final name."""
+    path = Path(path)
+    _check_suffix(path)
+    if len(names) != int(model_yaml.get("nc", len(names))):
+        raise ValueError(f"{path}: {len(names)} class names but model yaml nc={model_yaml.get('nc')}")
+    tensors = {f"model.{k}": v for k, v in _plain_tensors(model_state, "model_state").items()}
+    if ema_state is not None:
+        tensors.update({f"ema.{k}": v for k, v in _plain_tensors(ema_state, "ema_state").items()})
+    header = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        # Through JSON for both formats: the .pt then holds only what weights_only loading accepts
+        # (a Path or a tuple in a config would otherwise make the file unloadable or differ by format).
+        "model_yaml": json.loads(json.dumps(model_yaml)),
+        "names": [str(n) for n in names],
+        "imgsz": int(imgsz),
+        "extra": json.loads(json.dumps(extra or {}, default=str)),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        metadata = {key: value if isinstance(value, str) else json.dumps(value) for key, value in header.items()}
+        save_file(tensors, str(tmp), metadata=metadata)
+    else:
+        torch.save({**header, "tensors": tensors}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_weights_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> WeightsFile:
+    """Parse a weights file into its parts, validating every field (errors name the file and the key)."""
+    path = Path(path)
+    _check_suffix(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(path), framework="pt") as handle:
+            raw_meta = handle.metadata() or {}
+        tensors = load_file(str(path), device=str(device))
+        header: dict[str, Any] = {}
+        for key in ("format", "version", "model_yaml", "names", "imgsz", "extra"):
+            if key not in raw_meta:
+                raise ValueError(f"{path}: metadata key '{key}' missing; not a yolotr weights file")
+            header[key] = raw_meta[key] if key == "format" else json.loads(raw_meta[key])
+    else:
+        try:
+            header = torch.load(path, map_location=device, weights_only=True)
+        except Exception as error:  # torch raises UnpicklingError with a long explanation
+            raise ValueError(f"{path}: not a weights-only .pt file (refusing to unpickle it): {error}") from error
+        if not isinstance(header, dict) or "tensors" not in header:
+            raise ValueError(f"{path}: not a yolotr weights file (expected a dict with 'tensors')")
+        tensors = header.pop("tensors")
+
+    if header.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path}: format {header.get('format')!r} is not {FORMAT_NAME!r}")
+    if int(header["version"]) > FORMAT_VERSION:
+        raise ValueError(f"{path}: format version {header['version']} is newer than this yolotr ({FORMAT_VERSION})")
+    model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    ema_state = {k.removeprefix("ema."): v for k, v in tensors.items() if k.startswith("ema.")}
+    if not model_state and not ema_state:
+        raise ValueError(f"{path}: holds no model.* or ema.* tensors")
+    return WeightsFile(
+        model_state=model_state,
+        ema_state=ema_state or None,
+        model_yaml=dict(header["model_yaml"]),
+        names=[str(n) for n in header["names"]],
+        imgsz=int(header["imgsz"]),
+        extra=dict(header["extra"] or {}),
+        version=int(header["version"]),
+    )
+
+
+def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu", prefer_ema: bool = True) -> LoadedWeights:
+    """Build the DetectionModel a weights file describes and load its (EMA) weights, in eval mode."""
+    from yolotr.model.yolo import DetectionModel
+
+    contents = read_weights_file(path, device="cpu")
+    use_ema = (prefer_ema and contents.ema_state is not None) or not contents.model_state
+    state = contents.ema_state if use_ema else contents.model_state
+    model = DetectionModel(dict(contents.model_yaml), ch=int(contents.model_yaml.get("ch", 3)), nc=len(contents.names))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{path}: weights do not fit the model its yaml describes: {error}") from error
+    model = model.float().to(device).eval()
+    meta = {
+        "version": contents.version,
+        "extra": contents.extra,
+        "path": str(path),
+        "weights": "ema" if use_ema else "model",
+    }
+    return LoadedWeights(model=model, names=contents.names, imgsz=contents.imgsz, meta=meta)
+
+
+def _check_suffix(path: Path) -> None:
+    if path.suffix not in SUFFIXES:
+        raise ValueError(f"{path}: weights files are {' or '.join(SUFFIXES)}, not '{path.suffix}'")
+
+
+def _plain_tensors(state: dict[str, Any], what: str) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU copies: safetensors refuses tensors that share storage (tied weights)."""
+    out = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{what}['{key}'] is a {type(value).__name__}, not a tensor")
+        out[key] = value.detach().to("cpu").contiguous().clone()
+    return out
