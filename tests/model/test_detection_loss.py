@@ -1,0 +1,149 @@
+"""YOLOv5's loss: target matching, CIoU, scaling, fp32, and finiteness on the inputs that made YOLOv5 NaN."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from yolotr.model.loss import ComputeLoss, LossHyp, bbox_iou
+from yolotr.model.yolo import DetectionModel
+
+
+@pytest.fixture
+def model(tiny_model_cfg) -> DetectionModel:
+    torch.manual_seed(0)
+    return DetectionModel(tiny_model_cfg(nc=3))
+
+
+def predictions(model: DetectionModel, batch: int = 2, size: tuple[int, int] = (128, 160)) -> list[torch.Tensor]:
+    torch.manual_seed(1)
+    return model.train()(torch.rand(batch, 3, *size))
+
+
+def assert_finite_loss_and_grads(model: DetectionModel, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    model.zero_grad()
+    total, items = ComputeLoss(model, imgsz=128)(predictions(model), targets)
+    total.backward()
+    assert torch.isfinite(total) and torch.isfinite(items).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    return total, items
+
+
+def test_loss_is_finite_for_a_batch_without_labels(model):
+    total, items = assert_finite_loss_and_grads(model, torch.zeros((0, 6)))
+
+    box, obj, cls = items.tolist()
+    assert box == 0 and cls == 0 and obj > 0  # only "no object anywhere" is learned
+
+
+@pytest.mark.parametrize("wh", [(0.0, 0.0), (0.0, 0.2), (0.2, 0.0), (1e-9, 0.3)])
+def test_loss_is_finite_for_zero_size_boxes(model, wh):
+    targets = torch.tensor([[0, 1, 0.5, 0.5, *wh], [1, 2, 0.3, 0.6, 0.2, 0.25]])
+
+    assert_finite_loss_and_grads(model, targets)
+
+
+def test_loss_is_finite_for_identical_boxes(model):
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.2, 0.3]] * 3 + [[1, 0, 0.5, 0.5, 0.2, 0.3]])
+
+    assert_finite_loss_and_grads(model, targets)
+
+
+def test_loss_is_finite_for_boxes_on_the_image_border(model):
+    targets = torch.tensor([[0, 1, 1.0, 1.0, 0.1, 0.1], [0, 1, 0.0, 0.0, 0.1, 0.1], [1, 1, 0.5, 0.5, 1.0, 1.0]])
+
+    assert_finite_loss_and_grads(model, targets)
+
+
+def test_ciou_of_identical_boxes_is_one_with_finite_gradients():
+    box = torch.tensor([[3.0, 4.0, 2.0, 1.5]], requires_grad=True)
+
+    ciou = bbox_iou(box, box.detach().clone(), ciou=True)
+    ciou.sum().backward()
+
+    assert torch.allclose(ciou, torch.ones(1), atol=1e-5)
+    assert torch.isfinite(box.grad).all()
+
+
+def test_ciou_of_degenerate_boxes_is_finite_with_finite_gradients():
+    pred = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.5, 0.0], [1.0, 1.0, 1e-12, 1e-12]], requires_grad=True)
+    target = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.7], [2.0, 2.0, 0.0, 0.0]])
+
+    ciou = bbox_iou(pred, target, ciou=True)
+    ciou.sum().backward()
+
+    assert torch.isfinite(ciou).all() and torch.isfinite(pred.grad).all()
+
+
+def test_iou_and_ciou_values_on_simple_boxes():
+    a = torch.tensor([[1.0, 1.0, 2.0, 2.0]])  # (0, 0)-(2, 2)
+    b = torch.tensor([[2.0, 1.0, 2.0, 2.0]])  # (1, 0)-(3, 2): overlap 2, union 6
+    far = torch.tensor([[11.0, 1.0, 2.0, 2.0]])
+
+    assert torch.allclose(bbox_iou(a, b), torch.tensor([1 / 3]))
+    # same aspect ratio, so CIoU = IoU - centre distance² / enclosing diagonal² = 1/3 - 1 / (3² + 2²)
+    assert torch.allclose(bbox_iou(a, b, ciou=True), torch.tensor([1 / 3 - 1 / 13]))
+    assert bbox_iou(a, far, ciou=True).item() < 0
+
+
+def test_loss_is_computed_in_fp32_from_bf16_predictions(model):
+    preds = [p.bfloat16() for p in predictions(model)]
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.2, 0.3]])
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total, items = ComputeLoss(model, imgsz=128)(preds, targets)
+
+    assert total.dtype == torch.float32 and items.dtype == torch.float32
+    assert total.ndim == 0 and items.shape == (3,)
+    reference, _ = ComputeLoss(model, imgsz=128)([p.float() for p in preds], targets)
+    assert torch.allclose(total, reference)
+
+
+def test_total_is_the_sum_of_the_items_times_the_batch_size(model):
+    preds = predictions(model, batch=2)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.2, 0.3], [1, 0, 0.3, 0.6, 0.1, 0.1]])
+
+    total, items = ComputeLoss(model)(preds, targets)
+
+    assert torch.allclose(total, items.sum() * 2)
+    assert not items.requires_grad
+
+
+def test_gains_scale_with_image_size_and_class_count_as_in_yolov5(model):
+    preds = predictions(model)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.2, 0.3]])
+    hyp = LossHyp(box=0.05, obj=1.0, cls=0.5)
+
+    _, at_640 = ComputeLoss(model, hyp, imgsz=640)(preds, targets)
+    _, at_320 = ComputeLoss(model, hyp, imgsz=320)(preds, targets)
+    loss = ComputeLoss(model, hyp, imgsz=320)
+
+    assert torch.allclose(at_320[1], at_640[1] / 4)  # obj gain × (imgsz/640)²
+    assert torch.allclose(at_320[[0, 2]], at_640[[0, 2]])
+    assert loss.cls_gain == pytest.approx(0.5 * 3 / 80)  # nc/80 with nc = 3, 3/nl with nl = 3
+
+
+def test_a_target_matches_its_cell_the_two_nearest_neighbours_and_the_anchors_within_ratio_4(model):
+    # 128 x 160 image: the stride-8 level is 16 x 20 cells. Centre at column 10.3, row 5.7 (in cells); box the size
+    # of the first stride-8 anchor (10 x 13 px).
+    preds = predictions(model, batch=1)
+    cx, cy = 10.3 / 20, 5.7 / 16
+    targets = torch.tensor([[0, 2, cx, cy, 10 / 160, 13 / 128]])
+
+    matches = ComputeLoss(model).build_targets(preds, targets)
+    classes, boxes, (image, anchor, row, col), anchors = matches[0]
+
+    # x: fraction .3 < .5 -> the left neighbour; y: fraction .7 > .5 -> the neighbour below. All 3 anchors within 4x.
+    assert sorted(set(zip(row.tolist(), col.tolist(), strict=True))) == [(5, 9), (5, 10), (6, 10)]
+    assert sorted(anchor.tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert (image == 0).all() and (classes == 2).all()
+    own_cell = (row == 5) & (col == 10)
+    assert torch.allclose(boxes[own_cell][:, :2], torch.tensor([0.3, 0.7]).expand(3, 2), atol=1e-5)
+    assert torch.allclose(boxes[:, 2:], torch.tensor([10 / 8, 13 / 8]).expand(9, 2))
+    # stride 32: the anchors are 9x to 37x the box, so nothing matches there
+    assert matches[2][0].numel() == 0
+
+
+def test_targets_with_the_wrong_layout_are_refused(model):
+    with pytest.raises(ValueError, match=r"targets must be \(N, 6\)"):
+        ComputeLoss(model)(predictions(model), torch.zeros(3, 5))
