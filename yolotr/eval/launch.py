@@ -1,0 +1,52 @@
+"""Process setup for the evaluation commands: the device, and a process group when launched by torchrun.
+
+The trainer has its own (Accelerate-based) setup; `yolotr val` only needs torch.distributed for the gather
+and must also run as a plain single process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class EvalProcess:
+    rank: int
+    world_size: int
+    device: torch.device
+    owns_process_group: bool
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def close(self) -> None:
+        if self.owns_process_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def start_process(device: str | None = None, timeout_s: float = 1800) -> EvalProcess:
+    """Pick the device (default: this rank's GPU, else CPU) and join the launcher's process group
+    (NCCL on GPUs, gloo on CPU) when `WORLD_SIZE` > 1."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device and device != "cuda":
+        chosen = torch.device(device)
+    elif device == "cuda":
+        chosen = torch.device("cuda", local_rank)
+    else:
+        chosen = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    owns = False
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if chosen.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        owns = True
+    return EvalProcess(rank=rank, world_size=world_size, device=chosen, owns_process_group=owns)

@@ -1,0 +1,17 @@
+"""`yolotr plot RUN`: redraw a run's results.png (and PR_curve.png) from its files."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run folder (holds metrics.jsonl)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from yolotr.eval.plots.run import redraw_run
+
+    for path in redraw_run(args.run):
+        print(path)
+    return 0

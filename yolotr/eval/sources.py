@@ -1,0 +1,78 @@
+"""What `yolotr predict --source` reads: one image, a folder of images, or shards (a split folder with its
+`index.json`, the index itself, or one `.tar` with the index beside it)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class SourceImage:
+    image_id: int
+    """COCO image id: the position in a sorted folder, or the global sample id in shards (= the val gt's id)."""
+    name: str
+    """File name to save the drawn image under (no directories)."""
+    image: np.ndarray
+    """(H,W,3) uint8 RGB."""
+
+
+def iter_source(source: str | os.PathLike) -> Iterator[SourceImage]:
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"--source {path} does not exist")
+    if path.is_dir() and (path / "index.json").is_file():
+        yield from _iter_shards(path / "index.json")
+    elif path.name == "index.json":
+        yield from _iter_shards(path)
+    elif path.suffix == ".tar":
+        yield from _iter_shards(path.parent / "index.json", shard_name=path.name)
+    elif path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"--source {path}: no images ({', '.join(IMAGE_SUFFIXES)}) and no index.json")
+        for image_id, file in enumerate(files):
+            yield SourceImage(image_id, file.name, _read_image(file))
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        yield SourceImage(0, path.name, _read_image(path))
+    else:
+        raise ValueError(f"--source {path}: not an image ({', '.join(IMAGE_SUFFIXES)}), a folder or shards")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"))  # (H,W,3), a writable copy
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read the image: {error}") from error
+
+
+def _iter_shards(index_path: Path, shard_name: str | None = None) -> Iterator[SourceImage]:
+    """Samples of a split (or of its shard `shard_name`) through its index, with the data stream's reader
+    and decoder."""
+    from yolotr.data.decode import JPEG_EXTENSIONS, PNG_EXTENSIONS, decode_image
+    from yolotr.data.index import load_index
+    from yolotr.data.shard_reader import ShardReader
+
+    if not index_path.is_file():
+        raise ValueError(f"--source {shard_name}: shards are read through their index, and {index_path} is missing")
+    split = load_index(index_path)
+    reader = ShardReader(split)
+    try:
+        for global_id, key in enumerate(split.keys):
+            if shard_name is not None and split.shard_path(int(split.shard_of[global_id])).name != shard_name:
+                continue
+            members = reader.read(global_id)
+            ext = next((e for e in JPEG_EXTENSIONS + PNG_EXTENSIONS if e in members), None)
+            if ext is None:
+                raise ValueError(f"{index_path}: sample {key} has no image member ({sorted(members)})")
+            yield SourceImage(global_id, f"{key.replace('/', '_')}.{ext}", decode_image(members[ext], ext))
+    finally:
+        reader.close()

@@ -1,0 +1,91 @@
+"""`yolotr val --weights W --data DATA [--json]`: COCO mAP of a weights file on a data yaml's val split.
+
+Runs as one process or under torchrun (every rank predicts its share; rank 0 prints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+
+from yolotr.eval import fitness
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", required=True, help="weights file (.safetensors or weights-only .pt)")
+    parser.add_argument("--data", required=True, help="data yaml")
+    parser.add_argument("--imgsz", type=int, default=None, help="letterbox size (default: the weights' training size)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch per process")
+    parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold")
+    parser.add_argument("--iou", type=float, default=0.6, help="NMS IoU threshold")
+    parser.add_argument("--max-det", type=int, default=300, help="detections per image")
+    parser.add_argument("--workers", type=int, default=0, help="data loading workers per process")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: this rank's GPU, else CPU)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with the metrics (rank 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from yolotr.eval.launch import start_process
+
+    process = start_process(args.device)
+    try:
+        # With --json, stdout carries exactly one JSON object: anything else printed meanwhile goes to stderr.
+        quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+        with quiet:
+            result, names = _evaluate(args, process)
+        if process.is_main:
+            if args.json:
+                print(json.dumps({**result.summary(), "fitness": fitness(result)}))
+            else:
+                print(format_table(result, names))
+    finally:
+        process.close()
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, process):
+    from yolotr.checkpoint.weights_file import load_weights
+    from yolotr.data.coco_gt import coco_ground_truth
+    from yolotr.data.spec import load_data_yaml
+    from yolotr.data.stream import ValStream
+    from yolotr.eval.validator import validate
+
+    loaded = load_weights(args.weights, device=process.device)
+    spec = load_data_yaml(args.data)
+    names = list(spec.names)
+    if len(names) != len(loaded.names):
+        raise SystemExit(f"{args.weights} predicts {len(loaded.names)} classes but {args.data} has {len(names)}")
+    if names != loaded.names:
+        warning = f"class names differ between {args.weights} and {args.data}; using the data's"
+        print(f"[yolotr] warning: {warning}", file=sys.stderr)
+    imgsz = args.imgsz or loaded.imgsz
+    stream = ValStream(
+        spec.val, rank=process.rank, world_size=process.world_size, batch_size=args.batch_size, imgsz=imgsz,
+        num_workers=args.workers,
+    )
+    gt = coco_ground_truth(spec.val, names)
+    result = validate(
+        loaded.model, stream, gt, names, device=process.device, conf_thres=args.conf, iou_thres=args.iou,
+        max_det=args.max_det,
+    )
+    return result, names
+
+
+def format_table(result, names: list[str]) -> str:
+    """YOLOv5's val table: one `all` row, then a row per class that has ground truth."""
+    header = f"{'Class':>20}{'Images':>11}{'Instances':>11}{'P':>11}{'R':>11}{'mAP50':>11}{'mAP50-95':>11}"
+    instances = sum(result.per_class_instances.values())
+    rows = [header, _row("all", result.n_images, instances, result.precision, result.recall, result.map50, result.map)]
+    for name in names:
+        if name in result.per_class_ap:
+            rows.append(_row(
+                name, result.n_images, result.per_class_instances.get(name, 0), result.per_class_precision[name],
+                result.per_class_recall[name], result.per_class_ap50[name], result.per_class_ap[name],
+            ))
+    return "\n".join(rows)
+
+
+def _row(name: str, images: int, instances: int, p: float, r: float, map50: float, map5095: float) -> str:
+    return f"{name:>20}{images:>11}{instances:>11}{p:>11.3g}{r:>11.3g}{map50:>11.3g}{map5095:>11.3g}"

@@ -1,0 +1,101 @@
+"""`metrics.jsonl`: one JSON object per line, the run's record that needs nothing but Python to read.
+
+Every line carries `kind` (`train`, `val` or `event`) and a wall-clock `time`. Lines are flushed as they
+are written so that a crash loses at most the line being written; that half-written last line is what
+`read_metrics` tolerates and what `MetricsWriter` trims away when a resumed run reopens the file.
+
+Non-finite floats (a NaN loss, an infinite grad norm) are written as Python's json writes them (`NaN`,
+`Infinity`): they are exactly the events this file must not hide, and `json.loads` reads them back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+class MetricsWriter:
+    """Appends records to a `metrics.jsonl` file; rank 0 owns it."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _trim_partial_last_line(self.path)
+        # Line-buffered text file: each record reaches the OS as soon as its newline is written.
+        self._file = open(self.path, "a", encoding="utf-8", buffering=1)
+
+    def write(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Append one record `{"kind": kind, "time": now, **fields}` and return it."""
+        if not isinstance(kind, str) or not kind:
+            raise ValueError(f"{self.path}: record kind must be a non-empty string, got {kind!r}")
+        if "kind" in fields or "time" in fields:
+            raise ValueError(f"{self.path}: 'kind' and 'time' are set by MetricsWriter, not by the caller")
+        record = {"kind": kind, "time": time.time(), **fields}
+        try:
+            line = json.dumps(record, default=_json_default)
+        except TypeError as error:
+            raise TypeError(f"{self.path}: cannot write {kind} record {fields!r}: {error}") from error
+        self._file.write(line + "\n")
+        self._file.flush()
+        return record
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All records of a `metrics.jsonl`, in file order.
+
+    A last line that does not parse is the trace of a crash mid-write and is dropped with a warning;
+    an unparsable line anywhere else means the file was damaged and raises.
+    """
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                warnings.warn(f"{path}: ignoring truncated last line {number}", stacklevel=2)
+                break
+            raise ValueError(f"{path}:{number}: not a JSON record ({error})") from error
+        if not isinstance(record, dict) or "kind" not in record:
+            raise ValueError(f"{path}:{number}: a record must be a JSON object with a 'kind'")
+        records.append(record)
+    return records
+
+
+def _trim_partial_last_line(path: Path) -> None:
+    """Cut a half-written last line so that appended records start on a line of their own."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as file:
+        data = file.read()
+        if data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1  # 0 when the whole file is one partial line
+        warnings.warn(f"{path}: dropping a partial last line left by an interrupted run", stacklevel=3)
+        file.truncate(keep)
+
+
+def _json_default(value: Any) -> Any:
+    # Tensors and numpy scalars reach the writer from training code; store their Python value.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

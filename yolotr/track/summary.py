@@ -1,0 +1,64 @@
+"""The short table printed when a run ends, computed from its metrics.jsonl records."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from yolotr.eval import fitness
+
+
+def print_summary(records: list[dict[str, Any]]) -> str:
+    """The end-of-run table to print: best mAP, steps, skipped, rollbacks, quarantined, time, images/s.
+
+    Returned rather than printed, so that the caller decides where it goes (rank 0's stdout, a log file).
+    """
+    train = [r for r in records if r.get("kind") == "train"]
+    val = [r for r in records if r.get("kind") == "val" and "map" in r and "map50" in r]
+    events = [r for r in records if r.get("kind") == "event"]
+
+    rows: list[tuple[str, str]] = []
+    if val:
+        best = max(val, key=fitness)
+        where = ", ".join(f"{key} {best[key]}" for key in ("epoch", "step") if key in best)
+        rows.append(("best mAP50-95", f"{best['map']:.4f}  (mAP50 {best['map50']:.4f}{', ' + where if where else ''})"))
+        rows.append(("last mAP50-95", f"{val[-1]['map']:.4f}  (mAP50 {val[-1]['map50']:.4f})"))
+    else:
+        rows.append(("best mAP50-95", "no validation"))
+    steps = _max_field(train, "step")
+    epochs = _max_field(train + val, "epoch")
+    epoch_note = f"  (last epoch {epochs})" if epochs is not None else ""
+    rows.append(("steps", f"{steps if steps is not None else 0}{epoch_note}"))
+    # Counters are cumulative fields of train records; events cover runs that only log the event.
+    rows.append(("skipped steps", str(_count(train, events, field="skipped_steps", event="skip"))))
+    rows.append(("rollbacks", str(_count(train, events, field="rollbacks", event="rollback"))))
+    rows.append(("quarantined", str(_count(train, events, field="quarantined", event="quarantine"))))
+    times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
+    rows.append(("time", _format_duration(max(times) - min(times)) if times else "-"))
+    speeds = [r["images_per_s"] for r in train if _is_finite(r.get("images_per_s"))]
+    rows.append(("images/s", f"{sum(speeds) / len(speeds):.1f}" if speeds else "-"))
+
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(["run summary"] + [f"  {label:<{width}}  {value}" for label, value in rows])
+
+
+def _max_field(records: Iterable[dict[str, Any]], field: str) -> Any:
+    values = [r[field] for r in records if _is_finite(r.get(field))]
+    return max(values) if values else None
+
+
+def _count(train: list[dict], events: list[dict], *, field: str, event: str) -> int:
+    cumulative = _max_field(train, field) or 0
+    return int(max(cumulative, sum(1 for r in events if r.get("event") == event)))
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
