@@ -85,6 +85,13 @@ def run_train(config: Path, *overrides: str, nproc: int = 2, launcher: str = "to
         cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(nproc), "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
                *extra_launcher_args, "-m", "yolotr", "train"]
+    elif launcher == "deepspeed":
+        # DeepSpeed on CPU: DS_ACCELERATOR=cpu, and no ACCELERATE_USE_CPU (it would silently drop DeepSpeed).
+        environ.pop("ACCELERATE_USE_CPU", None)
+        environ["DS_ACCELERATOR"] = "cpu"
+        cmd = [str(BIN / "accelerate"), "launch", "--use_deepspeed", "--num_processes", str(nproc),
+               "--deepspeed_config_file", str(REPO / "configs/deepspeed/zero2.json"), "--num_machines", "1",
+               "--main_process_port", str(free_port()), *extra_launcher_args, "-m", "yolotr", "train"]
     else:
         raise ValueError(launcher)
     # Own session: on a timeout the launcher *and* its workers are killed, never left behind to load the machine.

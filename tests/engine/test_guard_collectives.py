@@ -18,7 +18,8 @@ def test_guarded_ddp_step_issues_exactly_the_collectives_of_a_bare_ddp_step(trai
     assert guarded == bare
 
 
-def test_reported_grad_norm_equals_the_norm_of_hand_averaged_gradients(train_config, tmp_path):
+@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed"], ids=["ddp", "deepspeed-zero2"])
+def test_reported_grad_norm_equals_the_norm_of_hand_averaged_gradients(train_config, tmp_path, launcher):
     """Recompute step 1 by hand: both ranks' batches, fp32 loss on the bf16-autocast forward, gradients averaged
     as DDP does, one global norm — and compare with what the 2-rank run reported."""
     from yolotr.data.spec import load_data_yaml
@@ -28,7 +29,7 @@ def test_reported_grad_norm_equals_the_norm_of_hand_averaged_gradients(train_con
     from yolotr.model.yolo import DetectionModel
 
     config = train_config(train={"max_steps": 1}, checkpoint={"resume": "none"})
-    check(run_train(config))
+    check(run_train(config, launcher=launcher))
     reported = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"][0]["grad_norm"]
 
     cfg = load_config(config)

@@ -50,3 +50,31 @@ def test_resume_on_another_world_size_keeps_optimizer_state_and_trains_each_samp
     steps = collections.Counter(line["step"] for line in ledger)
     assert sorted(steps) == list(range(1, 13)) and set(steps.values()) == {8}
     assert {line["rank"] for line in ledger if line["step"] > 4} == set(range(after))
+
+
+def test_deepspeed_zero2_resume_from_2_to_1_rank_goes_through_a_universal_checkpoint(train_config, tmp_path):
+    # AdamW: DeepSpeed's universal converter only knows Adam moments (SGD is refused with a clear message).
+    config = train_config(train={"max_steps": 12, "optimizer": "adamw", "lr0": 0.001}, checkpoint={"every": 2}, debug={"sample_ledger": True, "rank_digests": True})
+    crashed = run_train(config, "faults.exit_at_step=5", nproc=2, launcher="deepspeed")
+    assert crashed.returncode != 0
+    check(run_train(config, nproc=1, launcher="deepspeed"))
+    run_dir = tmp_path / "run"
+
+    digests = read_jsonl(run_dir / "digests.jsonl")
+    saved = [d for d in digests if d["tag"] == "checkpoint" and d["step"] == 4]
+    loaded = [d for d in digests if d["tag"] == "resume"]
+    assert len(saved) == 2 and len(loaded) == 1
+    # The ZeRO partitions of 2 ranks, regrouped into 1: the same moments (summed over all partitions), same weights.
+    assert loaded[0]["optimizer_sum"] == pytest.approx(saved[0]["optimizer_sum"], rel=1e-6)
+    assert loaded[0]["optimizer_sum"] != 0.0
+    assert loaded[0]["model"] == saved[0]["model"]
+    assert (run_dir / "universal" / "step-00000004").is_dir()
+
+    ledger = read_jsonl(run_dir / "ledger.jsonl")
+    per_key = collections.Counter(line["key"] for line in ledger if line["epoch"] == 0)
+    assert len(per_key) == 96 and set(per_key.values()) == {1}
+    assert _train_steps(run_dir)[-1] == 12
+
+
+def _train_steps(run_dir):
+    return [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "train"]

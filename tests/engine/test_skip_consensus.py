@@ -41,3 +41,14 @@ def test_one_bad_rank_makes_every_rank_skip_and_equals_a_clean_skip(train_config
     assert len(skips[0]["bad_keys"][str(bad_rank)]) == 4  # the 4 samples of that rank's batch
     train = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "train"]
     assert train[-1]["skipped_steps"] == 1 and train[-1]["step"] == 8
+
+
+def test_under_deepspeed_zero2_a_nan_on_one_rank_is_skipped_by_both(train_config, tmp_path):
+    config = train_config(faults={"nan_grad_at": [[1, 3]]})
+    check(run_train(config, launcher="deepspeed"))
+    run_dir = tmp_path / "run"
+    skips = _events(run_dir, "skip")
+    assert [s["step"] for s in skips] == [3]
+    digests = final_digests(run_dir)
+    assert digests[0]["model"] == digests[1]["model"]
+    assert digests[0]["optimizer_sum"] == digests[1]["optimizer_sum"]

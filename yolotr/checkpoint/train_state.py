@@ -35,8 +35,11 @@ def code_version() -> str:
 
 def staged_state(trainer) -> dict:
     """Host copies taken at the step boundary; the background writer reads only these."""
-    model_sd, optim_sd = get_state_dict(trainer.model, trainer.optimizer)
-    tensors = {"model": model_sd, "optimizer": optim_sd}
+    if trainer.engine is not None:  # DeepSpeed writes the optimizer partitions itself (deepspeed_path.save_engine)
+        tensors = {"model": trainer.model.state_dict()}
+    else:
+        model_sd, optim_sd = get_state_dict(trainer.model, trainer.optimizer)
+        tensors = {"model": model_sd, "optimizer": optim_sd}
     if trainer.ema is not None:
         tensors["ema"] = trainer.ema.module.state_dict()
     meta = {
@@ -87,12 +90,23 @@ def restore(trainer, path: Path) -> dict:
     Returns trainer.json's content."""
     path = Path(path)
     meta = read_meta(path)
-    model_sd, optim_sd = get_state_dict(trainer.model, trainer.optimizer)
-    template = {"model": model_sd, "optimizer": optim_sd}
-    if trainer.ema is not None:
-        template["ema"] = trainer.ema.module.state_dict()
-    dcp.load(template, checkpoint_id=path / "state", no_dist=True)
-    set_state_dict(trainer.model, trainer.optimizer, model_state_dict=template["model"], optim_state_dict=template["optimizer"])
+    if trainer.engine is not None:
+        from yolotr.engine.deepspeed_path import load_engine
+
+        template = {"model": trainer.model.state_dict()}
+        if trainer.ema is not None:
+            template["ema"] = trainer.ema.module.state_dict()
+        dcp.load(template, checkpoint_id=path / "state", no_dist=True)
+        load_engine(trainer.engine, path, trainer.universal)  # model + ZeRO partitions, resharded if needed
+    else:
+        model_sd, optim_sd = get_state_dict(trainer.model, trainer.optimizer)
+        template = {"model": model_sd, "optimizer": optim_sd}
+        if trainer.ema is not None:
+            template["ema"] = trainer.ema.module.state_dict()
+        dcp.load(template, checkpoint_id=path / "state", no_dist=True)
+        set_state_dict(
+            trainer.model, trainer.optimizer, model_state_dict=template["model"], optim_state_dict=template["optimizer"]
+        )
     if trainer.ema is not None:
         trainer.ema.module.load_state_dict(template["ema"])
     trainer.load_counters(meta["counters"])

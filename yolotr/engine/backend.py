@@ -8,6 +8,7 @@ this module supplies the settings it cannot guess on a CPU machine.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -65,7 +66,7 @@ def setup_backend(cfg: Config) -> Backend:
     plugin = None
     if deepspeed:
         plugin = _deepspeed_plugin(cfg)
-    accelerator = Accelerator(mixed_precision="no", kwargs_handlers=kwargs, deepspeed_plugin=plugin, cpu=not on_gpu)
+    accelerator = Accelerator(mixed_precision="no", kwargs_handlers=kwargs, deepspeed_plugin=plugin, cpu=not on_gpu and not deepspeed)
     kind = "deepspeed" if deepspeed else ("ddp" if accelerator.num_processes > 1 else "single")
     return Backend(
         accelerator=accelerator,
@@ -110,7 +111,13 @@ def _deepspeed_plugin(cfg: Config):
     ds_config["gradient_clipping"] = cfg.guard.max_norm
     ds_config["train_micro_batch_size_per_gpu"] = cfg.train.batch_size // int(os.environ.get("WORLD_SIZE", "1"))
     ds_config.pop("train_batch_size", None)
-    ds_config["gradient_accumulation_steps"] = 1
+    ds_config["gradient_accumulation_steps"] = 1  # the trainer sets its own accumulation before prepare()
+    # fp32 master weights and gradients; yolotr autocasts the forward to bf16 itself (see deepspeed_path.py).
+    for section in ("bf16", "fp16", "torch_autocast"):
+        if ds_config.get(section, {}).get("enabled"):
+            print(f"[yolotr] {path}: '{section}' is ignored: yolotr runs DeepSpeed with fp32 master weights and "
+                  "autocasts the forward itself (train.precision)", file=sys.stderr)
+        ds_config.pop(section, None)
     return DeepSpeedPlugin(hf_ds_config=ds_config)
 
 

@@ -35,13 +35,31 @@ def optimizer_digest(optimizer: torch.optim.Optimizer) -> str:
     return _hash_tensors(items)
 
 
-def append_digest(path: Path, *, step: int, rank: int, model: nn.Module, optimizer, tag: str) -> None:
+def optimizer_sum(optimizer: torch.optim.Optimizer) -> float:
+    """Sum of the optimizer's moment / momentum tensors: comparable across world sizes and backends."""
+    total = 0.0
+    for state in optimizer.state.values():
+        for value in state.values():
+            if torch.is_tensor(value) and value.dtype.is_floating_point and value.numel() > 1:
+                total += float(value.detach().double().sum())
+    return total
+
+
+def append_digest(path: Path, *, step: int, rank: int, model: nn.Module, optimizer, tag: str, engine=None) -> None:
+    if engine is not None:  # DeepSpeed: this rank's ZeRO partition, and the sum over all partitions
+        from yolotr.engine.deepspeed_path import optimizer_partition_sum
+
+        base = engine.optimizer.optimizer
+        opt_digest, opt_sum = optimizer_digest(base), optimizer_partition_sum(engine)
+    else:
+        opt_digest, opt_sum = optimizer_digest(optimizer), optimizer_sum(optimizer)
     record = {
         "tag": tag,
         "step": step,
         "rank": rank,
         "model": model_digest(model),
-        "optimizer": optimizer_digest(optimizer),
+        "optimizer": opt_digest,
+        "optimizer_sum": opt_sum,
     }
     with open(path, "a") as fh:
         fh.write(json.dumps(record) + "\n")

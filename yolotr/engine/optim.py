@@ -58,7 +58,9 @@ def build_param_groups(model: nn.Module, weight_decay: float, transformer_lr_mul
     return result
 
 
-def build_optimizer(groups: list[dict], name: str, lr: float, momentum: float, *, fused: bool = True):
+def build_optimizer(
+    groups: list[dict], name: str, lr: float, momentum: float, *, fused: bool | None = True, preinit_momentum: bool = True
+):
     """SGD (Nesterov, YOLOv5's defaults) or AdamW, fused where torch supports it.
 
     Fused kernels take a `found_inf` tensor and then leave parameters *and* state untouched on the device, without a
@@ -66,6 +68,8 @@ def build_optimizer(groups: list[dict], name: str, lr: float, momentum: float, *
     """
     if name == "sgd":
         opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True, fused=fused)
+        if not preinit_momentum:  # ZeRO re-creates the state on its flat partitions
+            return opt
         # A fused SGD step skipped by found_inf on the very first step would leave `momentum_buffer` allocated but
         # uninitialised (torch.empty), and the next step would use it as if it were real momentum. Zero buffers make
         # the first real step bitwise identical to torch's lazy initialisation (0·m + g = g).

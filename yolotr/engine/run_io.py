@@ -42,6 +42,7 @@ class RunIO:
         )
         self._ledger = None
         self._val_stream = None
+        self._last_saved_step = -1
         self._gt = None
 
     # ------------------------------------------------------------------ start
@@ -53,7 +54,7 @@ class RunIO:
         if self.cfg.debug.sample_ledger:
             self._open_ledger(resumed_step=t.step if resumed else None)
         if resumed is not None and self.cfg.debug.rank_digests:
-            append_digest(self.dir / "digests.jsonl", step=t.step, rank=self.rank, model=t.model, optimizer=t.optimizer, tag="resume")
+            self.digest("resume")
         if self.is_main:
             (self.dir / "config.yaml").write_text(_config_yaml(self.cfg))
             self.metrics = MetricsWriter(self.dir / "metrics.jsonl")
@@ -81,19 +82,24 @@ class RunIO:
 
         t.snapshot = take_snapshot(t.step, t.applied_steps, t.model, t.optimizer, t.ema)
 
-    def _resume(self) -> dict | None:
+    def resume_target(self) -> Path | None:
+        """The checkpoint this start resumes from: `auto` = newest valid one (damaged ones are passed over with a
+        warning), None for a fresh start. Decided before the model is wrapped (DeepSpeed needs to know)."""
         choice = self.cfg.checkpoint.resume
         if choice == "none":
             return None
         if choice == "auto":
-            path = self.ckpt.newest_valid(warn=self._warn_damaged)
-            if path is None:
-                return None
-        else:
-            path = Path(choice)
-            problem = verify(path)
-            if problem:
-                raise SystemExit(f"--resume {path}: {problem}")
+            return self.ckpt.newest_valid(warn=self._warn_damaged)
+        path = Path(choice)
+        problem = verify(path)
+        if problem:
+            raise SystemExit(f"--resume {path}: {problem}")
+        return path
+
+    def _resume(self) -> dict | None:
+        path = self.t.resume_from
+        if path is None:
+            return None
         meta = train_state.restore(self.t, path)
         self.wandb_run_id = meta.get("wandb_run_id")
         return {
@@ -196,6 +202,11 @@ class RunIO:
             (self.dir / "quarantine.json").write_text(json.dumps(sorted(keys), indent=1))
 
     # ------------------------------------------------------------------ checkpoints
+    def digest(self, tag: str) -> None:
+        t = self.t
+        append_digest(self.dir / "digests.jsonl", step=t.step, rank=self.rank, model=t.model, optimizer=t.optimizer,
+                      engine=t.engine, tag=tag)
+
     def sync_buffers(self) -> None:
         """DDP broadcasts BatchNorm statistics at the start of each forward, so after the last forward every rank
         holds its own batch's. Saving rank 0's, and digesting after a broadcast, keeps all ranks' state identical."""
@@ -207,18 +218,25 @@ class RunIO:
 
     def save_checkpoint(self, fitness: float | None = None) -> None:
         t = self.t
+        if t.step == self._last_saved_step and fitness is None:
+            return  # e.g. the final save right after a periodic one
+        self._last_saved_step = t.step
         self.sync_buffers()
         staged = train_state.staged_state(t)
+        write_sync = None
+        if t.engine is not None:
+            from yolotr.engine.deepspeed_path import save_engine
+
+            write_sync = lambda tmp: save_engine(t.engine, tmp)  # noqa: E731 - every rank its ZeRO partition
         self.ckpt.save(
             t.step,
+            write_sync=write_sync,
             write_rank_files=train_state.rank_file_writer(staged, self.rank),
             asynchronous=self.cfg.checkpoint.async_save,
             fitness=fitness,
         )
         if self.cfg.debug.rank_digests:
-            append_digest(
-                self.dir / "digests.jsonl", step=t.step, rank=self.rank, model=t.model, optimizer=t.optimizer, tag="checkpoint"
-            )
+            self.digest("checkpoint")
 
     # ------------------------------------------------------------------ validation
     def validate(self, epoch: int, final: bool = False) -> None:
@@ -319,7 +337,7 @@ class RunIO:
         self.ckpt.wait()  # never exit with a save in flight
         self.sync_buffers()
         if self.cfg.debug.rank_digests:
-            append_digest(self.dir / "digests.jsonl", step=t.step, rank=self.rank, model=t.model, optimizer=t.optimizer, tag="end")
+            self.digest("end")
         if self._ledger is not None:
             self._ledger.close()
         if self.is_main:

@@ -73,8 +73,15 @@ class Trainer:
         weight_decay = cfg.train.weight_decay * cfg.train.batch_size * self.accumulate / cfg.train.nominal_batch_size
         groups = build_param_groups(self.model, weight_decay, cfg.train.transformer_lr_mult)
         self.params = [p for g in groups for p in g["params"]]
+        deepspeed = backend.kind == "deepspeed"
+        # Fused kernels give the DDP guard its sync-free skip; under DeepSpeed, ZeRO owns the step.
         self.optimizer = build_optimizer(
-            groups, cfg.train.optimizer, cfg.train.lr0, cfg.train.momentum, fused=cfg.guard.enabled or None
+            groups,
+            cfg.train.optimizer,
+            cfg.train.lr0,
+            cfg.train.momentum,
+            fused=(cfg.guard.enabled and not deepspeed) or None,
+            preinit_momentum=not deepspeed,
         )
         self.schedule = Schedule(
             lr0=cfg.train.lr0,
@@ -92,7 +99,14 @@ class Trainer:
         self.compute_loss = ComputeLoss(self.model, cfg.loss, imgsz=cfg.train.imgsz)
         self.buffers = list(self.model.buffers())  # BatchNorm statistics, restored on a skipped step
 
-        self.ddp = backend.accelerator.prepare(self.wrapper) if backend.distributed else self.wrapper
+        self.io = RunIO(self)
+        self.resume_from = self.io.resume_target()
+        self.universal = None
+        self.engine = None
+        if deepspeed:
+            self._prepare_deepspeed()
+        else:
+            self.ddp = backend.accelerator.prepare(self.wrapper) if backend.distributed else self.wrapper
         self.local_bad = torch.zeros((), dtype=torch.bool, device=self.device)
         if backend.kind == "ddp":
             self._install_local_check_hook()
@@ -115,7 +129,6 @@ class Trainer:
         self.clean_since_snapshot = True
         self.stop_signal = False
         self.first_batch = None
-        self.io = RunIO(self)
 
     # ------------------------------------------------------------------ setup helpers
     def _install_local_check_hook(self) -> None:
@@ -128,6 +141,32 @@ class Trainer:
             return allreduce_hook(process_group, bucket)
 
         self.ddp.register_comm_hook(None, hook)
+
+    def _prepare_deepspeed(self) -> None:
+        from yolotr.engine.deepspeed_path import prepare_universal
+        from yolotr.checkpoint.train_state import read_meta
+
+        plugin = self.backend.accelerator.state.deepspeed_plugin
+        plugin.deepspeed_config["gradient_accumulation_steps"] = self.accumulate
+        if self.resume_from is not None:
+            meta = read_meta(self.resume_from)
+            if meta.get("backend") != "deepspeed":
+                raise SystemExit(f"{self.resume_from}: written by the {meta.get('backend')} backend, not DeepSpeed")
+            if meta["world_size"] != self.backend.world_size:
+                # Another data-parallel size: ZeRO partitions must be regrouped, via DeepSpeed's universal format.
+                if self.cfg.train.optimizer != "adamw":
+                    raise SystemExit(
+                        f"{self.resume_from}: resuming DeepSpeed ZeRO on {self.backend.world_size} ranks instead of "
+                        f"{meta['world_size']} needs a universal checkpoint, and DeepSpeed's converter "
+                        "(ds_to_universal) only knows Adam moments: use train.optimizer=adamw with DeepSpeed, or "
+                        f"resume on {meta['world_size']} ranks"
+                    )
+                step = meta["counters"]["step"]
+                self.universal = prepare_universal(self.resume_from, self.run_dir, step, rank=self.backend.rank)
+                plugin.deepspeed_config["checkpoint"] = {"load_universal": True}
+        self.engine, _ = self.backend.accelerator.prepare(self.model, self.optimizer)
+        self.optimizer = self.engine.optimizer  # ZeRO's: its param_groups carry the schedule's LRs
+        self.ddp = self.engine
 
     def install_signal_handlers(self) -> None:
         def request_stop(signum, frame):  # only sets a flag: the ranks agree on it at the next step
@@ -202,20 +241,30 @@ class Trainer:
         return self.cfg.guard.lr_backoff if self.step < self.backoff_until else 1.0
 
     # ------------------------------------------------------------------ one optimizer step
+    def note_batch(self, step: int, batch) -> None:
+        if self.first_batch is None:
+            self.first_batch = batch  # drawn as train_batch0.jpg
+        self.io.ledger(step, batch)
+
     def train_step(self, batches) -> PendingStep:
         step = self.step + 1
         self.faults.arm_grad(step)
         buffers_before = [b.clone() for b in self.buffers]
         self.local_bad.zero_()
+        if self.engine is not None:
+            from yolotr.engine.deepspeed_path import deepspeed_step
+
+            grad_norm, skipped, consensus, keys, images = deepspeed_step(self, step, batches, buffers_before)
+            if self.ema is not None:
+                self.ema.update(self.model, skipped)
+            return PendingStep(step, grad_norm, skipped, consensus, self.local_bad.clone(), keys, images)
         payload = torch.zeros(ConsensusPayload.SIZE, device=self.device)
         keys, images_seen = [], 0
         for micro in range(self.accumulate):
             batch = next(batches)
             keys += batch.keys
-            if self.first_batch is None:
-                self.first_batch = batch  # drawn as train_batch0.jpg
             images_seen += len(batch.keys)
-            self.io.ledger(step, batch)
+            self.note_batch(step, batch)
             images = batch.images.to(self.device, non_blocking=True).float().div_(255)
             targets = batch.targets.to(self.device, non_blocking=True)
             last = micro == self.accumulate - 1

@@ -1,0 +1,114 @@
+"""The DeepSpeed (ZeRO-1/2) variant of the guarded step, and its checkpoints.
+
+Numerics match the DDP path: fp32 master weights and fp32 gradients in the ZeRO partitions, the forward under
+`torch.autocast(bfloat16)` applied by yolotr, the loss in fp32. (DeepSpeed's own `bf16` section would cast the module,
+BatchNorm statistics included, to bf16; its `torch_autocast` section would reduce some gradients in bf16.)
+
+The verdict: DeepSpeed computes the global gradient norm across all ZeRO partitions with one all-reduce, and when that
+norm is non-finite it skips the step (parameters, optimizer state and step counter untouched). The norm being the
+result of an all-reduce, `was_step_applied()` is the same on every rank. What else must be agreed (stop flag, mean
+loss) takes one small all-reduce per step here: DeepSpeed's gradient reduction cannot carry it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from yolotr.engine.guard import ConsensusPayload
+
+
+def universal_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "universal" / f"step-{step:08d}"
+
+
+def prepare_universal(checkpoint: Path, run_dir: Path, step: int, *, rank: int) -> Path:
+    """Converts a ZeRO checkpoint written at another data-parallel size into DeepSpeed's universal format (once,
+    on rank 0; the others wait), so that it loads on this job's number of ranks. The user never runs a tool."""
+    out = universal_dir(run_dir, step)
+    if rank == 0 and not (out / "state" / "zero").is_dir():
+        out.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal",
+            "--input_folder", str(Path(checkpoint) / "ds" / "state"),
+            "--output_folder", str(out / "state"),
+            "--inject_missing_state",
+            "--num_extract_workers", "1",
+            "--num_merge_workers", "1",
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if result.returncode != 0:
+            raise RuntimeError(f"ds_to_universal failed for {checkpoint}:\n{result.stderr[-4000:]}")
+    if dist.is_initialized():
+        dist.barrier()
+    return out
+
+
+def deepspeed_step(trainer, step: int, batches, buffers_before):
+    """One optimizer step under DeepSpeed: micro-steps, DeepSpeed's own clip-or-skip, EMA, buffers.
+    Returns (grad_norm, skipped, consensus, keys, images) with device tensors like the DDP path."""
+    engine = trainer.engine
+    payload = torch.zeros(ConsensusPayload.SIZE, device=trainer.device)
+    keys, images_seen = [], 0
+    for micro in range(trainer.accumulate):
+        batch = next(batches)
+        keys += batch.keys
+        images_seen += len(batch.keys)
+        trainer.note_batch(step, batch)
+        images = batch.images.to(trainer.device, non_blocking=True).float().div_(255)
+        targets = batch.targets.to(trainer.device, non_blocking=True)
+        with trainer.autocast:
+            preds = engine(images)
+        loss, items = trainer.compute_loss(preds, targets)
+        # DeepSpeed divides by its accumulation steps; yolotr keeps YOLOv5's un-divided sum (×accumulate), and
+        # ×world_size undoes the data-parallel averaging, as on the DDP path.
+        loss = loss * trainer.backend.world_size * trainer.accumulate
+        if trainer.faults.nan_loss(step) or trainer.faults.forced_skip(step):
+            loss = trainer.faults.poison_loss(loss)  # DeepSpeed has no "skip anyway": a NaN makes it skip
+        bad = ~torch.isfinite(loss)
+        torch.logical_or(trainer.local_bad, bad, out=trainer.local_bad)
+        payload[ConsensusPayload.LOSS] += items.sum() / trainer.accumulate
+        payload[ConsensusPayload.BOX : ConsensusPayload.CLS + 1] += items / trainer.accumulate
+        engine.backward(loss)
+        engine.step()  # applies only at the accumulation boundary
+    payload[ConsensusPayload.STOP] = float(trainer.stop_signal)
+    payload[ConsensusPayload.LOCAL_BAD] = trainer.local_bad.float()
+    if trainer.backend.distributed:
+        dist.all_reduce(payload, op=dist.ReduceOp.AVG)
+    skipped = torch.tensor(not engine.was_step_applied(), device=trainer.device)
+    norm = engine.get_global_grad_norm()
+    grad_norm = torch.tensor(float("nan") if norm is None else float(norm), device=trainer.device)
+    for buf, before in zip(trainer.buffers, buffers_before):
+        buf.copy_(torch.where(skipped, before, buf))
+    return grad_norm, skipped, payload, keys, images_seen
+
+
+def save_engine(engine, tmp: Path) -> None:
+    """Every rank writes its ZeRO partition (collective); runs at the step boundary, before the async part."""
+    engine.save_checkpoint(str(tmp / "ds"), tag="state", save_latest=False)
+
+
+def load_engine(engine, checkpoint: Path, universal: Path | None) -> None:
+    source = universal if universal is not None else Path(checkpoint) / "ds"
+    load_path, _ = engine.load_checkpoint(
+        str(source), tag="state", load_optimizer_states=True, load_lr_scheduler_states=False, load_module_strict=True
+    )
+    if load_path is None:
+        raise RuntimeError(f"DeepSpeed found no checkpoint in {source}")
+
+
+def optimizer_partition_sum(engine) -> float:
+    """Sum of every optimizer-state tensor over all ZeRO partitions: a world-size independent fingerprint."""
+    total = torch.zeros((), dtype=torch.float64)
+    for state in engine.optimizer.optimizer.state.values():
+        for value in state.values():
+            if torch.is_tensor(value) and value.dtype.is_floating_point and value.numel() > 1:
+                total += value.detach().double().sum().cpu()
+    if dist.is_initialized():
+        dist.all_reduce(total)
+    return float(total)
