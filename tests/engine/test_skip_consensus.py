@@ -52,3 +52,14 @@ def test_under_deepspeed_zero2_a_nan_on_one_rank_is_skipped_by_both(train_config
     digests = final_digests(run_dir)
     assert digests[0]["model"] == digests[1]["model"]
     assert digests[0]["optimizer_sum"] == digests[1]["optimizer_sum"]
+
+
+def test_anomaly_hooks_name_the_module_where_a_non_finite_forward_started(train_config, tmp_path):
+    config = train_config(faults={"nan_forward_at": [[1, 2]]}, debug={"anomaly_hooks": True, "rank_digests": True})
+    check(run_train(config))
+    skip = _events(tmp_path / "run", "skip")[0]
+    assert skip["step"] == 2 and skip["bad_ranks"] == [1]
+    module = skip["bad_modules"]["1"]
+    assert module.startswith("model.8")  # the C3TR of yolotr-n (layer 8), not a later layer
+    digests = final_digests(tmp_path / "run")
+    assert digests[0]["model"] == digests[1]["model"]

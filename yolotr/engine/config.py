@@ -161,6 +161,8 @@ class FaultsConfig:
     """[[rank, step], ...]: that rank's loss becomes NaN at that step (fault drills and tests)."""
     nan_grad_at: list[list[int]] = field(default_factory=list)
     """[[rank, step], ...]: that rank's local gradient gets a NaN at that step, before the all-reduce."""
+    nan_forward_at: list[list[int]] = field(default_factory=list)
+    """[[rank, step], ...]: the first Transformer block's output becomes NaN on that rank at that step."""
     random_nan_rate: float = 0.0
     """Probability per (step, rank) of a NaN loss, drawn from `random_seed` (the stability study's injection)."""
     random_seed: int = 1234
@@ -247,7 +249,7 @@ def validate(cfg: Config, source: str | None = None) -> None:
         raise ConfigError("guard.lr_backoff", f"must be in (0, 1], got {cfg.guard.lr_backoff}", source)
     if not 0 <= cfg.faults.random_nan_rate <= 1:
         raise ConfigError("faults.random_nan_rate", f"must be in [0, 1], got {cfg.faults.random_nan_rate}", source)
-    for key in ("nan_loss_at", "nan_grad_at"):
+    for key in ("nan_loss_at", "nan_grad_at", "nan_forward_at"):
         for i, pair in enumerate(getattr(cfg.faults, key)):
             if len(pair) != 2:
                 raise ConfigError(f"faults.{key}[{i}]", f"must be [rank, step], got {pair}", source)

@@ -31,6 +31,7 @@ class PendingStep:
     local_bad: torch.Tensor  # this rank's own loss/gradient was non-finite
     keys: list[str]
     images: int
+    bad_module: str | None = None  # debug.anomaly_hooks: first module with a non-finite output on this rank
 
 
 @dataclass
@@ -104,24 +105,24 @@ class GuardMonitor:
                 break  # the steps after the trouble belong to the window that the rollback skips
         return verdict
 
-    def _provenance(self, bad_steps: list[PendingStep], local_bad: dict[int, bool]) -> dict[int, dict[int, list[str]]]:
-        """{step: {rank: keys}} for the ranks whose own loss or gradient was non-finite. Only called with a gather
+    def _provenance(self, bad_steps: list[PendingStep], local_bad: dict[int, bool]) -> dict[int, dict[int, dict]]:
+        """{step: {rank: {"keys": [...], "module": name | None}}} for the ranks whose own loss or gradient was non-finite. Only called with a gather
         when the window held a skip, which every rank knows alike."""
         if not bad_steps:
             return {}
-        mine = {p.step: p.keys for p in bad_steps if local_bad[p.step]}
+        mine = {p.step: {"keys": p.keys, "module": p.bad_module} for p in bad_steps if local_bad[p.step]}
         if dist.is_available() and dist.is_initialized() and self.world_size > 1:
             gathered: list[dict] = [None] * self.world_size  # type: ignore[list-item]
             dist.all_gather_object(gathered, mine)
         else:
             gathered = [mine]
-        result: dict[int, dict[int, list[str]]] = {}
+        result: dict[int, dict[int, dict]] = {}
         for rank, per_step in enumerate(gathered):
-            for step, keys in per_step.items():
-                result.setdefault(step, {})[rank] = keys
+            for step, found in per_step.items():
+                result.setdefault(step, {})[rank] = found
         return result
 
-    def _on_skip(self, outcome: StepOutcome, bad: dict[int, list[str]], verdict: Verdict) -> None:
+    def _on_skip(self, outcome: StepOutcome, bad: dict[int, dict], verdict: Verdict) -> None:
         self.skipped_steps += 1
         self.consecutive_skips += 1
         verdict.events.append(
@@ -131,12 +132,13 @@ class GuardMonitor:
                 "grad_norm": _json_float(outcome.grad_norm),
                 "loss": _json_float(outcome.loss),
                 "bad_ranks": sorted(bad),
-                "bad_keys": {str(r): keys for r, keys in sorted(bad.items())},
+                "bad_keys": {str(r): found["keys"] for r, found in sorted(bad.items())},
+                "bad_modules": {str(r): found["module"] for r, found in sorted(bad.items()) if found["module"]},
                 "skipped_steps": self.skipped_steps,
             }
         )
-        for keys in bad.values():
-            self.key_strikes.update(keys)
+        for found in bad.values():
+            self.key_strikes.update(found["keys"])
         fresh = sorted(
             k for k, n in self.key_strikes.items() if n >= self.cfg.quarantine_after and k not in self.quarantine
         )

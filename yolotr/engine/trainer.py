@@ -112,6 +112,12 @@ class Trainer:
             self._install_local_check_hook()
         self.faults = FaultInjector(cfg.faults, backend.rank)
         self.faults.install(self.model)
+        self.faults.install_forward(self.model)
+        self.anomaly = None
+        if cfg.debug.anomaly_hooks:
+            from yolotr.engine.anomaly import AnomalyHooks
+
+            self.anomaly = AnomalyHooks(self.model)
         self.monitor = GuardMonitor(cfg.guard, backend.rank, backend.world_size)
         self.check_every = cfg.guard.check_every or (cfg.train.log_every if self.device.type == "cuda" else 1)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
@@ -257,7 +263,7 @@ class Trainer:
             grad_norm, skipped, consensus, keys, images = deepspeed_step(self, step, batches, buffers_before)
             if self.ema is not None:
                 self.ema.update(self.model, skipped)
-            return PendingStep(step, grad_norm, skipped, consensus, self.local_bad.clone(), keys, images)
+            return PendingStep(step, grad_norm, skipped, consensus, self.local_bad.clone(), keys, images, self._bad_module())
         payload = torch.zeros(ConsensusPayload.SIZE, device=self.device)
         keys, images_seen = [], 0
         for micro in range(self.accumulate):
@@ -295,7 +301,12 @@ class Trainer:
             self.ema.update(self.model, skipped)
         self.optimizer.zero_grad(set_to_none=True)
         self.wrapper.consensus.grad = None
-        return PendingStep(step, grad_norm, skipped, consensus, self.local_bad.clone(), keys, images_seen)
+        return PendingStep(
+            step, grad_norm, skipped, consensus, self.local_bad.clone(), keys, images_seen, self._bad_module()
+        )
+
+    def _bad_module(self) -> str | None:
+        return self.anomaly.take() if self.anomaly is not None else None
 
     def _optimizer_step(self, step: int, buffers_before: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         force = torch.tensor(self.faults.forced_skip(step), device=self.device)
