@@ -152,3 +152,22 @@ def test_a_crafted_pickle_in_a_checkpoint_is_refused(train_config, tmp_path):
     assert result.returncode != 0
     assert "refused" in result.stderr and "rank-00000.pt" in result.stderr
     assert not Path("/tmp/yolotr-pwned").exists()
+
+
+def test_export_weights_from_a_run_gives_a_file_that_val_takes(train_config, tmp_path, tiny_data):
+    import subprocess as sp
+
+    from yolotr.checkpoint.weights_file import load_weights
+
+    config = train_config(train={"max_steps": 2}, checkpoint={"every": 2})
+    check(run_train(config, nproc=1, launcher="single"))
+    out = tmp_path / "w.safetensors"
+    cmd = [str(BIN / "python"), "-m", "yolotr", "export-weights", str(tmp_path / "run"), "--out", str(out)]
+    result = sp.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    loaded = load_weights(out)
+    assert loaded.names == ["circle", "square", "triangle", "cross"]
+    val = sp.run([str(BIN / "python"), "-m", "yolotr", "val", "--weights", str(out), "--data", str(tiny_data),
+                  "--imgsz", "64", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert val.returncode == 0, val.stderr
+    assert {"map50", "map"} <= set(json.loads(val.stdout.strip().splitlines()[-1]))

@@ -50,6 +50,9 @@ def staged_state(trainer) -> dict:
         "wandb_run_id": trainer.io.wandb_run_id,
         "code_version": code_version(),
         "world_size": trainer.backend.world_size,
+        "model_yaml": trainer.model.yaml,
+        "names": list(trainer.data.names),
+        "imgsz": trainer.cfg.train.imgsz,
         "backend": trainer.backend.kind,
     }
     rng = {"torch": torch.get_rng_state()}
