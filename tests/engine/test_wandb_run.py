@@ -1,0 +1,29 @@
+"""A short training logs a real offline W&B run: history readable from the .wandb file, resumed under the same id."""
+
+import pytest
+
+from tests.engine.conftest import check, read_jsonl, run_train
+from yolotr.track.wandb_reader import find_wandb_files, read_history
+
+pytestmark = pytest.mark.slow
+
+
+def test_offline_wandb_history_holds_loss_and_map_and_a_resume_continues_the_same_run(train_config, tmp_path):
+    config = train_config(wandb={"enabled": True}, train={"max_steps": 4}, checkpoint={"every": 2})
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_API_KEY": ""}
+    check(run_train(config, nproc=2, env=env))
+    check(run_train(config, "train.max_steps=6", nproc=2, env=env))
+    run_dir = tmp_path / "run"
+
+    files = find_wandb_files(run_dir)
+    assert len(files) == 2, files  # offline: one folder per process start, the resume adds the second
+    (id1, rows1), (id2, rows2) = read_history(files[0]), read_history(files[1])
+    assert id1 == id2
+    steps1 = [r["_step"] for r in rows1 if "train/loss" in r]
+    steps2 = [r["_step"] for r in rows2 if "train/loss" in r]
+    assert steps1 == [1, 2, 3, 4] and steps2 == [5, 6]
+    assert any("val/map50" in r and r["_step"] == 4 for r in rows1)
+    assert any("val/map50" in r and r["_step"] == 6 for r in rows2)
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    first_loss = [r["loss"] for r in metrics if r["kind"] == "train"][0]
+    assert [r["train/loss"] for r in rows1 if "train/loss" in r][0] == pytest.approx(first_loss)
