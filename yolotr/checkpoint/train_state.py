@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import warnings
 from pathlib import Path
 
 import torch
@@ -64,7 +65,9 @@ def staged_state(trainer) -> dict:
 def rank_file_writer(staged: dict, rank: int):
     def write(tmp: Path) -> None:
         if rank == 0:
-            dcp.save(staged["tensors"], checkpoint_id=tmp / "state", no_dist=True)
+            with warnings.catch_warnings():  # "assuming the intent is to save in a single process": it is
+                warnings.simplefilter("ignore", UserWarning)
+                dcp.save(staged["tensors"], checkpoint_id=tmp / "state", no_dist=True)
             write_json_durably(tmp / "trainer.json", staged["meta"])
         torch.save(staged["rng"], tmp / f"rank-{rank:05d}.pt")
 
@@ -84,6 +87,13 @@ def load_tensors_only(path: Path):
         ) from None
 
 
+def _load_dcp(template: dict, path: Path) -> None:
+    """Every rank reads the whole (replicated) state: no collective, any world size."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(template, checkpoint_id=path, no_dist=True)
+
+
 def read_meta(path: Path) -> dict:
     return json.loads((Path(path) / "trainer.json").read_text())
 
@@ -99,14 +109,14 @@ def restore(trainer, path: Path) -> dict:
         template = {"model": trainer.model.state_dict()}
         if trainer.ema is not None:
             template["ema"] = trainer.ema.module.state_dict()
-        dcp.load(template, checkpoint_id=path / "state", no_dist=True)
+        _load_dcp(template, path / "state")
         load_engine(trainer.engine, path, trainer.universal)  # model + ZeRO partitions, resharded if needed
     else:
         model_sd, optim_sd = get_state_dict(trainer.model, trainer.optimizer)
         template = {"model": model_sd, "optimizer": optim_sd}
         if trainer.ema is not None:
             template["ema"] = trainer.ema.module.state_dict()
-        dcp.load(template, checkpoint_id=path / "state", no_dist=True)
+        _load_dcp(template, path / "state")
         set_state_dict(
             trainer.model, trainer.optimizer, model_state_dict=template["model"], optim_state_dict=template["optimizer"]
         )

@@ -41,6 +41,8 @@ class TrainConfig:
     """Square training image size in pixels (multiple of 32)."""
     num_workers: int = 2
     """DataLoader workers per rank."""
+    max_data_error_fraction: float = 0.01
+    """Corrupt samples (skipped, counted, logged with key and reason) beyond this fraction stop the run (exit 4)."""
     optimizer: Literal["sgd", "adamw"] = "sgd"
     """SGD with Nesterov momentum (YOLOv5's default) or AdamW."""
     lr0: float = 0.01

@@ -11,6 +11,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from yolotr.data.spec import load_data_yaml
-from yolotr.data.stream import TrainStream
+from yolotr.data.stream import DataErrorBudgetExceeded, TrainStream
 from yolotr.engine.backend import Backend
 from yolotr.engine.config import Config, dump_config
 from yolotr.engine.ema import ModelEMA
@@ -32,6 +33,7 @@ from yolotr.model.yolo import DetectionModel
 
 EXIT_OK = 0
 EXIT_DIVERGED = 3  # the rollback budget is exhausted
+EXIT_DATA = 4  # more corrupt samples than train.max_data_error_fraction allows
 EXIT_PREEMPTED = 75  # checkpoint written after a preemption signal; requeue me (EX_TEMPFAIL)
 
 
@@ -65,6 +67,7 @@ class Trainer:
             imgsz=cfg.train.imgsz,
             augment=cfg.augment,
             num_workers=cfg.train.num_workers,
+            max_error_fraction=cfg.train.max_data_error_fraction,
         )
         self.accumulate = max(round(cfg.train.nominal_batch_size / cfg.train.batch_size), 1)
         self.steps_per_epoch = max(self.stream.steps_per_epoch // self.accumulate, 1)
@@ -103,6 +106,9 @@ class Trainer:
         self.resume_from = self.io.resume_target()
         self.universal = None
         self.engine = None
+        # The Detect head's 1x1-conv weight gradients come out channels-last from the conv backward; DDP copies them
+        # into its bucket either way (one small copy per step), so its layout warning is noise on every rank.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         if deepspeed:
             self._prepare_deepspeed()
         else:
@@ -221,6 +227,9 @@ class Trainer:
             self.io.validate(self.epoch, final=True)
             self.io.save_checkpoint()
             return self.io.finish(EXIT_OK, "completed")
+        except DataErrorBudgetExceeded as exc:
+            # Too many corrupt samples in this rank's share: stop with the report; the launcher stops the others.
+            return self.io.finish(EXIT_DATA, f"data error budget exceeded: {exc}")
         except StopTraining as stop:
             if stop.code == EXIT_PREEMPTED:
                 self.io.save_checkpoint()
