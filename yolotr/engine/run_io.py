@@ -43,6 +43,7 @@ class RunIO:
         self._ledger = None
         self._val_stream = None
         self._last_saved_step = -1
+        self._data_errors_seen = 0
         self._gt = None
 
     # ------------------------------------------------------------------ start
@@ -161,8 +162,18 @@ class RunIO:
             self._ledger.write(lines)
             self._ledger.flush()
 
+    def report_data_errors(self) -> None:
+        """Corrupt samples the stream skipped since the last report: key and reason, on stderr from the rank that
+        met them, and as events from rank 0."""
+        total = self.t.stream.counters()["errors_total"]
+        fresh, self._data_errors_seen = total - self._data_errors_seen, total
+        for key, reason in self.t.stream.error_log[-fresh:] if fresh > 0 else []:
+            print(f"[yolotr rank {self.rank}] skipped corrupt sample {key}: {reason}", file=sys.stderr)
+            self.event(event="data_error", step=self.t.step, key=key, reason=reason)
+
     def log_train(self, elapsed: float) -> None:
         t = self.t
+        self.report_data_errors()
         outcomes, t.log_window = t.log_window, []
         images = sum(o.images for o in outcomes) * t.backend.world_size
         self.images_total += images
