@@ -59,19 +59,11 @@ def deepspeed_step(trainer, step: int, batches, buffers_before):
         batch = next(batches)
         keys += batch.keys
         images_seen += len(batch.keys)
-        trainer.note_batch(step, batch)
-        images = batch.images.to(trainer.device, non_blocking=True).float().div_(255)
-        targets = batch.targets.to(trainer.device, non_blocking=True)
-        with trainer.autocast:
-            preds = engine(images)
-        loss, items = trainer.compute_loss(preds, targets)
-        # DeepSpeed divides by its accumulation steps; yolotr keeps YOLOv5's un-divided sum (×accumulate), and
-        # ×world_size undoes the data-parallel averaging, as on the DDP path.
-        loss = loss * trainer.backend.world_size * trainer.accumulate
-        if trainer.faults.nan_loss(step) or trainer.faults.forced_skip(step):
+        loss, items, _ = trainer.forward_loss(step, batch)
+        # DeepSpeed divides by its accumulation steps; yolotr keeps YOLOv5's un-divided sum.
+        loss = loss * trainer.accumulate
+        if trainer.faults.forced_skip(step):
             loss = trainer.faults.poison_loss(loss)  # DeepSpeed has no "skip anyway": a NaN makes it skip
-        bad = ~torch.isfinite(loss)
-        torch.logical_or(trainer.local_bad, bad, out=trainer.local_bad)
         payload[ConsensusPayload.LOSS] += items.sum() / trainer.accumulate
         payload[ConsensusPayload.BOX : ConsensusPayload.CLS + 1] += items / trainer.accumulate
         engine.backward(loss)
@@ -79,7 +71,8 @@ def deepspeed_step(trainer, step: int, batches, buffers_before):
     payload[ConsensusPayload.STOP] = float(trainer.stop_signal)
     payload[ConsensusPayload.LOCAL_BAD] = trainer.local_bad.float()
     if trainer.backend.distributed:
-        dist.all_reduce(payload, op=dist.ReduceOp.AVG)
+        dist.all_reduce(payload)  # SUM then divide: gloo has no AVG
+        payload /= trainer.backend.world_size
     skipped = torch.tensor(not engine.was_step_applied(), device=trainer.device)
     norm = engine.get_global_grad_norm()
     grad_norm = torch.tensor(float("nan") if norm is None else float(norm), device=trainer.device)

@@ -256,10 +256,25 @@ class Trainer:
         return self.cfg.guard.lr_backoff if self.step < self.backoff_until else 1.0
 
     # ------------------------------------------------------------------ one optimizer step
-    def note_batch(self, step: int, batch) -> None:
+    def forward_loss(self, step: int, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One micro-batch: to the device (uint8 → [0,1] there), bf16-autocast forward, fp32 loss.
+        Returns (loss, items [box, obj, cls], this rank's loss is non-finite)."""
         if self.first_batch is None:
             self.first_batch = batch  # drawn as train_batch0.jpg
         self.io.ledger(step, batch)
+        images = batch.images.to(self.device, non_blocking=True).float().div_(255)
+        targets = batch.targets.to(self.device, non_blocking=True)
+        with self.autocast:
+            preds = self.ddp(images)
+        # ComputeLoss casts to fp32; ×world_size undoes the data-parallel gradient averaging, as YOLOv5 does, so its
+        # hyperparameters transfer.
+        loss, items = self.compute_loss(preds, targets)
+        loss = loss * self.backend.world_size
+        if self.faults.nan_loss(step):
+            loss = self.faults.poison_loss(loss)
+        bad = ~torch.isfinite(loss)
+        torch.logical_or(self.local_bad, bad, out=self.local_bad)
+        return loss, items, bad
 
     def train_step(self, batches) -> PendingStep:
         step = self.step + 1
@@ -279,23 +294,11 @@ class Trainer:
             batch = next(batches)
             keys += batch.keys
             images_seen += len(batch.keys)
-            self.note_batch(step, batch)
-            images = batch.images.to(self.device, non_blocking=True).float().div_(255)
-            targets = batch.targets.to(self.device, non_blocking=True)
             last = micro == self.accumulate - 1
             # Gradients are all-reduced only on the last micro-step of an accumulation.
             sync = nullcontext() if last or not self.backend.distributed else self.ddp.no_sync()
             with sync:
-                with self.autocast:
-                    preds = self.ddp(images)
-                # The loss is computed in fp32 (ComputeLoss casts); ×world_size undoes DDP's gradient averaging,
-                # as YOLOv5 does, so its hyperparameters transfer.
-                loss, items = self.compute_loss(preds, targets)
-                loss = loss * self.backend.world_size
-                if self.faults.nan_loss(step):
-                    loss = self.faults.poison_loss(loss)
-                bad = ~torch.isfinite(loss)
-                torch.logical_or(self.local_bad, bad, out=self.local_bad)
+                loss, items, bad = self.forward_loss(step, batch)
                 payload[ConsensusPayload.LOSS] = items.sum()
                 payload[ConsensusPayload.BOX : ConsensusPayload.CLS + 1] = items
                 payload[ConsensusPayload.STOP] = float(self.stop_signal)
