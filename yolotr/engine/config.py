@@ -185,6 +185,8 @@ class DebugConfig:
     """Every rank appends sha256 digests of its parameters, buffers and optimizer state to digests.jsonl."""
     anomaly_hooks: bool = False
     """On a bad step, name the first module whose output was non-finite (forward hooks; costs a sync per module)."""
+    cuda_sync_check: bool = False
+    """On GPU, run every step outside inspection steps under torch.cuda.set_sync_debug_mode("error")."""
     count_collectives: bool = False
     """Count the collectives issued per step with the profiler and log them as events (tests)."""
 

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -68,6 +68,7 @@ class Trainer:
             augment=cfg.augment,
             num_workers=cfg.train.num_workers,
             max_error_fraction=cfg.train.max_data_error_fraction,
+            pin_memory=backend.device.type == "cuda",  # so the uint8 host→device copy is asynchronous
         )
         self.accumulate = max(round(cfg.train.nominal_batch_size / cfg.train.batch_size), 1)
         self.steps_per_epoch = max(self.stream.steps_per_epoch // self.accumulate, 1)
@@ -114,6 +115,7 @@ class Trainer:
         else:
             self.ddp = backend.accelerator.prepare(self.wrapper) if backend.distributed else self.wrapper
         self.local_bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        self._force_skip = torch.zeros((), dtype=torch.bool, device=self.device)
         if backend.kind == "ddp":
             self._install_local_check_hook()
         self.faults = FaultInjector(cfg.faults, backend.rank)
@@ -206,7 +208,9 @@ class Trainer:
                 epoch_before = self.stream.epoch
                 if self.cfg.debug.count_collectives and self.backend.kind == "ddp" and self.step == 2:  # after DDP rebuilt its buckets (iteration 2)
                     self._count_collectives(batches)
-                self.pending.append(self.train_step(batches))
+                inspect_now = (self.step + 1) % self.check_every == 0 or self.step + 1 == self.total_steps
+                with self._sync_debug(enabled=not inspect_now):
+                    self.pending.append(self.train_step(batches))
                 self.step += 1
                 self.applied_steps += 1  # optimistic; corrected at inspection for skipped steps
                 if self.step % self.check_every == 0 or self.step == self.total_steps:
@@ -247,6 +251,19 @@ class Trainer:
         self.log_window = []
         bare = bare_ddp_step(self, self.first_batch)
         self.io.event(event="collectives", step=self.step, guarded_step=guarded, bare_ddp_step=bare)
+
+    @contextmanager
+    def _sync_debug(self, enabled: bool):
+        """`debug.cuda_sync_check`: a step outside an inspection step must not synchronise with the host; torch
+        raises on any synchronising CUDA call inside it."""
+        if not (enabled and self.cfg.debug.cuda_sync_check and self.device.type == "cuda"):
+            yield
+            return
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
 
     def _val_due(self, finished_epoch: int) -> bool:
         every = self.cfg.val.every_epochs
@@ -321,7 +338,7 @@ class Trainer:
         return self.anomaly.take() if self.anomaly is not None else None
 
     def _optimizer_step(self, step: int, buffers_before: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        force = torch.tensor(self.faults.forced_skip(step), device=self.device)
+        force = self._force_skip.fill_(self.faults.forced_skip(step))  # a fill kernel: no host→device copy
         if self.cfg.guard.enabled:
             return guarded_step(
                 self.params,

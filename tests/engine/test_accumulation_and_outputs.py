@@ -1,0 +1,31 @@
+"""Gradient accumulation to the nominal batch across real ranks, and the run folder a user opens afterwards."""
+
+import collections
+
+import pytest
+from PIL import Image
+
+from tests.engine.conftest import check, final_digests, read_jsonl, run_train
+
+pytestmark = pytest.mark.slow
+
+
+def test_accumulating_two_micro_batches_per_step_trains_the_nominal_batch_and_keeps_ranks_equal(train_config, tmp_path):
+    config = train_config(
+        train={"max_steps": 3, "batch_size": 8, "nominal_batch_size": 16},
+        debug={"sample_ledger": True, "rank_digests": True},
+    )
+    check(run_train(config))
+    run_dir = tmp_path / "run"
+    start = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("event") == "start"][0]
+    assert start["accumulate"] == 2
+    per_step = collections.Counter(line["step"] for line in read_jsonl(run_dir / "ledger.jsonl"))
+    assert per_step == {1: 16, 2: 16, 3: 16}
+    digests = final_digests(run_dir)
+    assert digests[0]["model"] == digests[1]["model"] and digests[0]["optimizer"] == digests[1]["optimizer"]
+
+    for name in ["results.png", "PR_curve.png", "train_batch0.jpg", "val_pred.jpg", "labels.jpg"]:
+        with Image.open(run_dir / name) as image:
+            image.verify()
+    assert (run_dir / "config.yaml").read_text().startswith("model:")
+    assert (run_dir / "weights" / "last.safetensors").stat().st_size > 0
