@@ -26,4 +26,4 @@ fi
 if ! "$venv/bin/python" -c "import deepspeed" 2>/dev/null; then
     "${pip[@]}" --no-build-isolation "deepspeed>=0.15"
 fi
-"${pip[@]}" -e "$root[test]"
+"${pip[@]}" -e "${root}[test]"

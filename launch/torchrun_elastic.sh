@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Starts `yolotr train` under torchrun's elastic agent: a crashed worker (or a lost node) restarts the whole group,
+# up to --max-restarts times, and every restart resumes from the newest valid checkpoint of the run folder by itself
+# (`--resume auto`), so the same command serves the first start and every restart.
+#
+#   launch/torchrun_elastic.sh [--nnodes MIN:MAX] [--procs N] [--max-restarts N] [--rdzv-endpoint HOST:PORT]
+#                              [--rdzv-id ID] [--] TRAIN_ARGS...
+#
+#   --nnodes MIN:MAX       nodes the job may run on; it starts once MIN have joined (default 1:1; env NNODES)
+#   --procs N              processes per node (default: number of GPUs, or 2 without GPUs; env NPROC_PER_NODE)
+#   --max-restarts N       restarts of the worker group before giving up (default 3; env MAX_RESTARTS)
+#   --rdzv-endpoint H:P    c10d rendezvous: host:port of any one node, the same on all (default 127.0.0.1:29400;
+#                          env RDZV_ENDPOINT)
+#   --rdzv-id ID           names the job, the same on all nodes (default yolotr; env RDZV_ID, else SLURM_JOB_ID)
+#
+# Multi-node: run the same line on every node, e.g. launch/torchrun_elastic.sh --nnodes 2:4 --rdzv-endpoint node1:29400.
+# Data-parallel on CPU works unchanged (gloo): yolotr's backend sets what accelerate needs under torchrun.
+set -euo pipefail
+# shellcheck source=launch/launcher_env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/launcher_env.sh"
+
+nnodes="${NNODES:-1:1}"
+procs="${NPROC_PER_NODE:-}"
+max_restarts="${MAX_RESTARTS:-3}"
+rdzv_endpoint="${RDZV_ENDPOINT:-127.0.0.1:29400}"
+rdzv_id="${RDZV_ID:-${SLURM_JOB_ID:-yolotr}}"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --nnodes) nnodes="$2"; shift 2 ;;
+        --procs) procs="$2"; shift 2 ;;
+        --max-restarts) max_restarts="$2"; shift 2 ;;
+        --rdzv-endpoint) rdzv_endpoint="$2"; shift 2 ;;
+        --rdzv-id) rdzv_id="$2"; shift 2 ;;
+        --) shift; break ;;
+        *) break ;;
+    esac
+done
+if [ -z "$procs" ]; then
+    if [ "$gpus" -gt 0 ]; then procs="$gpus"; else procs=2; fi
+fi
+use_cpu_threads "$procs"
+
+# `--resume auto` first: a --resume the user gives after it wins.
+exec "$venv_bin/torchrun" --nnodes="$nnodes" --nproc-per-node="$procs" --max-restarts="$max_restarts" \
+    --rdzv-backend=c10d --rdzv-endpoint="$rdzv_endpoint" --rdzv-id="$rdzv_id" \
+    -m yolotr train --resume auto "$@"
