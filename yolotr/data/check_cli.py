@@ -1,0 +1,79 @@
+"""`yolotr data check DIR [--json]`: verifies shards against their index and summarises the dataset.
+
+DIR is a dataset folder with data.yaml, a split folder with index.json, or either file. Exits 1 if anything is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import yaml
+
+from yolotr.data.check import SplitCheck, check_split
+from yolotr.data.errors import DataSpecError
+from yolotr.data.index import INDEX_FILE, SplitIndex, load_index
+from yolotr.data.spec import parse_names, resolve_split
+
+_SPLITS = ("train", "val", "test")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__.splitlines()[0]
+    parser.add_argument("dir", type=Path, help="dataset folder (data.yaml), split folder (index.json), or the file")
+    parser.add_argument("--json", action="store_true", help="print the report as json")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        names, splits = load_splits(args.dir)
+    except DataSpecError as err:
+        print(f"error: {err}")
+        return 2
+    results = {name: check_split(split) for name, split in splits.items()}
+    if args.json:
+        print(json.dumps({"ok": all(r.ok for r in results.values()),
+                          "splits": {n: r.to_json(names) for n, r in results.items()}}, indent=1))
+    else:
+        for name, result in results.items():
+            print(format_check(name, result, names))
+    return 0 if all(r.ok for r in results.values()) else 1
+
+
+def load_splits(target: Path) -> tuple[list[str], dict[str, SplitIndex]]:
+    """Class names and the splits to check, from any of the accepted targets."""
+    if target.is_dir():
+        target = target / "data.yaml" if (target / "data.yaml").is_file() else target / INDEX_FILE
+    if target.name == INDEX_FILE or target.suffix == ".json":
+        index = load_index(target)
+        return index.names or [str(i) for i in range(index.nc)], {target.parent.name: index}
+    try:
+        doc = yaml.safe_load(target.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise DataSpecError(f"{target}: cannot read: {err}") from None
+    if not isinstance(doc, dict):
+        raise DataSpecError(f"{target}: expected a data yaml mapping")
+    names = parse_names(doc.get("names"), where=f"{target}: key 'names'")
+    root = Path(doc.get("path") or ".")
+    root = root if root.is_absolute() else target.parent / root
+    # The yaml's nc is what the stream checks class ids against.
+    splits = {s: dataclasses.replace(resolve_split(root, doc[s], where=f"{target}: key '{s}'"), nc=len(names),
+                                     names=names) for s in _SPLITS if doc.get(s)}
+    if not splits:
+        raise DataSpecError(f"{target}: no train/val/test entries")
+    return names, splits
+
+
+def format_check(name: str, result: SplitCheck, names: list[str]) -> str:
+    lines = [f"{name}: {'OK' if result.ok else 'PROBLEMS'} - {result.shards} shards, {result.samples_indexed} samples "
+             f"indexed, {result.samples_ok} readable, {len(result.corrupt)} corrupt, "
+             f"{result.images_without_boxes} without boxes",
+             f"  classes: {len(names)}; boxes per class: " + ", ".join(
+                 f"{names[c] if c < len(names) else c}={n}" for c, n in sorted(result.boxes_per_class.items()))]
+    lines += [f"  shard {file}: {problem}" for file, problem in result.shard_problems]
+    lines += [f"  corrupt {key}: {reason} ({detail})" for key, reason, detail in result.corrupt[:20]]
+    if len(result.corrupt) > 20:
+        lines.append(f"  ... {len(result.corrupt) - 20} more corrupt samples (--json lists all)")
+    return "\n".join(lines)

@@ -1,0 +1,120 @@
+"""What both converters (YOLO-txt, COCO) share: validating each source sample and writing a split, with a report
+that lists every excluded sample and why, so that nothing is dropped silently."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from yolotr.data.decode import decode_image
+from yolotr.data.errors import REASONS, SampleError
+from yolotr.data.index import SplitIndex
+from yolotr.data.labels import DetectionLabel, clean_boxes
+from yolotr.data.shard_writer import SampleRecord, write_shards
+
+# (boxes (n, 4) x1y1x2y2 pixels, classes (n,)) from the decoded image's (width, height).
+LabelReader = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A source sample before validation."""
+
+    key: str
+    image_path: Path
+    source: str  # the image path as the report and the label's "source" show it (relative to the dataset root)
+    read_labels: LabelReader
+    declared_size: tuple[int, int] | None = None  # (width, height) the annotation file states, if any
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    split: str
+    source: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class ConversionReport:
+    excluded: list[Exclusion] = field(default_factory=list)
+    written: dict[str, int] = field(default_factory=dict)  # split → samples written
+    boxes_written: int = 0
+    boxes_clipped: int = 0  # extended beyond the image, clipped to it
+    boxes_dropped: int = 0  # entirely outside the image
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "written": self.written, "boxes_written": self.boxes_written, "boxes_clipped": self.boxes_clipped,
+            "boxes_dropped_outside_image": self.boxes_dropped, "notes": self.notes,
+            "excluded": [asdict(e) | {"meaning": REASONS.get(e.reason, "")} for e in self.excluded],
+        }
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+
+    def summary(self) -> str:
+        lines = [f"{split}: {count} samples written" for split, count in self.written.items()]
+        lines.append(f"boxes: {self.boxes_written} written, {self.boxes_clipped} clipped to their image, "
+                     f"{self.boxes_dropped} dropped (entirely outside their image)")
+        lines.append(f"excluded samples: {len(self.excluded)}")
+        lines += [f"  [{e.split}] {e.source}: {e.reason}: {e.detail}" for e in self.excluded[:50]]
+        if len(self.excluded) > 50:
+            lines.append(f"  ... {len(self.excluded) - 50} more in the report file")
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def read_image_file(path: Path) -> tuple[bytes, str]:
+    """The file's bytes and its format ("jpg"/"png"), told by content, not by the file name."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise SampleError("missing_file", f"{path}: {err.strerror or err}") from None
+    if data[:3] == b"\xff\xd8\xff":
+        return data, "jpg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data, "png"
+    raise SampleError("unsupported_image_format", f"{path.name} is neither JPEG nor PNG")
+
+
+def build_record(candidate: Candidate, *, nc: int) -> tuple[SampleRecord, int, int]:
+    """Validates one candidate; returns the record and the number of clipped and dropped boxes."""
+    data, ext = read_image_file(candidate.image_path)
+    height, width = decode_image(data, ext).shape[:2]  # decodable, and its true size
+    if candidate.declared_size is not None and candidate.declared_size != (width, height):
+        raise SampleError("image_size_mismatch", f"the annotations say {candidate.declared_size[0]}x"
+                                                 f"{candidate.declared_size[1]}, the image is {width}x{height}")
+    boxes, classes = candidate.read_labels(width, height)
+    cleaned = clean_boxes(boxes, classes, width=width, height=height, nc=nc)
+    label = DetectionLabel(boxes=cleaned.boxes, classes=cleaned.classes, width=width, height=height,
+                           source=candidate.source)
+    return SampleRecord(key=candidate.key, image=data, image_ext=ext, label=label), cleaned.clipped, cleaned.dropped
+
+
+def write_split(candidates: Iterable[Candidate], out_dir: Path, *, split: str, nc: int, names: list[str],
+                report: ConversionReport, samples_per_shard: int = 1000, shard_bytes: int | None = None) -> SplitIndex:
+    """Validates and writes one split to `out_dir/split/`; invalid samples go to the report, not the shards."""
+
+    def records() -> Iterator[SampleRecord]:
+        for candidate in candidates:
+            try:
+                record, clipped, dropped = build_record(candidate, nc=nc)
+            except SampleError as err:
+                report.excluded.append(Exclusion(split=split, source=candidate.source, reason=err.reason,
+                                                 detail=err.detail))
+                continue
+            report.boxes_written += len(record.label.classes)
+            report.boxes_clipped += clipped
+            report.boxes_dropped += dropped
+            yield record
+
+    index = write_shards(records(), out_dir / split, nc=nc, names=names, samples_per_shard=samples_per_shard,
+                         shard_bytes=shard_bytes)
+    report.written[split] = index.num_samples
+    return index

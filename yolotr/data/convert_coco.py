@@ -1,0 +1,134 @@
+"""Reads COCO instances json files (`bbox` = [x, y, w, h] in pixels).
+
+`--src` is one instances json or a folder holding `annotations/instances_<split>*.json` (COCO's layout). The split
+of a file is its name without `instances_` and a trailing year: `instances_val2017.json` → `val`. Category ids
+(COCO's are 1..90 with gaps) become class indices 0..K-1 in increasing id order. Crowd annotations (`iscrowd: 1`)
+are left out, as YOLOv5's COCO labels do, and counted in the report's notes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from yolotr.data.convert import Candidate
+from yolotr.data.errors import DataSpecError
+from yolotr.data.shard_writer import unique_keys
+
+
+@dataclass(frozen=True)
+class CocoSource:
+    names: list[str]
+    splits: dict[str, list[Candidate]]
+    notes: list[str]
+
+
+def read_coco_dataset(src: Path, *, images_dir: Path | None = None) -> CocoSource:
+    src = Path(src)
+    files = sorted((src / "annotations").glob("instances_*.json")) if src.is_dir() else [src]
+    if not files:
+        raise DataSpecError(f"{src}: no annotations/instances_*.json in this folder")
+    names: list[str] | None = None
+    splits: dict[str, list[Candidate]] = {}
+    notes: list[str] = []
+    for file in files:
+        doc = _load(file)
+        split, folder = _split_name(file)
+        file_names, category_ids = _categories(doc, file)
+        if names is None:
+            names = file_names
+        elif names != file_names:
+            raise DataSpecError(f"{file}: key 'categories' differs from the first annotation file's")
+        class_of = {cat: index for index, cat in enumerate(category_ids)}
+        candidates, crowd = _candidates(doc, file, class_of, _image_root(file, folder, doc, images_dir))
+        if split in splits:
+            raise DataSpecError(f"{file}: a second annotation file for split '{split}'")
+        splits[split] = candidates
+        if crowd:
+            notes.append(f"{split}: {crowd} crowd annotations (iscrowd=1) left out")
+    return CocoSource(names=names or [], splits=splits, notes=notes)
+
+
+def _load(file: Path) -> dict:
+    try:
+        doc = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataSpecError(f"{file}: cannot read the COCO json: {err}") from None
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(doc.get(key), list):
+            raise DataSpecError(f"{file}: key '{key}' is missing or not a list")
+    return doc
+
+
+def _split_name(file: Path) -> tuple[str, str]:
+    """('val', 'val2017') from instances_val2017.json."""
+    folder = file.stem.removeprefix("instances_")
+    return re.sub(r"\d+$", "", folder) or folder, folder
+
+
+def _categories(doc: dict, file: Path) -> tuple[list[str], list[int]]:
+    try:
+        categories = sorted((int(c["id"]), str(c["name"])) for c in doc["categories"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataSpecError(f"{file}: key 'categories': each needs an integer id and a name ({err!r})") from None
+    if not categories:
+        raise DataSpecError(f"{file}: key 'categories' is empty")
+    return [name for _, name in categories], [cat for cat, _ in categories]
+
+
+def _image_root(file: Path, folder: str, doc: dict, images_dir: Path | None) -> Path:
+    """Where `file_name` is relative to: --images, else the first of COCO's usual places that has the images."""
+    if images_dir is not None:
+        return Path(images_dir)
+    base = file.parent.parent if file.parent.name == "annotations" else file.parent
+    candidates = [base / "images" / folder, base / folder, base / "images", base, file.parent]
+    first = next((str(image.get("file_name", "")) for image in doc["images"]), "")
+    for candidate in candidates:
+        if (candidate / first).is_file():
+            return candidate
+    raise DataSpecError(f"{file}: cannot find image {first!r} in any of {[str(c) for c in candidates]}; "
+                        f"pass --images DIR")
+
+
+def _candidates(doc: dict, file: Path, class_of: dict[int, int], root: Path) -> tuple[list[Candidate], int]:
+    boxes_of: dict[int, list[list[float]]] = defaultdict(list)
+    crowd = 0
+    for number, annotation in enumerate(doc["annotations"]):
+        if annotation.get("iscrowd", 0):
+            crowd += 1
+            continue
+        try:
+            image_id, category = int(annotation["image_id"]), int(annotation["category_id"])
+            x, y, w, h = (float(v) for v in annotation["bbox"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataSpecError(f"{file}: key 'annotations[{number}]': needs image_id, category_id and a 4-number "
+                                f"bbox ({err!r})") from None
+        # An unknown category id becomes class -1, which validation reports as out of range for that image.
+        boxes_of[image_id].append([class_of.get(category, -1), x, y, x + w, y + h])
+    images = sorted(doc["images"], key=lambda image: str(image.get("file_name", "")))
+    keys = unique_keys(str(Path(str(image.get("file_name", ""))).with_suffix("")) for image in images)
+    candidates = []
+    for key, image in zip(keys, images):
+        try:
+            rows = np.asarray(boxes_of.get(int(image["id"]), []), dtype=np.float64).reshape(-1, 5)
+            size = (int(image["width"]), int(image["height"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataSpecError(f"{file}: key 'images': {image!r} needs id, file_name, width and height "
+                                f"({err!r})") from None
+        candidates.append(Candidate(key=key, image_path=root / str(image["file_name"]), source=str(image["file_name"]),
+                                    read_labels=_fixed_labels(rows), declared_size=size))
+    return candidates, crowd
+
+
+def _fixed_labels(rows: np.ndarray):
+    """rows: (n, 5) [class, x1, y1, x2, y2] pixels."""
+
+    def read(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        return rows[:, 1:5], rows[:, 0]
+
+    return read

@@ -1,0 +1,71 @@
+"""From a sample's raw tar members to a decoded image and a checked label.
+
+Images are decoded with torchvision (libjpeg-turbo / libpng), which decodes into HWC memory and returns a CHW view
+of it; we keep the HWC array so OpenCV can warp it without a copy, and images stay uint8 until the trainer moves
+them to the device.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_jpeg, decode_png
+
+from yolotr.data.errors import SampleError
+from yolotr.data.labels import DetectionLabel, parse_label
+
+JPEG_EXTENSIONS = ("jpg", "jpeg")
+PNG_EXTENSIONS = ("png",)
+
+
+@dataclass(frozen=True)
+class DecodedSample:
+    key: str
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    label: DetectionLabel
+
+
+def decode_image(data: bytes | bytearray | memoryview, ext: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from encoded JPEG or PNG bytes; raises `SampleError('invalid_image')`."""
+    if ext not in JPEG_EXTENSIONS + PNG_EXTENSIONS:
+        raise SampleError("unsupported_image_format", f"extension {ext!r}")
+    if len(data) == 0:
+        raise SampleError("invalid_image", "empty image member")
+    with warnings.catch_warnings():
+        # torch warns that a buffer from immutable `bytes` is not writable (we only read it); torchvision 0.29
+        # announces that its decoders will move to TorchCodec (they are still the fastest CPU JPEG path here).
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        encoded = torch.frombuffer(data, dtype=torch.uint8)
+        try:
+            decode = decode_jpeg if ext in JPEG_EXTENSIONS else decode_png
+            chw = decode(encoded, mode=ImageReadMode.RGB)  # (3, H, W), a view of HWC memory
+        except RuntimeError as err:
+            raise SampleError("invalid_image", str(err).rsplit(",", 1)[-1].strip()) from None
+    hwc = chw.permute(1, 2, 0)  # (H, W, 3)
+    if not hwc.is_contiguous():  # decoders that return planar memory
+        hwc = hwc.contiguous()
+    return hwc.numpy()
+
+
+def decode_sample(key: str, members: Mapping[str, memoryview], *, nc: int) -> DecodedSample:
+    """Decodes the image member and checks the label member of one sample; raises `SampleError` with the key."""
+    try:
+        image_ext = next((ext for ext in JPEG_EXTENSIONS + PNG_EXTENSIONS if ext in members), None)
+        if image_ext is None:
+            raise SampleError("missing_image", f"members {sorted(members)}")
+        if "json" not in members:
+            raise SampleError("missing_label", f"members {sorted(members)}")
+        label = parse_label(members["json"], nc=nc)
+        image = decode_image(members[image_ext], image_ext)
+        if image.shape[:2] != (label.height, label.width):
+            raise SampleError("image_size_mismatch",
+                              f"image is {image.shape[1]}x{image.shape[0]}, label says {label.width}x{label.height}")
+    except SampleError as err:
+        err.key = key
+        raise
+    return DecodedSample(key=key, image=image, label=label)

@@ -1,0 +1,123 @@
+"""The label of one sample: its json layout in a shard, and the two ways of checking it.
+
+A shard sample's label member (`<key>.json`) is
+`{"boxes": [[x1, y1, x2, y2], ...], "classes": [int, ...], "width": W, "height": H, "source": str}` with boxes in
+pixels of the original image (edge coordinates: a box around the whole image is [0, 0, W, H]).
+
+Converters *clean* labels (clip boxes to the image, drop boxes left with no area, reject the sample for anything that
+cannot be repaired); the stream *checks* them strictly, because a shard written by `yolotr data shard` never holds a
+label that fails the check, so a failure there means the shard is damaged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from yolotr.data.errors import SampleError
+
+# Boxes are stored rounded to 1/1000 pixel; the strict check allows that much slack at the image border.
+_BOX_DECIMALS = 3
+_BORDER_SLACK_PX = 0.01
+
+
+@dataclass(frozen=True)
+class DetectionLabel:
+    """Boxes and classes of one image, in pixels of the original image."""
+
+    boxes: np.ndarray  # (n, 4) float64, x1 y1 x2 y2
+    classes: np.ndarray  # (n,) int64
+    width: int
+    height: int
+    source: str
+
+
+@dataclass(frozen=True)
+class CleanedBoxes:
+    boxes: np.ndarray  # (n, 4) float64, clipped to the image
+    classes: np.ndarray  # (n,) int64
+    clipped: int  # boxes that extended beyond the image and were clipped
+    dropped: int  # boxes entirely outside the image (no area left after clipping)
+
+
+def encode_label(label: DetectionLabel) -> bytes:
+    """The label as compact json with sorted keys, so that the same label always gives the same bytes."""
+    doc = {
+        "boxes": [[round(float(v), _BOX_DECIMALS) for v in box] for box in label.boxes],
+        "classes": [int(c) for c in label.classes],
+        "width": int(label.width),
+        "height": int(label.height),
+        "source": label.source,
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def clean_boxes(boxes: np.ndarray, classes: np.ndarray, *, width: int, height: int, nc: int) -> CleanedBoxes:
+    """Converter-side validation. Raises `SampleError` for what cannot be repaired; clips what can.
+
+    boxes: (n, 4) x1 y1 x2 y2 in pixels; classes: (n,) numbers that must be integers in [0, nc).
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    classes = np.asarray(classes, dtype=np.float64).reshape(-1)
+    _check_classes(classes, nc)
+    if not np.isfinite(boxes).all():
+        raise SampleError("nonfinite_box", f"boxes {boxes[~np.isfinite(boxes).all(1)].tolist()}")
+    sizes = boxes[:, 2:] - boxes[:, :2]  # (n, 2) w h
+    if (sizes < 0).any():
+        raise SampleError("negative_box", f"boxes with negative width/height {boxes[(sizes < 0).any(1)].tolist()}")
+    clipped = boxes.copy()
+    np.clip(clipped[:, 0::2], 0, width, out=clipped[:, 0::2])
+    np.clip(clipped[:, 1::2], 0, height, out=clipped[:, 1::2])
+    changed = (clipped != boxes).any(1)
+    keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    return CleanedBoxes(
+        boxes=clipped[keep],
+        classes=classes[keep].astype(np.int64),
+        clipped=int((changed & keep).sum()),
+        dropped=int((~keep).sum()),
+    )
+
+
+def parse_label(data: bytes | memoryview, *, nc: int) -> DetectionLabel:
+    """Stream-side validation of a label member; raises `SampleError` naming the first problem found."""
+    try:
+        doc = json.loads(bytes(data))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SampleError("invalid_json", str(err)) from None
+    if not isinstance(doc, dict):
+        raise SampleError("invalid_label", f"expected a json object, got {type(doc).__name__}")
+    missing = [field for field in ("boxes", "classes", "width", "height") if field not in doc]
+    if missing:
+        raise SampleError("invalid_label", f"missing field(s) {missing}")
+    width, height = doc["width"], doc["height"]
+    if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+        raise SampleError("invalid_label", f"width/height must be positive integers, got {width!r}/{height!r}")
+    try:
+        boxes = np.asarray(doc["boxes"], dtype=np.float64).reshape(-1, 4)
+        classes = np.asarray(doc["classes"], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as err:
+        raise SampleError("invalid_label", f"boxes/classes are not numeric lists: {err}") from None
+    if len(boxes) != len(classes):
+        raise SampleError("invalid_label", f"{len(boxes)} boxes but {len(classes)} classes")
+    if not np.isfinite(boxes).all():
+        raise SampleError("nonfinite_box", f"boxes {boxes[~np.isfinite(boxes).all(1)].tolist()}")
+    negative = (boxes < 0).any(1) | (boxes[:, 2:] < boxes[:, :2]).any(1)  # (n,)
+    if negative.any():
+        raise SampleError("negative_box", f"boxes {boxes[negative].tolist()}")
+    limit = np.array([width, height, width, height]) + _BORDER_SLACK_PX
+    if (boxes > limit).any():
+        raise SampleError("box_outside_image", f"boxes {boxes[(boxes > limit).any(1)].tolist()} in {width}x{height}")
+    _check_classes(classes, nc)
+    source = doc.get("source", "")
+    return DetectionLabel(boxes=boxes, classes=classes.astype(np.int64), width=width, height=height,
+                          source=source if isinstance(source, str) else str(source))
+
+
+def _check_classes(classes: np.ndarray, nc: int) -> None:
+    bad = ~np.isfinite(classes) | (classes != np.round(classes)) | (classes < 0) | (classes >= nc)
+    if bad.any():
+        values = [c if math.isfinite(c) else str(c) for c in classes[bad].tolist()]
+        raise SampleError("class_out_of_range", f"class ids {values} not integers in [0, {nc})")

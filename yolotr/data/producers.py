@@ -1,0 +1,150 @@
+"""The worker side of the streams: IterableDatasets that turn planned positions into whole, collated batches.
+
+The torch DataLoader runs them with `batch_size=None`. With k workers, worker j builds batches j, j+k, j+2k, … of
+the plan; the DataLoader asks its workers round-robin and returns results in request order, so batches arrive in
+plan order whatever k is. Workers prefetch ahead, so they never count the position: the training process does, from
+the batches actually delivered (see `stream.py`), using the `BatchReport` that travels with each batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from yolotr.data.augment import AugmentConfig
+from yolotr.data.batch import Batch, BatchReport, ValBatch, build_train_images, build_val_images
+from yolotr.data.decode import DecodedSample, decode_sample
+from yolotr.data.errors import SampleError
+from yolotr.data.index import SplitIndex
+from yolotr.data.order import local_positions
+from yolotr.data.shard_reader import ShardReader
+
+
+def read_positions(reader: ShardReader, ids: Sequence[int], *, quarantine: frozenset[str],
+                   report: BatchReport) -> list[tuple[int, DecodedSample]]:
+    """Reads and decodes samples `ids` (global ids); returns the usable ones with their ids, in the order of `ids`.
+
+    Reads go in global-id order, i.e. by (shard, byte offset): forward seeks only. Corrupt samples are recorded in
+    `report` and skipped; quarantined keys are not even read.
+    """
+    split = reader.split
+    decoded: dict[int, DecodedSample] = {}
+    bytes_before = reader.bytes_read
+    for global_id in sorted(ids):
+        key = split.keys[global_id]
+        if key in quarantine:
+            report.quarantined += 1
+            continue
+        try:
+            decoded[global_id] = decode_sample(key, reader.read(global_id), nc=split.nc)
+        except SampleError as err:
+            report.errors.append((key, err.reason, err.detail))
+    report.samples_seen += len(ids)
+    report.bytes_read += reader.bytes_read - bytes_before
+    report.unreadable_shards = sorted(reader.unreadable_shards)
+    return [(i, decoded[i]) for i in ids if i in decoded]
+
+
+def _worker_slice(count_from: int, count_to: int) -> range:
+    """The items of [count_from, count_to) this process builds: every k-th, starting at its worker id."""
+    info = get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    return range(count_from + worker, count_to, workers)
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """Everything a worker needs to build the batches [first_step, stop_step) of one epoch for one rank."""
+
+    split: SplitIndex
+    order: np.ndarray  # (N,) int64 global ids in epoch order
+    epoch: int
+    first_step: int
+    stop_step: int
+    rank: int
+    world_size: int
+    global_batch_size: int
+    seed: int
+    imgsz: int
+    augment: AugmentConfig | None
+    quarantine: frozenset[str]
+
+
+class TrainBatches(IterableDataset):
+    def __init__(self, plan: TrainPlan) -> None:
+        self.plan = plan
+
+    def __iter__(self) -> Iterator[tuple[Batch, BatchReport]]:
+        reader = ShardReader(self.plan.split)
+        try:
+            for step in _worker_slice(self.plan.first_step, self.plan.stop_step):
+                yield self.build(step, reader)
+        finally:
+            reader.close()
+
+    def build(self, step: int, reader: ShardReader) -> tuple[Batch, BatchReport]:
+        plan = self.plan
+        positions = local_positions(step, rank=plan.rank, world_size=plan.world_size,
+                                    global_batch_size=plan.global_batch_size)
+        ids = plan.order[positions.start:positions.stop].tolist()
+        report = BatchReport()
+        samples = [s for _, s in read_positions(reader, ids, quarantine=plan.quarantine, report=report)]
+        images, targets = build_train_images(samples, size=plan.imgsz, augment=plan.augment, seed=plan.seed,
+                                             epoch=plan.epoch)
+        batch = Batch(images=images, targets=targets, keys=[s.key for s in samples], epoch=plan.epoch, step=step)
+        return batch, report
+
+
+@dataclass(frozen=True)
+class ValPlan:
+    split: SplitIndex
+    first_id: int  # this rank's contiguous chunk of the val index: [first_id, stop_id)
+    stop_id: int
+    batch_size: int
+    imgsz: int
+
+    @property
+    def num_batches(self) -> int:
+        return -(-(self.stop_id - self.first_id) // self.batch_size)
+
+
+class ValBatches(IterableDataset):
+    def __init__(self, plan: ValPlan) -> None:
+        self.plan = plan
+
+    def __iter__(self) -> Iterator[tuple[ValBatch, BatchReport]]:
+        plan = self.plan
+        reader = ShardReader(plan.split)
+        try:
+            for number in _worker_slice(0, plan.num_batches):
+                first = plan.first_id + number * plan.batch_size
+                ids = list(range(first, min(first + plan.batch_size, plan.stop_id)))
+                report = BatchReport()
+                usable = read_positions(reader, ids, quarantine=frozenset(), report=report)
+                samples = [s for _, s in usable]
+                images, targets, ratio_pad = build_val_images(samples, size=plan.imgsz)
+                yield ValBatch(
+                    images=images, targets=targets, keys=[s.key for s in samples],
+                    image_ids=[i for i, _ in usable],
+                    orig_sizes=[(int(s.image.shape[0]), int(s.image.shape[1])) for s in samples],
+                    ratio_pad=ratio_pad,
+                ), report
+        finally:
+            reader.close()
+
+
+def iterate_loader(dataset: IterableDataset, *, num_workers: int, pin_memory: bool) -> Iterator:
+    """Runs `dataset` in a fresh DataLoader and shuts its workers down when the caller stops iterating."""
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
+    iterator = iter(loader)
+    try:
+        yield from iterator
+    finally:
+        # Workers may be blocked on a full queue; the iterator's shutdown joins them instead of leaking them.
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        del iterator

@@ -1,0 +1,67 @@
+"""`yolotr data shard --format yolo|coco --src PATH --out DIR [--samples-per-shard N | --shard-bytes B]`
+
+Writes OUT/<split>/shard-NNNNNN.tar + OUT/<split>/index.json per split, OUT/data.yaml, and OUT/report.json listing
+every excluded sample with its reason. Same input, same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from yolotr.data.convert import ConversionReport, write_split
+from yolotr.data.convert_coco import read_coco_dataset
+from yolotr.data.convert_yolo import read_yolo_dataset
+from yolotr.data.errors import DataSpecError
+from yolotr.data.index import INDEX_FILE
+from yolotr.data.spec import write_data_yaml
+
+REPORT_FILE = "report.json"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__.splitlines()[0]
+    parser.add_argument("--format", required=True, choices=("yolo", "coco"), help="source dataset format")
+    parser.add_argument("--src", required=True, type=Path,
+                        help="yolo: the YOLOv5 data.yaml; coco: an instances json or a folder with annotations/")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--samples-per-shard", type=int, default=1000, help="samples per shard (default 1000)")
+    size.add_argument("--shard-bytes", type=int, default=None, help="start a new shard after this many bytes")
+    parser.add_argument("--images", type=Path, default=None,
+                        help="coco: folder the json's file_name entries are relative to (default: COCO's layout)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        report = convert(args.format, args.src, args.out, samples_per_shard=args.samples_per_shard,
+                         shard_bytes=args.shard_bytes, images_dir=args.images)
+    except DataSpecError as err:
+        print(f"error: {err}")
+        return 2
+    print(report.summary())
+    print(f"wrote {args.out / 'data.yaml'} and {args.out / REPORT_FILE}")
+    return 0
+
+
+def convert(fmt: str, src: Path, out: Path, *, samples_per_shard: int = 1000, shard_bytes: int | None = None,
+            images_dir: Path | None = None) -> ConversionReport:
+    """Converts a dataset; returns the report (also written to OUT/report.json)."""
+    if samples_per_shard < 1:
+        raise DataSpecError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
+    if fmt == "yolo":
+        source = read_yolo_dataset(src)
+        names, splits, notes = source.names, source.splits, []
+    elif fmt == "coco":
+        source = read_coco_dataset(src, images_dir=images_dir)
+        names, splits, notes = source.names, source.splits, source.notes
+    else:
+        raise DataSpecError(f"--format: unknown format {fmt!r}")
+    out = Path(out)
+    report = ConversionReport(notes=list(notes))
+    for split, candidates in splits.items():
+        write_split(candidates, out, split=split, nc=len(names), names=names, report=report,
+                    samples_per_shard=samples_per_shard, shard_bytes=shard_bytes)
+    write_data_yaml(out / "data.yaml", names=names, splits={s: f"{s}/{INDEX_FILE}" for s in splits})
+    report.write(out / REPORT_FILE)
+    return report

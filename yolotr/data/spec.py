@@ -1,0 +1,119 @@
+"""`data.yaml`, in the spirit of YOLOv5's data yaml, pointing at shards instead of image folders:
+
+    path: .                 # dataset root; relative paths are relative to this yaml file's folder
+    train: train/index.json # an index file, a folder holding index.json, or shard files (list or {000..009} pattern)
+    val: val/index.json
+    nc: 4
+    names: [circle, square, triangle, cross]   # or YOLOv5's {0: circle, 1: square, ...}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import braceexpand
+import yaml
+
+from yolotr.data.errors import DataSpecError
+from yolotr.data.index import INDEX_FILE, SplitIndex, load_index, scan_shard
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    names: list[str]
+    nc: int
+    train: SplitIndex
+    val: SplitIndex
+    yaml_file: str
+
+
+def load_data_yaml(path: str | Path) -> DataSpec:
+    """Reads a data yaml and the indexes of its splits; errors name the file and the key."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DataSpecError(f"{path}: data yaml not found") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise DataSpecError(f"{path}: cannot read the data yaml: {err}") from None
+    if not isinstance(doc, dict):
+        raise DataSpecError(f"{path}: expected a mapping with keys path/train/val/nc/names")
+    names = parse_names(doc.get("names"), where=f"{path}: key 'names'")
+    nc = doc.get("nc", len(names))
+    if not isinstance(nc, int) or nc <= 0 or nc != len(names):
+        raise DataSpecError(f"{path}: key 'nc': {nc!r} does not match the {len(names)} names")
+    root = Path(doc.get("path") or ".")
+    root = root if root.is_absolute() else path.parent / root
+    splits = {}
+    for split in ("train", "val"):
+        if doc.get(split) in (None, ""):
+            raise DataSpecError(f"{path}: key '{split}' is missing (an index.json, a shard folder or shard files)")
+        index = resolve_split(root, doc[split], where=f"{path}: key '{split}'")
+        if index.nc > nc:
+            raise DataSpecError(f"{path}: key 'nc': {nc}, but {index.index_file} was written with nc={index.nc}")
+        splits[split] = dataclasses.replace(index, nc=nc, names=names)
+    return DataSpec(names=names, nc=nc, train=splits["train"], val=splits["val"], yaml_file=str(path))
+
+
+def write_data_yaml(path: str | Path, *, names: list[str], splits: dict[str, str]) -> Path:
+    """Writes a data yaml whose split entries (relative to the yaml's folder) point at index files."""
+    path = Path(path)
+    doc = {"path": ".", **splits, "nc": len(names), "names": list(names)}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def parse_names(value: object, *, where: str) -> list[str]:
+    """Class names from a list, or from YOLOv5's {index: name} mapping with indices 0..K-1."""
+    if isinstance(value, dict):
+        try:
+            indexed = {int(k): str(v) for k, v in value.items()}
+        except (TypeError, ValueError):
+            raise DataSpecError(f"{where}: mapping keys must be class indices") from None
+        if sorted(indexed) != list(range(len(indexed))):
+            raise DataSpecError(f"{where}: class indices must be 0..{len(indexed) - 1}, got {sorted(indexed)}")
+        return [indexed[i] for i in range(len(indexed))]
+    if isinstance(value, list) and value:
+        return [str(v) for v in value]
+    raise DataSpecError(f"{where}: expected a non-empty list of class names or an {{index: name}} mapping")
+
+
+def resolve_split(root: Path, value: object, *, where: str) -> SplitIndex:
+    """A split from an index file, a folder with index.json, or shard files (indexed by reading them if needed)."""
+    if isinstance(value, str) and not any(c in value for c in "{}") and not value.endswith(".tar"):
+        target = root / value
+        index_path = target / INDEX_FILE if target.is_dir() else target
+        try:
+            return load_index(index_path)
+        except DataSpecError as err:
+            raise DataSpecError(f"{where}: {err}") from None
+    patterns = value if isinstance(value, list) else [value]
+    try:
+        files = [root / name for pattern in patterns for name in braceexpand.braceexpand(str(pattern))]
+    except (TypeError, ValueError) as err:
+        raise DataSpecError(f"{where}: cannot expand shard list {value!r}: {err}") from None
+    missing = [str(f) for f in files if not f.is_file()]
+    if not files or missing:
+        raise DataSpecError(f"{where}: shard files not found: {missing or value!r}")
+    return _index_for_files(files, where=where)
+
+
+def _index_for_files(files: list[Path], *, where: str) -> SplitIndex:
+    """Uses the index beside the shards when it covers them, else indexes the shards by reading them (slow)."""
+    directory = files[0].parent
+    index_path = directory / INDEX_FILE
+    if all(f.parent == directory for f in files) and index_path.is_file():
+        index = load_index(index_path)
+        by_file = {s.file: s for s in index.shards}
+        if all(f.name in by_file for f in files):
+            return dataclasses.replace(index, shards=[by_file[f.name] for f in files])
+    try:
+        shards = [scan_shard(f, file=str(f.relative_to(directory))) for f in files]
+    except (OSError, ValueError, tarfile.TarError) as err:
+        raise DataSpecError(f"{where}: cannot index shard: {err}") from None
+    # nc=1 is a placeholder: load_data_yaml sets the yaml's nc, and the stream rejects class ids beyond it.
+    return SplitIndex(directory=directory, shards=shards, nc=1, index_file=f"{where} (indexed by reading)")
+

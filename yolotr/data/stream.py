@@ -1,0 +1,245 @@
+"""The training stream: equal batches on every rank, and exact resume on any number of ranks and workers.
+
+Design (see `order.py` for the order itself): one global cursor, the position (epoch, step_in_epoch), over a
+deterministic global order. Global step s is positions [s·G, (s+1)·G) of the epoch order and rank r reads its
+contiguous G/W of them, so a position means the same samples whatever the world size or worker count; resuming
+from a saved position on 2→1, 1→2 or 2→4 ranks trains each remaining sample of the epoch exactly once. Resuming
+seeks with the index's byte offsets, so the first batch after a resume costs the same at any position.
+
+The position is counted here, in the training process, from batches actually handed out: DataLoader workers build
+batches ahead of time and never know what was consumed. It always names the next batch to hand out; after the
+last batch of epoch e it is (e + 1, 0).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from yolotr.data.augment import AugmentConfig
+from yolotr.data.batch import Batch, BatchReport, ValBatch
+from yolotr.data.error_budget import ErrorBudget
+from yolotr.data.errors import DataErrorBudgetExceeded, StreamStateError
+from yolotr.data.index import SplitIndex
+from yolotr.data.order import check_batch_split, epoch_order, order_digest
+from yolotr.data.producers import TrainBatches, TrainPlan, iterate_loader
+from yolotr.data.val_stream import ValStream
+
+__all__ = ["Batch", "ValBatch", "TrainStream", "ValStream", "StreamStateError", "DataErrorBudgetExceeded"]
+
+log = logging.getLogger("yolotr.data")
+
+STATE_VERSION = 1
+
+
+class TrainStream:
+    """Local batches of one rank, epoch after epoch; `for batch in stream` runs from the position to the epoch end."""
+
+    def __init__(self, split: SplitIndex, *, global_batch_size: int, rank: int, world_size: int, seed: int,
+                 imgsz: int, augment: AugmentConfig | None, num_workers: int = 0, shuffle_window_shards: int = 4,
+                 max_error_fraction: float = 0.01, quarantine: Iterable[str] = (), pin_memory: bool = False) -> None:
+        check_batch_split(global_batch_size, world_size, rank)
+        if split.num_samples < global_batch_size:
+            raise ValueError(f"{split.index_file}: {split.num_samples} samples are fewer than one global batch "
+                             f"({global_batch_size}); lower the batch size or add data")
+        if shuffle_window_shards < 1:
+            raise ValueError(f"shuffle_window_shards must be >= 1, got {shuffle_window_shards}")
+        self.split = split
+        self.global_batch_size = global_batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = seed
+        self.imgsz = imgsz
+        self.augment = augment
+        self.num_workers = num_workers
+        self.shuffle_window_shards = shuffle_window_shards
+        self.pin_memory = pin_memory
+        self.local_batch_size = global_batch_size // world_size
+        self.steps_per_epoch = split.num_samples // global_batch_size
+        self.dropped_per_epoch = split.num_samples % global_batch_size
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self._quarantine: set[str] = set(quarantine)
+        self._budget = ErrorBudget(max_error_fraction=max_error_fraction,
+                                   min_seen=self.steps_per_epoch * self.local_batch_size)
+        self._quarantined = 0
+        self._samples_delivered = 0
+        self._batches_delivered = 0
+        self._samples_skipped = 0
+        self._order_cache: tuple[int, np.ndarray] | None = None
+        # Only the newest iteration delivers: a new `iter(stream)` or load_state_dict() retires older ones.
+        self._generation = 0
+        self._moved = False
+
+    # ---- iteration -------------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def __iter__(self) -> Iterator[Batch]:
+        self._generation += 1
+        generation, epoch = self._generation, self.epoch
+        if self.step_in_epoch == 0:
+            log.info("epoch %d: %s", epoch, self.epoch_summary())
+        # Restarts only when skip_to() moved the position while a DataLoader was running ahead.
+        while self.epoch == epoch and generation == self._generation:
+            self._moved = False
+            loader = iterate_loader(TrainBatches(self._plan(epoch, self.step_in_epoch)),
+                                    num_workers=self.num_workers, pin_memory=self.pin_memory)
+            try:
+                for batch, report in loader:
+                    if generation != self._generation:
+                        return
+                    yield self._deliver(batch, report)
+                    if self._moved:
+                        break
+            finally:
+                loader.close()
+            if not self._moved and self.epoch == epoch and generation == self._generation:
+                raise RuntimeError(f"the loader stopped at epoch {epoch} step {self.step_in_epoch} of "
+                                   f"{self.steps_per_epoch}")
+
+    def _plan(self, epoch: int, first_step: int) -> TrainPlan:
+        return TrainPlan(split=self.split, order=self._order(epoch), epoch=epoch, first_step=first_step,
+                         stop_step=self.steps_per_epoch, rank=self.rank, world_size=self.world_size,
+                         global_batch_size=self.global_batch_size, seed=self.seed, imgsz=self.imgsz,
+                         augment=self.augment, quarantine=frozenset(self._quarantine))
+
+    def _deliver(self, batch: Batch, report: BatchReport) -> Batch:
+        if (batch.epoch, batch.step) != (self.epoch, self.step_in_epoch):
+            raise RuntimeError(f"batch of epoch {batch.epoch} step {batch.step} arrived at position "
+                               f"({self.epoch}, {self.step_in_epoch}); the delivery order is broken")
+        self._budget.count(report)
+        self._quarantined += report.quarantined
+        batch = self._drop_quarantined(batch)
+        self._samples_delivered += len(batch.keys)
+        self._batches_delivered += 1
+        # Advance before handing the batch out: a checkpoint taken while the trainer holds it must resume after it.
+        self.step_in_epoch += 1
+        if self.step_in_epoch == self.steps_per_epoch:
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        return batch
+
+    def _drop_quarantined(self, batch: Batch) -> Batch:
+        """Quarantine added after a worker built this batch still applies (mosaic partners already used stay)."""
+        keep = [i for i, key in enumerate(batch.keys) if key not in self._quarantine]
+        if len(keep) == len(batch.keys):
+            return batch
+        self._quarantined += len(batch.keys) - len(keep)
+        new_index = torch.full((len(batch.keys),), -1, dtype=torch.float32)
+        new_index[keep] = torch.arange(len(keep), dtype=torch.float32)
+        rows = batch.targets[new_index[batch.targets[:, 0].long()] >= 0]  # (N', 6)
+        rows[:, 0] = new_index[rows[:, 0].long()]
+        return Batch(images=batch.images[keep], targets=rows, keys=[batch.keys[i] for i in keep],
+                     epoch=batch.epoch, step=batch.step)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._order_cache is None or self._order_cache[0] != epoch:
+            sizes = [shard.samples for shard in self.split.shards]
+            self._order_cache = (epoch, epoch_order(sizes, seed=self.seed, epoch=epoch,
+                                                    window_shards=self.shuffle_window_shards))
+        return self._order_cache[1]
+
+    # ---- position and state ------------------------------------------------------------------------------
+
+    def epoch_summary(self) -> str:
+        return (f"{self.split.num_samples} samples, global batch {self.global_batch_size} = {self.world_size} "
+                f"rank(s) x {self.local_batch_size}, {self.steps_per_epoch} steps per epoch; "
+                f"{self.dropped_per_epoch} samples (N mod global batch, the last ones of each epoch's order) "
+                f"are dropped per epoch so that every rank gets the same number of batches")
+
+    def skip_to(self, epoch: int, step_in_epoch: int) -> None:
+        """Moves the position forward (never back), e.g. past a window of bad steps after a model rollback."""
+        if step_in_epoch == self.steps_per_epoch:
+            epoch, step_in_epoch = epoch + 1, 0
+        if not 0 <= step_in_epoch < self.steps_per_epoch:
+            raise ValueError(f"step_in_epoch {step_in_epoch} is not in [0, {self.steps_per_epoch}]")
+        here = self.epoch * self.steps_per_epoch + self.step_in_epoch
+        there = epoch * self.steps_per_epoch + step_in_epoch
+        if there < here:
+            raise ValueError(f"skip_to({epoch}, {step_in_epoch}) would move back from "
+                             f"({self.epoch}, {self.step_in_epoch}); the position only moves forward")
+        self._samples_skipped += (there - here) * self.local_batch_size
+        self.epoch, self.step_in_epoch = epoch, step_in_epoch
+        self._moved = self._moved or there != here
+
+    def add_quarantine(self, keys: Iterable[str]) -> None:
+        """Samples to skip from now on (counted as quarantined, not as errors)."""
+        self._quarantine.update(keys)
+
+    def state_dict(self) -> dict:
+        """The position plus what it is only valid for; plain json types."""
+        return {
+            "version": STATE_VERSION,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_batch_size": self.global_batch_size,
+            "seed": self.seed,
+            "shuffle_window_shards": self.shuffle_window_shards,
+            "dataset_fingerprint": self.split.fingerprint,
+            "num_samples": self.split.num_samples,
+            "order_digest": order_digest(self._order(self.epoch)),
+            "quarantine": sorted(self._quarantine),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resumes at a saved position; raises `StreamStateError` when the state cannot be honoured exactly.
+        An iteration running at the time ends; the next `for batch in stream` starts at the loaded position."""
+        try:
+            version = state["version"]
+            epoch, step = int(state["epoch"]), int(state["step_in_epoch"])
+            expected = {key: state[key] for key in ("global_batch_size", "seed", "shuffle_window_shards",
+                                                     "dataset_fingerprint", "num_samples", "order_digest")}
+            quarantine = [str(k) for k in state.get("quarantine", [])]
+        except (KeyError, TypeError, ValueError) as err:
+            raise StreamStateError(f"stream state is malformed ({err!r}); it was not written by TrainStream") from None
+        if version != STATE_VERSION:
+            raise StreamStateError(f"stream state version {version} is not {STATE_VERSION}")
+        if expected["dataset_fingerprint"] != self.split.fingerprint:
+            raise StreamStateError(
+                f"the checkpoint's position is over another dataset (fingerprint {expected['dataset_fingerprint']}, "
+                f"{expected['num_samples']} samples) than this stream's {self.split.index_file} (fingerprint "
+                f"{self.split.fingerprint}, {self.split.num_samples} samples); positions cannot be carried over. "
+                f"Resume with the original shards, or start a new run (load weights only).")
+        if expected["global_batch_size"] != self.global_batch_size:
+            raise StreamStateError(
+                f"the checkpoint counted positions in global batches of {expected['global_batch_size']} samples, this "
+                f"stream uses {self.global_batch_size}; exact resume needs the same global batch size (a different "
+                f"number of ranks is fine: the per-rank batch becomes global / ranks).")
+        for key, mine in (("seed", self.seed), ("shuffle_window_shards", self.shuffle_window_shards)):
+            if expected[key] != mine:
+                raise StreamStateError(f"the checkpoint's {key} is {expected[key]}, this stream's is {mine}; the "
+                                       f"sample order would differ, so the position would not mean the same samples")
+        if not (epoch >= 0 and 0 <= step < self.steps_per_epoch):
+            raise StreamStateError(f"position ({epoch}, {step}) is outside an epoch of {self.steps_per_epoch} steps")
+        if order_digest(self._order(epoch)) != expected["order_digest"]:
+            raise StreamStateError(f"the sample order of epoch {epoch} differs from the checkpoint's (a numpy change "
+                                   f"in random permutations?); the position would not mean the same samples")
+        self.epoch, self.step_in_epoch = epoch, step
+        self._quarantine = set(quarantine)
+        self._generation += 1
+
+    # ---- accounting -------------------------------------------------------------------------------------------
+
+    def counters(self) -> dict:
+        """What this rank's stream has delivered and skipped (since it was created; not restored on resume)."""
+        return {
+            "errors": dict(self._budget.by_reason),
+            "errors_total": self._budget.total,
+            "quarantined": self._quarantined,
+            "dropped_per_epoch": self.dropped_per_epoch,
+            "samples_delivered": self._samples_delivered,
+            "samples_seen": self._budget.samples_seen,
+            "samples_skipped": self._samples_skipped,
+            "batches_delivered": self._batches_delivered,
+            "bytes_read": self._budget.bytes_read,
+            "unreadable_shards": len(self._budget.unreadable_shards),
+        }
+
+    @property
+    def error_log(self) -> list[tuple[str, str]]:
+        """The most recent (key, reason) of corrupt samples skipped (bounded)."""
+        return list(self._budget.log)
