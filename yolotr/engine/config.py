@@ -105,6 +105,8 @@ class GuardConfig:
     """Window, in steps, over which rollbacks are counted."""
     quarantine_after: int = 2
     """A sample key implicated in this many bad steps is quarantined: the stream skips it from then on."""
+    max_quarantine_fraction: float = 0.01
+    """At most this fraction of the train samples is ever quarantined; beyond it the cause is not the data."""
     check_every: int | None = None
     """Read the guard's device-side verdicts on the host every this many steps. None: 1 on CPU, log_every on GPU."""
 

@@ -59,7 +59,7 @@ class Verdict:
 
 
 class GuardMonitor:
-    def __init__(self, cfg: GuardConfig, rank: int, world_size: int):
+    def __init__(self, cfg: GuardConfig, rank: int, world_size: int, max_quarantine: int | None = None):
         self.cfg = cfg
         self.rank = rank
         self.world_size = world_size
@@ -69,6 +69,9 @@ class GuardMonitor:
         self.recent_losses: deque[float] = deque(maxlen=cfg.spike_window)
         self.key_strikes: Counter[str] = Counter()
         self.quarantine: set[str] = set()
+        # When every step goes bad the cause is not the data (an LR too high, a broken model): quarantining would
+        # empty the dataset. Past this many keys the guard stops quarantining and says so.
+        self.max_quarantine = max_quarantine
 
     def inspect(self, pending: list[PendingStep]) -> Verdict:
         if not pending:
@@ -142,6 +145,12 @@ class GuardMonitor:
         fresh = sorted(
             k for k, n in self.key_strikes.items() if n >= self.cfg.quarantine_after and k not in self.quarantine
         )
+        if fresh and self.max_quarantine is not None and len(self.quarantine) + len(fresh) > self.max_quarantine:
+            verdict.events.append(
+                {"event": "quarantine_capped", "step": outcome.step, "keys_not_quarantined": len(fresh),
+                 "quarantined": len(self.quarantine), "limit": self.max_quarantine}
+            )
+            fresh = []
         if fresh:
             self.quarantine.update(fresh)
             verdict.new_quarantine.extend(fresh)

@@ -126,7 +126,8 @@ class Trainer:
             from yolotr.engine.anomaly import AnomalyHooks
 
             self.anomaly = AnomalyHooks(self.model)
-        self.monitor = GuardMonitor(cfg.guard, backend.rank, backend.world_size)
+        max_quarantine = math.ceil(cfg.guard.max_quarantine_fraction * self.data.train.num_samples)
+        self.monitor = GuardMonitor(cfg.guard, backend.rank, backend.world_size, max_quarantine)
         self.check_every = cfg.guard.check_every or (cfg.train.log_every if self.device.type == "cuda" else 1)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
 
