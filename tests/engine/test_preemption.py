@@ -66,6 +66,9 @@ def test_sigusr1_makes_both_ranks_checkpoint_after_the_same_step_and_resume_cont
     target = random.Random().randint(3, 10)
     _wait_for(lambda: _train_step(run_dir) >= target, proc)
     proc.send_signal(signal.SIGUSR1)
+    time.sleep(1.0)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGUSR1)  # a second notice while the first is being handled changes nothing
     proc.wait(timeout=240)
     assert proc.returncode != 0  # the launcher forwards the signal, then reports its workers' exit
     status = json.loads((run_dir / "exit.json").read_text())
