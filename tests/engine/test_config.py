@@ -55,3 +55,8 @@ def test_train_cli_rejects_a_bad_override_before_starting_anything(tmp_path):
     assert result.returncode == 2
     assert "'train.epochs'" in result.stderr and "configs/train/demo.yaml" in result.stderr
     assert "process group" not in result.stderr.lower()
+
+
+def test_a_transformer_section_in_the_training_config_is_accepted(tmp_path):
+    path = _write(tmp_path, "transformer:\n  xavier_init: false\n  qk_norm: true\n")
+    assert load_config(path, check_files=False).transformer == {"xavier_init": False, "qk_norm": True}

@@ -122,3 +122,18 @@ def test_param_groups_never_decay_biases_or_norms_and_scale_transformer_lr():
     transformer = [g for g in groups if g["name"].startswith("transformer/")]
     assert transformer and all(g["lr_mult"] == 0.2 for g in transformer)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_a_step_whose_batchnorm_statistics_overflow_is_skipped_and_the_statistics_restored():
+    model = _model()
+    optimizer = build_optimizer(build_param_groups(model, 5e-4, 0.2), "sgd", 0.01, 0.9)
+    buffers = list(model.buffers())
+    before = [b.clone() for b in buffers]
+    params_before = copy.deepcopy(model.state_dict())
+    model(torch.randn(4, 3, 8, 8)).square().mean().backward()
+    model[1].running_var[0] = float("inf")  # finite loss and gradient, overflowed statistics
+    norm, skipped = guarded_step(list(model.parameters()), optimizer, max_norm=1.0, force_skip=torch.tensor(False),
+                                 buffers=buffers, buffers_before=before)
+    assert bool(skipped) and torch.isfinite(norm)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, params_before[key]), key

@@ -78,7 +78,7 @@ def _convert(tp: Any, value: Any, path: str, source: str | None) -> Any:
             raise ConfigError(path, f"expected a list, got {type(value).__name__} {value!r}", source)
         (item_type, *rest) = get_args(tp) or (Any,)
         return [_convert(item_type, v, f"{path}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
+    if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(path, f"expected a mapping, got {type(value).__name__}", source)
         return dict(value)

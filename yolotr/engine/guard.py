@@ -68,7 +68,10 @@ def guarded_step(
     """
     grads = [p.grad for p in params if p.grad is not None]
     grad_norm = get_total_norm(grads, norm_type=2.0, foreach=True).float()
-    skipped = ~torch.isfinite(grad_norm) | force_skip
+    # BatchNorm statistics can overflow in a forward whose loss and gradient stay finite: that step is bad too.
+    stats = [b for b in buffers if b.dtype.is_floating_point]
+    stats_finite = torch.isfinite(get_total_norm(stats, foreach=True)) if stats else torch.ones((), dtype=torch.bool)
+    skipped = ~torch.isfinite(grad_norm) | ~stats_finite.to(grad_norm.device) | force_skip
     if max_norm > 0:
         # When the norm is non-finite the clipped gradients are garbage too, but the step below is not applied.
         clip_grads_with_norm_(params, max_norm, grad_norm, foreach=True)

@@ -48,4 +48,8 @@ def run(args: argparse.Namespace) -> int:
     code = trainer.fit()
     backend.accelerator.wait_for_everyone()
     backend.accelerator.end_training()
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()  # an orderly shutdown; a live gloo group at exit can abort the process
     return code

@@ -340,6 +340,9 @@ class Trainer:
 
     def _optimizer_step(self, step: int, buffers_before: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         force = self._force_skip.fill_(self.faults.forced_skip(step))  # a fill kernel: no host→device copy
+        # A rank whose loss was non-finite but whose gradient is finite (e.g. a batch emptied by corrupt or
+        # quarantined samples) still makes every rank skip: the flag came through the consensus all-reduce.
+        force |= self.wrapper.consensus.grad[ConsensusPayload.LOCAL_BAD] > 0
         if self.cfg.guard.enabled:
             return guarded_step(
                 self.params,
@@ -371,7 +374,7 @@ class Trainer:
         if verdict.new_quarantine:
             self.stream.add_quarantine(verdict.new_quarantine)
             self.io.write_quarantine(self.monitor.quarantine)
-        if verdict.rollback_reason:
+        if verdict.rollback_reason and self.cfg.guard.enabled:
             self.rollback(verdict.rollback_reason, verdict.rollback_step)
         elif self.cfg.guard.enabled and self.step % self.cfg.guard.snapshot_every == 0:
             if self.clean_since_snapshot or self.snapshot is None:
