@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.conftest import BIN, REPO, check, free_port, read_jsonl, run_train
+from tests.engine.conftest import BIN, REPO, check, child_pids, free_port, read_jsonl, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -43,19 +43,6 @@ def _train_step(run_dir: Path) -> int:
         return 0
     steps = [r["step"] for r in read_jsonl(path) if r["kind"] == "train"] if path.stat().st_size else []
     return max(steps, default=0)
-
-
-def _workers(launcher_pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == launcher_pid:
-                children.append(int(entry.name))
-    return children
 
 
 def test_sigusr1_makes_both_ranks_checkpoint_after_the_same_step_and_resume_continues(train_config, tmp_path, launched):
@@ -93,7 +80,7 @@ def test_kill_9_of_one_worker_restarts_resumes_and_completes(train_config, tmp_p
                                  "--nnodes=1:1"))
     launched.append(proc)
     _wait_for(lambda: (run_dir / "checkpoints" / "latest").exists() and _train_step(run_dir) >= 6, proc)
-    os.kill(random.choice(_workers(proc.pid)), signal.SIGKILL)
+    os.kill(random.choice(child_pids(proc.pid)), signal.SIGKILL)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-5000:]
     records = read_jsonl(run_dir / "metrics.jsonl")

@@ -6,27 +6,13 @@ import random
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.engine.conftest import REPO, free_port
+from tests.engine.conftest import REPO, child_pids, free_port
 from tests.launch.conftest import events, job_env, last_train_step
 
 pytestmark = pytest.mark.slow
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_checkpoint_to_the_end(train_config, tmp_path):
@@ -43,7 +29,7 @@ def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_checkpoint_to
             assert agent.poll() is None, f"launcher exited early ({agent.returncode}):\n{agent.stdout.read()[-5000:]}"
             assert time.time() < deadline, "no checkpoint after 300 s"
             time.sleep(0.1)
-        os.kill(random.choice(_children(agent.pid)), signal.SIGKILL)
+        os.kill(random.choice(child_pids(agent.pid)), signal.SIGKILL)
         out, _ = agent.communicate(timeout=400)
     finally:
         if agent.poll() is None:
