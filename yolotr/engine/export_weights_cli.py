@@ -26,8 +26,7 @@ def resolve_checkpoint(source: Path) -> Path:
         return source
     run_checkpoints = source / "checkpoints"
     if run_checkpoints.is_dir():
-        manager = CheckpointManager.__new__(CheckpointManager)
-        manager.root = run_checkpoints
+        manager = CheckpointManager(source, rank=0, world_size=1, keep_last=0)
         found = manager.newest_valid(warn=lambda m: print(f"warning: {m}", file=sys.stderr))
         if found is not None:
             return found
