@@ -1,4 +1,5 @@
-"""The guarded step, in one process: a skipped step changes nothing, a finite one clips and steps."""
+"""The guarded step, in one process: a skipped step changes nothing, a finite one clips and steps; both ways of
+skipping (fused optimizer with found_inf, as on a GPU; plain optimizer not stepped, as on a CPU) are covered."""
 
 import copy
 
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from yolotr.engine.ema import ModelEMA
-from yolotr.engine.guard import guarded_step
+from yolotr.engine.guard import BufferGuard, guarded_step
 from yolotr.engine.optim import build_optimizer, build_param_groups
 
 
@@ -25,8 +26,8 @@ def _state_bytes(optimizer):
 
 
 def _step(model, optimizer, x, *, poison=False, force=False):
-    buffers = list(model.buffers())
-    before = [b.clone() for b in buffers]
+    buffers = BufferGuard(model)
+    before = buffers.save()
     out = model(x)
     loss = out.square().mean()
     if poison:
@@ -40,10 +41,14 @@ def _step(model, optimizer, x, *, poison=False, force=False):
     return norm, skipped
 
 
+FUSED = pytest.mark.parametrize("fused", [True, None], ids=["fused-found_inf", "plain-not-stepped"])
+
+
+@FUSED
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
-def test_non_finite_step_leaves_parameters_buffers_and_optimizer_state_bitwise_unchanged(name):
+def test_non_finite_step_leaves_parameters_buffers_and_optimizer_state_bitwise_unchanged(name, fused):
     model = _model()
-    optimizer = build_optimizer(build_param_groups(model, 5e-4, 0.2), name, 0.01, 0.9)
+    optimizer = build_optimizer(build_param_groups(model, 5e-4, 0.2), name, 0.01, 0.9, fused=fused)
     x = torch.randn(4, 3, 8, 8)
     _step(model, optimizer, x)  # one real step so that momentum / Adam moments exist
     params_before = copy.deepcopy(model.state_dict())
@@ -62,10 +67,11 @@ def test_non_finite_step_leaves_parameters_buffers_and_optimizer_state_bitwise_u
         assert torch.equal(state_after[key], value) if torch.is_tensor(value) else state_after[key] == value, key
 
 
-def test_sgd_first_step_skipped_then_next_step_equals_a_clean_first_step():
+@FUSED
+def test_sgd_first_step_skipped_then_next_step_equals_a_clean_first_step(fused):
     clean, poisoned = _model(), _model()
-    opt_clean = build_optimizer(build_param_groups(clean, 5e-4, 0.2), "sgd", 0.01, 0.9)
-    opt_poisoned = build_optimizer(build_param_groups(poisoned, 5e-4, 0.2), "sgd", 0.01, 0.9)
+    opt_clean = build_optimizer(build_param_groups(clean, 5e-4, 0.2), "sgd", 0.01, 0.9, fused=fused)
+    opt_poisoned = build_optimizer(build_param_groups(poisoned, 5e-4, 0.2), "sgd", 0.01, 0.9, fused=fused)
     x = torch.randn(4, 3, 8, 8)
     _step(poisoned, opt_poisoned, x, poison=True)
     _step(clean, opt_clean, x)
@@ -82,7 +88,8 @@ def test_finite_step_is_clipped_to_max_norm_and_reports_the_norm_before_clipping
     expected = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
     params = list(model.parameters())
     norm, skipped = guarded_step(
-        params, optimizer, max_norm=1.0, force_skip=torch.tensor(False), buffers=[], buffers_before=[]
+        params, optimizer, max_norm=1.0, force_skip=torch.tensor(False), buffers=BufferGuard(nn.Identity()),
+        buffers_before=[],
     )
     assert not skipped
     torch.testing.assert_close(norm, expected, rtol=1e-5, atol=0)
@@ -124,11 +131,12 @@ def test_param_groups_never_decay_biases_or_norms_and_scale_transformer_lr():
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
-def test_a_step_whose_batchnorm_statistics_overflow_is_skipped_and_the_statistics_restored():
+@FUSED
+def test_a_step_whose_batchnorm_statistics_overflow_is_skipped_and_the_statistics_restored(fused):
     model = _model()
-    optimizer = build_optimizer(build_param_groups(model, 5e-4, 0.2), "sgd", 0.01, 0.9)
-    buffers = list(model.buffers())
-    before = [b.clone() for b in buffers]
+    optimizer = build_optimizer(build_param_groups(model, 5e-4, 0.2), "sgd", 0.01, 0.9, fused=fused)
+    buffers = BufferGuard(model)
+    before = buffers.save()
     params_before = copy.deepcopy(model.state_dict())
     model(torch.randn(4, 3, 8, 8)).square().mean().backward()
     model[1].running_var[0] = float("inf")  # finite loss and gradient, overflowed statistics
@@ -137,3 +145,18 @@ def test_a_step_whose_batchnorm_statistics_overflow_is_skipped_and_the_statistic
     assert bool(skipped) and torch.isfinite(norm)
     for key, value in model.state_dict().items():
         assert torch.equal(value, params_before[key]), key
+
+
+@pytest.mark.parametrize("skipped", [False, True])
+def test_buffer_guard_restores_statistics_and_counters_only_on_a_skipped_step(skipped):
+    model = _model()
+    buffers = BufferGuard(model)
+    before = copy.deepcopy(dict(model.named_buffers()))
+    saved = buffers.save()
+    model(torch.randn(4, 3, 8, 8))  # a training forward moves the running statistics and the batch counter
+    after_forward = copy.deepcopy(dict(model.named_buffers()))
+    assert not torch.equal(after_forward["1.running_mean"], before["1.running_mean"])
+    buffers.restore(saved, where=torch.tensor(skipped))
+    expected = before if skipped else after_forward
+    for key, value in model.named_buffers():
+        assert torch.equal(value, expected[key]), key

@@ -76,8 +76,7 @@ def deepspeed_step(trainer, step: int, batches, buffers_before):
     skipped = torch.tensor(not engine.was_step_applied(), device=trainer.device)
     norm = engine.get_global_grad_norm()
     grad_norm = torch.tensor(float("nan") if norm is None else float(norm), device=trainer.device)
-    for buf, before in zip(trainer.buffers, buffers_before):
-        buf.copy_(torch.where(skipped, before, buf))
+    trainer.buffers.restore(buffers_before, where=skipped)
     return grad_norm, skipped, payload, keys, images_seen
 
 

@@ -24,7 +24,7 @@ from yolotr.engine.backend import Backend
 from yolotr.engine.config import Config, dump_config
 from yolotr.engine.ema import ModelEMA
 from yolotr.engine.faults import FaultInjector
-from yolotr.engine.guard import ConsensusModule, ConsensusPayload, guarded_step
+from yolotr.engine.guard import BufferGuard, ConsensusModule, ConsensusPayload, guarded_step
 from yolotr.engine.monitor import GuardMonitor, PendingStep, Verdict
 from yolotr.engine.optim import Schedule, build_optimizer, build_param_groups
 from yolotr.engine.snapshot import restore_snapshot, take_snapshot
@@ -78,13 +78,14 @@ class Trainer:
         groups = build_param_groups(self.model, weight_decay, cfg.train.transformer_lr_mult)
         self.params = [p for g in groups for p in g["params"]]
         deepspeed = backend.kind == "deepspeed"
-        # Fused kernels give the DDP guard its sync-free skip; under DeepSpeed, ZeRO owns the step.
+        # On a GPU, fused kernels give the guard its sync-free skip (found_inf); on a CPU the plain kernels are
+        # faster and the guard reads its verdict directly (guard.py). Under DeepSpeed, ZeRO owns the step.
         self.optimizer = build_optimizer(
             groups,
             cfg.train.optimizer,
             cfg.train.lr0,
             cfg.train.momentum,
-            fused=(cfg.guard.enabled and not deepspeed) or None,
+            fused=(cfg.guard.enabled and not deepspeed and self.device.type == "cuda") or None,
             preinit_momentum=not deepspeed,
         )
         self.schedule = Schedule(
@@ -101,7 +102,7 @@ class Trainer:
         )
         self.ema = ModelEMA(self.model, cfg.train.ema_decay, cfg.train.ema_tau) if cfg.train.ema else None
         self.compute_loss = ComputeLoss(self.model, cfg.loss, imgsz=cfg.train.imgsz)
-        self.buffers = list(self.model.buffers())  # BatchNorm statistics, restored on a skipped step
+        self.buffers = BufferGuard(self.model)  # BatchNorm statistics, restored on a skipped step
 
         self.io = RunIO(self)
         self.resume_from = self.io.resume_target()
@@ -297,7 +298,7 @@ class Trainer:
     def train_step(self, batches) -> PendingStep:
         step = self.step + 1
         self.faults.arm_grad(step)
-        buffers_before = [b.clone() for b in self.buffers]
+        buffers_before = self.buffers.save()
         self.local_bad.zero_()
         if self.engine is not None:
             from yolotr.engine.deepspeed_path import deepspeed_step
