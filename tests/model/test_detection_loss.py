@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from yolotr.engine.sync_check import HostSyncDetector
 from yolotr.model.loss import ComputeLoss, LossHyp, bbox_iou
 from yolotr.model.yolo import DetectionModel
 
@@ -131,7 +132,9 @@ def test_a_target_matches_its_cell_the_two_nearest_neighbours_and_the_anchors_wi
     targets = torch.tensor([[0, 2, cx, cy, 10 / 160, 13 / 128]])
 
     matches = ComputeLoss(model).build_targets(preds, targets)
-    classes, boxes, (image, anchor, row, col), anchors = matches[0]
+    level = matches[0]
+    assert level.valid.shape == (5 * 3 * 1,)  # every (neighbour, anchor, target) keeps a slot: no data-dependent shape
+    classes, boxes, image, anchor, row, col = (t[level.valid] for t in level[:6])
 
     # x: fraction .3 < .5 -> the left neighbour; y: fraction .7 > .5 -> the neighbour below. All 3 anchors within 4x.
     assert sorted(set(zip(row.tolist(), col.tolist(), strict=True))) == [(5, 9), (5, 10), (6, 10)]
@@ -141,9 +144,41 @@ def test_a_target_matches_its_cell_the_two_nearest_neighbours_and_the_anchors_wi
     assert torch.allclose(boxes[own_cell][:, :2], torch.tensor([0.3, 0.7]).expand(3, 2), atol=1e-5)
     assert torch.allclose(boxes[:, 2:], torch.tensor([10 / 8, 13 / 8]).expand(9, 2))
     # stride 32: the anchors are 9x to 37x the box, so nothing matches there
-    assert matches[2][0].numel() == 0
+    assert not matches[2].valid.any()
 
 
 def test_targets_with_the_wrong_layout_are_refused(model):
     with pytest.raises(ValueError, match=r"targets must be \(N, 6\)"):
         ComputeLoss(model)(predictions(model), torch.zeros(3, 5))
+
+
+def test_when_two_targets_claim_the_same_cell_and_anchor_the_later_one_sets_the_objectness_target(model):
+    # Two boxes centred in the same cells with sizes that match the same anchors, as YOLOv5's
+    # `tobj[b, a, gj, gi] = iou` resolves them on a CPU: the later label's IoU is written last.
+    preds = predictions(model, batch=1)
+    first = [0, 0, 0.51, 0.52, 0.06, 0.10]
+    later = [0, 1, 0.515, 0.525, 0.07, 0.09]
+    loss = ComputeLoss(model, imgsz=128)
+    both = loss.build_targets(preds, torch.tensor([first, later]))
+    alone = loss.build_targets(preds, torch.tensor([later]))
+    assert (both[0].valid.view(5, 3, 2)[..., 0] & both[0].valid.view(5, 3, 2)[..., 1]).any()  # they do collide
+    # Stand-in IoUs, distinct per candidate and *falling* with the index, so "the larger IoU wins" would differ.
+    k = len(both[0].valid)
+    iou_both = k - torch.arange(k, dtype=torch.float32)
+    tobj = loss._objectness_target(torch.zeros(preds[0].shape[:4]), both[0], iou_both)
+    # Every cell that the later box claims holds the IoU of the later box's candidate (odd positions: target 1).
+    later_cells = alone[0]
+    for image, anchor, row, col in zip(*(t[later_cells.valid] for t in later_cells[2:6]), strict=True):
+        candidate = k - int(tobj[image, anchor, row, col])  # flat index (neighbour, anchor, target)
+        assert candidate % 2 == 1, (anchor, row, col)
+
+
+def test_the_loss_forward_and_backward_never_make_the_host_wait_for_the_gpu(tiny_model_cfg):
+    # Every shape is known on the host (no boolean-mask compaction), and no constant is copied in per step.
+    model = DetectionModel(tiny_model_cfg(nc=3)).train()
+    loss = ComputeLoss(model, imgsz=128)
+    images = torch.rand(2, 3, 128, 96)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.2, 0.3], [1, 2, 0.1, 0.9, 0.05, 0.1], [1, 0, 0.99, 0.5, 0.0, 0.1]])
+    with HostSyncDetector():
+        total, _ = loss(model(images), targets)
+        total.backward()

@@ -188,7 +188,8 @@ class DebugConfig:
     anomaly_hooks: bool = False
     """On a bad step, name the first module whose output was non-finite (forward hooks; costs a sync per module)."""
     cuda_sync_check: bool = False
-    """On GPU, run every step outside inspection steps under torch.cuda.set_sync_debug_mode("error")."""
+    """Every step outside inspection steps must not make the host wait for the device: on a GPU it runs under
+    torch.cuda.set_sync_debug_mode("error"), on a CPU under a dispatch mode that raises on the same ops."""
     count_collectives: bool = False
     """Count the collectives issued per step with the profiler and log them as events (tests)."""
 

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -79,13 +79,18 @@ class Trainer:
         self.params = [p for g in groups for p in g["params"]]
         deepspeed = backend.kind == "deepspeed"
         # On a GPU, fused kernels give the guard its sync-free skip (found_inf); on a CPU the plain kernels are
-        # faster and the guard reads its verdict directly (guard.py). Under DeepSpeed, ZeRO owns the step.
+        # faster and the guard reads its verdict directly (guard.py), except when debug.cuda_sync_check asks to check
+        # the GPU's code path on a CPU. Under DeepSpeed, ZeRO owns the step.
+        if deepspeed and cfg.debug.cuda_sync_check:
+            raise SystemExit("debug.cuda_sync_check: DeepSpeed reads its overflow flag on the host every step; "
+                             "the sync-free step is the DDP / single-process path's")
+        sync_free_path = self.device.type == "cuda" or cfg.debug.cuda_sync_check
         self.optimizer = build_optimizer(
             groups,
             cfg.train.optimizer,
             cfg.train.lr0,
             cfg.train.momentum,
-            fused=(cfg.guard.enabled and not deepspeed and self.device.type == "cuda") or None,
+            fused=(cfg.guard.enabled and not deepspeed and sync_free_path) or None,
             preinit_momentum=not deepspeed,
         )
         self.schedule = Schedule(
@@ -254,18 +259,14 @@ class Trainer:
         bare = bare_ddp_step(self, self.first_batch)
         self.io.event(event="collectives", step=self.step, guarded_step=guarded, bare_ddp_step=bare)
 
-    @contextmanager
     def _sync_debug(self, enabled: bool):
-        """`debug.cuda_sync_check`: a step outside an inspection step must not synchronise with the host; torch
-        raises on any synchronising CUDA call inside it."""
-        if not (enabled and self.cfg.debug.cuda_sync_check and self.device.type == "cuda"):
-            yield
-            return
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            yield
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+        """`debug.cuda_sync_check`: a step outside an inspection step must not synchronise with the host; torch's
+        CUDA check (or its CPU stand-in, sync_check.py) raises on any synchronising call inside it."""
+        if not (enabled and self.cfg.debug.cuda_sync_check):
+            return nullcontext()
+        from yolotr.engine.sync_check import no_host_sync
+
+        return no_host_sync(self.device)
 
     def _val_due(self, finished_epoch: int) -> bool:
         every = self.cfg.val.every_epochs

@@ -8,14 +8,22 @@ optional label smoothing; per-level objectness balance [4.0, 1.0, 0.4]; total sc
 The NaN sources reported against YOLOv5 (#2376, #8539, #13416: zero-width/height boxes, identical boxes, images
 without labels, fp16 losses) are closed here: every ratio has an eps, the CIoU aspect term divides by a clamped
 height, its alpha denominator is clamped, and the predictions are upcast to fp32 with autocast off.
+
+Unlike YOLOv5, nothing here makes the host wait for the GPU: YOLOv5 compacts the target-anchor matches with boolean
+masks (`t[j]`), whose output size the host must read back every step. Here every (neighbour, anchor, target) candidate
+keeps its slot with a `valid` weight, so every shape is known on the host, and the means are weighted means over the
+valid candidates. Where two matches claim the same cell and anchor, the objectness target is the later one's IoU,
+as in YOLOv5 on a CPU (on a GPU YOLOv5's write order is unspecified; here it is the same on every device).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from yolotr.model.yolo import DetectionModel
@@ -74,21 +82,32 @@ def bbox_iou(box1: torch.Tensor, box2: torch.Tensor, ciou: bool = False, eps: fl
     return iou - (centre_dist_sq / diagonal_sq + v * alpha)
 
 
-class FocalLoss(nn.Module):
-    """YOLOv5's focal loss wrapper around a BCEWithLogitsLoss (alpha 0.25), mean-reduced."""
+def bce_elements(
+    logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None, focal_gamma: float, alpha: float = 0.25
+) -> torch.Tensor:
+    """Element-wise BCE-with-logits, optionally with YOLOv5's focal modulation (gamma > 0, alpha 0.25)."""
+    loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none")
+    if focal_gamma <= 0:
+        return loss
+    prob = torch.sigmoid(logits)
+    p_t = target * prob + (1 - target) * (1 - prob)
+    alpha_factor = target * alpha + (1 - target) * (1 - alpha)
+    return loss * alpha_factor * (1.0 - p_t) ** focal_gamma
 
-    def __init__(self, bce: nn.BCEWithLogitsLoss, gamma: float, alpha: float = 0.25) -> None:
-        super().__init__()
-        self.bce = bce
-        self.bce.reduction = "none"  # the modulating factor is applied per element
-        self.gamma, self.alpha = gamma, alpha
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = self.bce(logits, target)
-        prob = torch.sigmoid(logits)
-        p_t = target * prob + (1 - target) * (1 - prob)
-        alpha_factor = target * self.alpha + (1 - target) * (1 - self.alpha)
-        return (loss * alpha_factor * (1.0 - p_t) ** self.gamma).mean()
+class LevelMatches(NamedTuple):
+    """Every (neighbour cell, anchor, target) candidate of one pyramid level, k = 5 · na · nt of them, flattened in
+    that order. Invalid candidates (anchor ratio over `anchor_t`, or a neighbour not among the two nearest the centre)
+    keep their slot with `valid` false and in-range indices, so no shape depends on the data."""
+
+    cls: torch.Tensor  # (k,) class
+    boxes: torch.Tensor  # (k, 4) centre as offset from the cell, and wh, in grid units
+    image: torch.Tensor  # (k,) image index in the batch
+    anchor: torch.Tensor  # (k,) anchor index
+    row: torch.Tensor  # (k,) gj
+    col: torch.Tensor  # (k,) gi
+    anchors: torch.Tensor  # (k, 2) the matched anchor's size in grid units
+    valid: torch.Tensor  # (k,) bool
 
 
 def _unwrap(model: nn.Module) -> DetectionModel:
@@ -123,10 +142,17 @@ class ComputeLoss:
         # YOLOv5's smooth_BCE: positive and negative class targets.
         self.class_positive = 1.0 - 0.5 * self.hyp.label_smoothing
         self.class_negative = 0.5 * self.hyp.label_smoothing
+        # Constants are made once, on the model's device: a tensor made from Python data inside the step would be a
+        # host-to-device copy, which synchronises.
+        device = self.detect.anchors.device
+        self.cls_pos_weight = self._pos_weight(self.hyp.cls_pw, device)
+        self.obj_pos_weight = self._pos_weight(self.hyp.obj_pw, device)
+        # The own cell, then the left, upper, right and lower neighbours (YOLOv5's offsets, in cells).
+        self.neighbour_offsets = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], device=device) * 0.5
 
-    def _bce(self, pos_weight: float, device: torch.device) -> nn.Module:
-        bce = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([pos_weight], device=device))
-        return FocalLoss(bce, self.hyp.fl_gamma) if self.hyp.fl_gamma > 0 else bce
+    @staticmethod
+    def _pos_weight(weight: float, device: torch.device) -> torch.Tensor | None:
+        return None if weight == 1.0 else torch.tensor([weight], device=device)
 
     def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if len(preds) != self.nl:
@@ -141,70 +167,79 @@ class ComputeLoss:
 
     def _loss(self, preds: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         device = preds[0].device
-        bce_cls, bce_obj = self._bce(self.hyp.cls_pw, device), self._bce(self.hyp.obj_pw, device)
+        gamma = self.hyp.fl_gamma
+        cls_pw, obj_pw = (w.to(device) if w is not None else None for w in (self.cls_pos_weight, self.obj_pos_weight))
         lbox = torch.zeros((), device=device)
         lobj = torch.zeros((), device=device)
         lcls = torch.zeros((), device=device)
-        for level, (pred, (tcls, tbox, (b, a, gj, gi), anchors)) in enumerate(
-            zip(preds, self.build_targets(preds, targets), strict=True)
-        ):
+        for level, (pred, m) in enumerate(zip(preds, self.build_targets(preds, targets), strict=True)):
             tobj = torch.zeros(pred.shape[:4], device=device)  # (B, na, h, w)
-            if b.shape[0]:
-                pxy, pwh, _, pcls = pred[b, a, gj, gi].split((2, 2, 1, self.nc), dim=1)
+            if m.valid.numel():  # a host-side shape: false only for a batch without labels
+                weight = m.valid.float()
+                count = weight.sum().clamp(min=1)  # protected: a level where no candidate matched adds 0
+                pxy, pwh, _, pcls = pred[m.image, m.anchor, m.row, m.col].split((2, 2, 1, self.nc), dim=1)
                 pxy = pxy.sigmoid() * 2 - 0.5  # offset from the cell corner, in (-0.5, 1.5)
-                pwh = (pwh.sigmoid() * 2) ** 2 * anchors  # grid units, in (0, 4·anchor)
-                iou = bbox_iou(torch.cat((pxy, pwh), 1), tbox, ciou=True)  # (n,)
-                lbox = lbox + (1.0 - iou).mean()
-                tobj[b, a, gj, gi] = iou.detach().clamp(min=0)
+                pwh = (pwh.sigmoid() * 2) ** 2 * m.anchors  # grid units, in (0, 4·anchor)
+                iou = bbox_iou(torch.cat((pxy, pwh), 1), m.boxes, ciou=True)  # (k,)
+                # where(), not a product with the weight: an invalid candidate must not reach the sum even as 0·inf.
+                lbox = lbox + torch.where(m.valid, 1.0 - iou, 0.0).sum() / count
+                tobj = self._objectness_target(tobj, m, iou.detach().clamp(min=0))
                 if self.nc > 1:  # YOLOv5 has no class loss for single-class models
                     class_targets = torch.full_like(pcls, self.class_negative)
-                    class_targets[torch.arange(b.shape[0], device=device), tcls] = self.class_positive
-                    lcls = lcls + bce_cls(pcls, class_targets)
-            lobj = lobj + bce_obj(pred[..., 4], tobj) * self.balance[level]
+                    class_targets[torch.arange(len(m.cls), device=device), m.cls] = self.class_positive
+                    per_candidate = bce_elements(pcls, class_targets, cls_pw, gamma).mean(dim=1)  # (k,)
+                    lcls = lcls + torch.where(m.valid, per_candidate, 0.0).sum() / count
+            lobj = lobj + bce_elements(pred[..., 4], tobj, obj_pw, gamma).mean() * self.balance[level]
         lbox, lobj, lcls = lbox * self.box_gain, lobj * self.obj_gain, lcls * self.cls_gain
         batch_size = preds[0].shape[0]
         return (lbox + lobj + lcls) * batch_size, torch.stack((lbox, lobj, lcls)).detach()
 
-    def build_targets(self, preds: list[torch.Tensor], targets: torch.Tensor) -> list[tuple]:
-        """Per level: (classes (n,), boxes (n, 4) as offset-from-cell xy + wh in grid units,
-        indices (image, anchor, row, col), anchors (n, 2) in grid units) of every target-anchor-cell match."""
+    def _objectness_target(self, tobj: torch.Tensor, m: LevelMatches, iou: torch.Tensor) -> torch.Tensor:
+        """tobj[image, anchor, row, col] = iou of the match there. Where several valid candidates claim one cell and
+        anchor, the last in YOLOv5's order wins, as its `tobj[b, a, gj, gi] = iou` does on a CPU (on a GPU that
+        write is unordered): the winner is the highest valid candidate index, found with a scatter-max."""
+        _, _, ny, nx = tobj.shape
+        cell = ((m.image * self.na + m.anchor) * ny + m.row) * nx + m.col  # (k,) flat index into tobj
+        order = torch.arange(len(cell), device=cell.device)
+        winner = torch.full((tobj.numel(),), -1, dtype=torch.long, device=cell.device)
+        winner.scatter_reduce_(0, cell, torch.where(m.valid, order, -1), reduce="amax")
+        return torch.where(winner >= 0, iou[winner.clamp(min=0)], 0.0).view_as(tobj)
+
+    def build_targets(self, preds: list[torch.Tensor], targets: torch.Tensor) -> list[LevelMatches]:
+        """Per level, every target × anchor × {own cell, 4 neighbours} candidate, marked valid as YOLOv5 matches:
+        an anchor matches when the width and height ratios are within `anchor_t`; besides its own cell, a target is
+        assigned to the two neighbouring cells nearest its centre (offset 0.5)."""
         device = targets.device
         na, nt = self.na, targets.shape[0]
-        anchor_index = torch.arange(na, device=device, dtype=torch.float32).view(na, 1).repeat(1, nt)  # (na, nt)
-        # (nt, 6) -> repeat -> (na, nt, 6) -> cat anchor index -> (na, nt, 7): one copy of each target per anchor
-        targets = torch.cat((targets.repeat(na, 1, 1), anchor_index[..., None]), dim=2)
         half = 0.5
-        # The own cell, then the left, upper, right and lower neighbours (YOLOv5's offsets, in cells).
-        offsets_table = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], device=device).float() * half
-        gain = torch.ones(7, device=device)
-        matches = []
+        offsets_table = self.neighbour_offsets.to(device)  # (5, 2)
+        image_class = targets[:, :2]
+        levels = []
         for level, pred in enumerate(preds):
             anchors = self.detect.anchors[level].to(device=device, dtype=torch.float32)  # (na, 2) grid units
             _, _, ny, nx, _ = pred.shape
-            gain[2:6] = torch.tensor([nx, ny, nx, ny], device=device, dtype=torch.float32)
-            t = targets * gain  # (na, nt, 7) with boxes in grid units of this level
-            if nt:
-                ratio = t[..., 4:6] / anchors[:, None]  # (na, nt, 2)
-                # Zero-size boxes: ratio 0, its clamped inverse 1e7 fails the test, so they never match (no inf/NaN).
-                keep = torch.max(ratio, 1 / ratio.clamp(min=_EPS)).max(dim=2).values < self.hyp.anchor_t
-                t = t[keep]  # (m, 7)
-                gxy = t[:, 2:4]  # centre from the top-left of the map
-                gxy_inverse = gain[[2, 3]] - gxy  # centre from the bottom-right
-                left, up = ((gxy % 1 < half) & (gxy > 1)).T
-                right, down = ((gxy_inverse % 1 < half) & (gxy_inverse > 1)).T
-                use = torch.stack((torch.ones_like(left), left, up, right, down))  # (5, m)
-                t = t.repeat((5, 1, 1))[use]  # (k, 7)
-                offsets = (torch.zeros_like(gxy)[None] + offsets_table[:, None])[use]  # (k, 2)
-            else:
-                t = targets[0]  # (0, 7)
-                offsets = torch.zeros((0, 2), device=device)
-            image_class, gxy, gwh, anchor = t.split((2, 2, 2, 1), dim=1)
-            anchor = anchor.long().view(-1)
-            image, cls = image_class.long().T
-            cell = (gxy - offsets).long()  # (k, 2) column, row
+            # (nt, 4): centre and size in grid units of this level (Python scalars: no host-to-device copy)
+            grid = torch.stack((targets[:, 2] * nx, targets[:, 3] * ny, targets[:, 4] * nx, targets[:, 5] * ny), 1)
+            ratio = grid[None, :, 2:4] / anchors[:, None]  # (na, nt, 2)
+            # Zero-size boxes: ratio 0, its clamped inverse 1e7 fails the test, so they never match (no inf/NaN).
+            anchor_ok = torch.max(ratio, 1 / ratio.clamp(min=_EPS)).max(dim=2).values < self.hyp.anchor_t  # (na, nt)
+            gxy = grid[:, :2]  # centre from the top-left of the map, (nt, 2)
+            gxy_inverse = torch.stack((nx - gxy[:, 0], ny - gxy[:, 1]), 1)  # centre from the bottom-right
+            left, up = ((gxy % 1 < half) & (gxy > 1)).T  # (nt,) each
+            right, down = ((gxy_inverse % 1 < half) & (gxy_inverse > 1)).T
+            near = torch.stack((torch.ones_like(left), left, up, right, down))  # (5, nt)
+            valid = near[:, None, :] & anchor_ok[None]  # (5, na, nt)
+            shape = (5, na, nt)
+            anchor = torch.arange(na, device=device)[None, :, None].expand(shape).reshape(-1)  # (k,)
+            offsets = offsets_table[:, None, None, :].expand(*shape, 2).reshape(-1, 2)  # (k, 2)
+            candidate_xy = gxy[None, None].expand(*shape, 2).reshape(-1, 2)  # (k, 2)
+            candidate_wh = grid[None, None, :, 2:4].expand(*shape, 2).reshape(-1, 2)
+            image, cls = image_class[None, None].expand(*shape, 2).reshape(-1, 2).long().T
+            cell = (candidate_xy - offsets).long()  # (k, 2) column, row
             # A centre exactly on the right/bottom edge (cx = 1.0) falls in the cell past the map; YOLOv5 clamps it
-            # back and measures the box offset from the clamped cell.
+            # back and measures the box offset from the clamped cell. Invalid neighbours are clamped into the map
+            # too, so that their (unused) gather stays in range.
             gi, gj = cell[:, 0].clamp(0, nx - 1), cell[:, 1].clamp(0, ny - 1)
-            boxes = torch.cat((gxy - torch.stack((gi, gj), dim=1), gwh), dim=1)
-            matches.append((cls, boxes, (image, anchor, gj, gi), anchors[anchor]))
-        return matches
+            boxes = torch.cat((candidate_xy - torch.stack((gi, gj), dim=1), candidate_wh), dim=1)
+            levels.append(LevelMatches(cls, boxes, image, anchor, gj, gi, anchors[anchor], valid.reshape(-1)))
+        return levels
