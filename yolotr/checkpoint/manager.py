@@ -9,9 +9,11 @@ Layout of a run's `checkpoints/` folder:
     step-00000150.tmp/        a save in progress (ignored by every reader)
     latest                    name of the newest committed checkpoint (updated with os.replace)
 
-Commit protocol: every rank writes into `step-N.tmp/` and fsyncs; all ranks confirm (one tiny all-reduce, only while a
-save is pending); rank 0 hashes the files into `manifest.json`, fsyncs, renames the folder to `step-N/`, fsyncs the
-parent, and repoints `latest`. A kill at any moment leaves either the `.tmp` folder (ignored) or a complete checkpoint.
+Commit protocol: every rank writes into `step-N.tmp/`, fsyncs and hashes its files (in the background thread, so the
+training loop does not wait for sha256) and leaves the hashes in a sidecar; all ranks confirm success (one tiny
+all-reduce, only while a save is pending); rank 0 gathers the hashes into `manifest.json`, fsyncs, renames the folder
+to `step-N/`, fsyncs the parent, and repoints `latest`. A kill at any moment leaves either the `.tmp` folder (ignored)
+or a complete checkpoint.
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ def write_json_durably(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+_HASHES = "hashes-rank-{:05d}.json"  # a rank's sidecar in step-N.tmp/: its files' sizes and sha256, folded into the manifest
+
+
 @dataclass
 class PendingSave:
     step: int
@@ -74,16 +79,42 @@ class PendingSave:
     thread: threading.Thread
     error: list[BaseException]
     fitness: float | None
-    started: float
+    started: float  # when the training loop began to spend time on this save (perf_counter)
+    asynchronous: bool
+    stall_s: float = 0.0  # training-loop time spent on this save: staging + launch, then the commit
+    write_s: float = 0.0  # background: write, fsync and hash
+
+
+@dataclass
+class CommitStats:
+    step: int
+    path: Path
+    asynchronous: bool
+    stall_s: float
+    write_s: float
+
+
+def _file_entry(path: Path) -> dict:
+    return {"size": path.stat().st_size, "sha256": _sha256(path)}
 
 
 class CheckpointManager:
-    def __init__(self, run_dir: Path, *, rank: int, world_size: int, keep_last: int, pause_before_commit_s: float = 0):
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        rank: int,
+        world_size: int,
+        keep_last: int,
+        pause_before_commit_s: float = 0,
+        on_commit: Callable[[CommitStats], None] | None = None,
+    ):
         self.root = Path(run_dir) / "checkpoints"
         self.rank = rank
         self.world_size = world_size
         self.keep_last = keep_last
         self.pause_before_commit_s = pause_before_commit_s
+        self.on_commit = on_commit
         self.pending: PendingSave | None = None
         self.root.mkdir(parents=True, exist_ok=True)
 
@@ -92,14 +123,17 @@ class CheckpointManager:
         self,
         step: int,
         *,
-        write_rank_files: Callable[[Path], None],
+        write_rank_files: Callable[[Path], list[Path]],
         write_sync: Callable[[Path], None] | None = None,
         asynchronous: bool = True,
         fitness: float | None = None,
+        started: float | None = None,
     ) -> None:
         """Starts a save of step `step` on every rank. `write_sync(tmp)` runs now on every rank (e.g. DeepSpeed's own
-        collective save); `write_rank_files(tmp)` writes this rank's already host-staged files, in a background
-        thread when `asynchronous`. The next save first waits for this one."""
+        collective save); `write_rank_files(tmp)` writes this rank's already host-staged files and returns them, in a
+        background thread when `asynchronous`. The caller has waited for the previous save (`wait()`) before staging
+        into buffers that save may still read. `started`: when the caller began (staging), for the stall figure."""
+        started = time.perf_counter() if started is None else started
         self.wait()
         tmp = self.root / f"step-{step:08d}.tmp"
         if self.rank == 0:
@@ -111,17 +145,23 @@ class CheckpointManager:
         error: list[BaseException] = []
 
         def work() -> None:
+            t0 = time.perf_counter()
             try:
-                write_rank_files(tmp)
-                for path in tmp.rglob("*"):
-                    if path.is_file():
-                        _fsync_file(path)
+                written = write_rank_files(tmp)
+                hashes = {}
+                for path in written:
+                    _fsync_file(path)
+                    hashes[str(path.relative_to(tmp))] = _file_entry(path)
+                write_json_durably(tmp / _HASHES.format(self.rank), hashes)
             except BaseException as exc:  # reported at commit time, on the main thread
                 error.append(exc)
+            pending.write_s = time.perf_counter() - t0
 
         thread = threading.Thread(target=work, name=f"checkpoint-{step}", daemon=True)
-        self.pending = PendingSave(step, tmp, thread, error, fitness, time.perf_counter())
+        pending = PendingSave(step, tmp, thread, error, fitness, started, asynchronous)
+        self.pending = pending
         thread.start()
+        pending.stall_s = time.perf_counter() - started
         if not asynchronous:
             self.wait()
 
@@ -146,6 +186,7 @@ class CheckpointManager:
     def _commit(self) -> Path:
         pending, self.pending = self.pending, None
         assert pending is not None
+        t0 = time.perf_counter()
         ok = _all_ranks(not pending.error)
         if not ok:
             raise CheckpointError(f"checkpoint step {pending.step} failed on some rank: {pending.error or 'other rank'}")
@@ -153,12 +194,11 @@ class CheckpointManager:
         if self.rank == 0:
             if self.pause_before_commit_s:
                 time.sleep(self.pause_before_commit_s)  # test hook: a kill lands in the middle of a save
-            files = sorted(p for p in pending.tmp.rglob("*") if p.is_file())
             manifest = {
                 "step": pending.step,
                 "world_size": self.world_size,
                 "fitness": pending.fitness,
-                "files": {str(p.relative_to(pending.tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+                "files": self._gather_hashes(pending.tmp),
             }
             write_json_durably(pending.tmp / "manifest.json", manifest)
             _fsync_dir(pending.tmp)
@@ -172,7 +212,27 @@ class CheckpointManager:
             _fsync_dir(self.root)
             self._prune()
         _barrier()
+        if pending.asynchronous:
+            pending.stall_s += time.perf_counter() - t0
+        else:  # the training loop waited for all of it
+            pending.stall_s = time.perf_counter() - pending.started
+        if self.on_commit is not None:
+            self.on_commit(CommitStats(pending.step, final, pending.asynchronous, pending.stall_s, pending.write_s))
         return final
+
+    @staticmethod
+    def _gather_hashes(tmp: Path) -> dict:
+        """Every file's size and sha256: from the ranks' sidecars (hashed in their writer threads), the rest (files
+        written collectively, e.g. DeepSpeed's partitions) hashed now. The sidecars themselves are not kept."""
+        files: dict = {}
+        for sidecar in sorted(tmp.glob(_HASHES.replace("{:05d}", "*"))):
+            files.update(json.loads(sidecar.read_text()))
+            sidecar.unlink()
+        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            name = str(path.relative_to(tmp))
+            if name not in files:
+                files[name] = _file_entry(path)
+        return dict(sorted(files.items()))
 
     def _prune(self) -> None:
         committed = self.committed()

@@ -9,6 +9,7 @@ Nothing here is unpickled beyond tensors and plain containers: `.pt` files load 
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import warnings
@@ -21,9 +22,10 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from yolotr import __version__
 from yolotr.checkpoint.manager import CheckpointError, write_json_durably
 from yolotr.engine.config_tree import to_dict
-from yolotr.engine.snapshot import _to_host
+from yolotr.checkpoint.host_stage import HostStager
 
 
+@functools.cache  # once per process: a subprocess per checkpoint would stall the training loop
 def code_version() -> str:
     try:
         sha = subprocess.run(
@@ -34,8 +36,9 @@ def code_version() -> str:
     return f"{__version__}+{sha}" if sha else __version__
 
 
-def staged_state(trainer) -> dict:
-    """Host copies taken at the step boundary; the background writer reads only these."""
+def staged_state(trainer, stager: HostStager) -> dict:
+    """Host copies taken at the step boundary, into `stager`'s reused buffers; the background writer reads only
+    these."""
     if trainer.engine is not None:  # DeepSpeed writes the optimizer partitions itself (deepspeed_path.save_engine)
         tensors = {"model": trainer.model.state_dict()}
     else:
@@ -59,17 +62,22 @@ def staged_state(trainer) -> dict:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
-    return {"tensors": _to_host(tensors), "meta": json.loads(json.dumps(meta)), "rng": _to_host(rng)}
+    return {"tensors": stager.stage(tensors), "meta": json.loads(json.dumps(meta)), "rng": stager.stage(rng)}
 
 
 def rank_file_writer(staged: dict, rank: int):
-    def write(tmp: Path) -> None:
+    def write(tmp: Path) -> list[Path]:
+        """Writes this rank's files; returns them (the manager fsyncs and hashes them)."""
+        written = []
         if rank == 0:
             with warnings.catch_warnings():  # "assuming the intent is to save in a single process": it is
                 warnings.simplefilter("ignore", UserWarning)
                 dcp.save(staged["tensors"], checkpoint_id=tmp / "state", no_dist=True)
+            written += sorted(p for p in (tmp / "state").rglob("*") if p.is_file())
             write_json_durably(tmp / "trainer.json", staged["meta"])
+            written.append(tmp / "trainer.json")
         torch.save(staged["rng"], tmp / f"rank-{rank:05d}.pt")
+        return [*written, tmp / f"rank-{rank:05d}.pt"]
 
     return write
 

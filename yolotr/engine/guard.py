@@ -56,6 +56,18 @@ class ConsensusModule(nn.Module):
         return loss + self.consensus.sum() * 0.0
 
 
+def install_local_check_hook(ddp: nn.Module, local_bad: torch.Tensor) -> None:
+    """Makes DDP record in `local_bad` whether this rank's *local* gradient was non-finite before it is averaged
+    (provenance only: the verdict comes from the averaged gradient). A device-side flag: no host sync."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    def hook(process_group, bucket):
+        torch.logical_or(local_bad, ~torch.isfinite(bucket.buffer()).all(), out=local_bad)
+        return allreduce_hook(process_group, bucket)
+
+    ddp.register_comm_hook(None, hook)
+
+
 class BufferGuard:
     """A module's buffers (BatchNorm running statistics and batch counters), saved before the forward and put back
     when the step is skipped. Kept flat per dtype: a handful of kernels per step instead of two per buffer (yolotr-n

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from yolotr.checkpoint import train_state
+from yolotr.checkpoint.host_stage import HostStager
 from yolotr.checkpoint.manager import CheckpointManager, verify
 from yolotr.engine.config_tree import to_dict
 from yolotr.engine.digests import append_digest
@@ -39,7 +40,9 @@ class RunIO:
             world_size=trainer.backend.world_size,
             keep_last=self.cfg.checkpoint.keep_last,
             pause_before_commit_s=self.cfg.faults.pause_checkpoint_write_s,
+            on_commit=self._checkpoint_committed,
         )
+        self._stager = HostStager()  # the checkpoint's host copies, reused save after save
         self._ledger = None
         self._val_stream = None
         self._last_saved_step = -1
@@ -81,7 +84,7 @@ class RunIO:
         # The state the run starts from is good by definition: the first rollback target.
         from yolotr.engine.snapshot import take_snapshot
 
-        t.snapshot = take_snapshot(t.step, t.applied_steps, t.model, t.optimizer, t.ema)
+        t.snapshot = take_snapshot(t.step, t.applied_steps, t.model, t.optimizer, t.ema, t.snapshot_stager)
 
     def resume_target(self) -> Path | None:
         """The checkpoint this start resumes from: `auto` = newest valid one (damaged ones are passed over with a
@@ -232,8 +235,10 @@ class RunIO:
         if t.step == self._last_saved_step and fitness is None:
             return  # e.g. the final save right after a periodic one
         self._last_saved_step = t.step
+        started = time.perf_counter()
+        self.ckpt.wait()  # the previous save may still read the stager's buffers
         self.sync_buffers()
-        staged = train_state.staged_state(t)
+        staged = train_state.staged_state(t, self._stager)
         write_sync = None
         if t.engine is not None:
             from yolotr.engine.deepspeed_path import save_engine
@@ -245,9 +250,16 @@ class RunIO:
             write_rank_files=train_state.rank_file_writer(staged, self.rank),
             asynchronous=self.cfg.checkpoint.async_save,
             fitness=fitness,
+            started=started,
         )
         if self.cfg.debug.rank_digests:
             self.digest("checkpoint")
+
+    def _checkpoint_committed(self, stats) -> None:
+        """stall_s: what the save cost the training loop (staging and launch, then the commit; everything when
+        synchronous); write_s: the background writer's time."""
+        self.event(event="checkpoint", step=stats.step, path=str(stats.path), asynchronous=stats.asynchronous,
+                   stall_s=round(stats.stall_s, 6), write_s=round(stats.write_s, 6))
 
     # ------------------------------------------------------------------ validation
     def validate(self, epoch: int, final: bool = False) -> None:

@@ -5,17 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import torch
-
-
-def _to_host(obj):
-    if torch.is_tensor(obj):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _to_host(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_host(v) for v in obj)
-    return copy.deepcopy(obj)
+from yolotr.checkpoint.host_stage import HostStager
 
 
 @dataclass
@@ -27,18 +17,24 @@ class Snapshot:
     ema: dict | None
 
 
-def take_snapshot(step: int, applied_steps: int, model, optimizer, ema) -> Snapshot:
-    return Snapshot(
-        step=step,
-        applied_steps=applied_steps,
-        model=_to_host(model.state_dict()),
-        optimizer=_to_host(optimizer.state_dict()),
-        ema=_to_host(ema.state_dict()) if ema is not None else None,
+def take_snapshot(step: int, applied_steps: int, model, optimizer, ema, stager: HostStager) -> Snapshot:
+    """Copies the state into `stager`'s host buffers, which the previous snapshot of that stager also used: a new
+    snapshot replaces the old one."""
+    state = stager.stage(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+        }
     )
+    return Snapshot(step=step, applied_steps=applied_steps, **state)
 
 
 def restore_snapshot(snap: Snapshot, model, optimizer, ema) -> None:
-    model.load_state_dict(snap.model)
-    optimizer.load_state_dict(snap.optimizer)
+    """Puts the snapshot back; it stays intact for a later rollback to the same state."""
+    model.load_state_dict(snap.model)  # copies into the parameters
+    # An optimizer keeps the tensors it is given when they are already on the right device and dtype: without the
+    # copy, the next steps would update the snapshot's own momentum in place.
+    optimizer.load_state_dict(copy.deepcopy(snap.optimizer))
     if ema is not None and snap.ema is not None:
         ema.load_state_dict(snap.ema)

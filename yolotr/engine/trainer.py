@@ -18,13 +18,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from yolotr.checkpoint.host_stage import HostStager
 from yolotr.data.spec import load_data_yaml
 from yolotr.data.stream import DataErrorBudgetExceeded, TrainStream
 from yolotr.engine.backend import Backend
 from yolotr.engine.config import Config, dump_config
 from yolotr.engine.ema import ModelEMA
 from yolotr.engine.faults import FaultInjector
-from yolotr.engine.guard import BufferGuard, ConsensusModule, ConsensusPayload, guarded_step
+from yolotr.engine.guard import (
+    BufferGuard,
+    ConsensusModule,
+    ConsensusPayload,
+    guarded_step,
+    install_local_check_hook,
+)
 from yolotr.engine.monitor import GuardMonitor, PendingStep, Verdict
 from yolotr.engine.optim import Schedule, build_optimizer, build_param_groups
 from yolotr.engine.snapshot import restore_snapshot, take_snapshot
@@ -123,7 +130,7 @@ class Trainer:
         self.local_bad = torch.zeros((), dtype=torch.bool, device=self.device)
         self._force_skip = torch.zeros((), dtype=torch.bool, device=self.device)
         if backend.kind == "ddp":
-            self._install_local_check_hook()
+            install_local_check_hook(self.ddp, self.local_bad)
         self.faults = FaultInjector(cfg.faults, backend.rank)
         self.faults.install(self.model)
         self.faults.install_forward(self.model)
@@ -147,22 +154,12 @@ class Trainer:
         self.pending: list[PendingStep] = []
         self.log_window: list = []
         self.snapshot = None
+        self.snapshot_stager = HostStager()
         self.clean_since_snapshot = True
         self.stop_signal = False
         self.first_batch = None
 
     # ------------------------------------------------------------------ setup helpers
-    def _install_local_check_hook(self) -> None:
-        """Records whether this rank's *local* gradient was non-finite before DDP averages it (provenance only: the
-        verdict itself comes from the averaged gradient). A device-side flag, no host sync."""
-        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-
-        def hook(process_group, bucket):
-            torch.logical_or(self.local_bad, ~torch.isfinite(bucket.buffer()).all(), out=self.local_bad)
-            return allreduce_hook(process_group, bucket)
-
-        self.ddp.register_comm_hook(None, hook)
-
     def _prepare_deepspeed(self) -> None:
         from yolotr.engine.deepspeed_path import prepare_universal
         from yolotr.checkpoint.train_state import read_meta
@@ -326,9 +323,9 @@ class Trainer:
                 self.wrapper.payload = payload / self.accumulate
                 self.backend.accelerator.backward(self.wrapper.tie(loss))
         consensus = self.wrapper.consensus.grad.detach().clone()
-        if not self.backend.distributed:
-            torch.logical_or(self.local_bad, ~torch.isfinite(consensus).all(), out=self.local_bad)
         grad_norm, skipped = self._optimizer_step(step, buffers_before)
+        if not self.backend.distributed:  # no comm hook saw the local gradient: it is the global one
+            torch.logical_or(self.local_bad, ~torch.isfinite(grad_norm), out=self.local_bad)
         if self.ema is not None:
             self.ema.update(self.model, skipped)
         self.optimizer.zero_grad(set_to_none=True)
@@ -380,7 +377,9 @@ class Trainer:
             self.rollback(verdict.rollback_reason, verdict.rollback_step)
         elif self.cfg.guard.enabled and self.step % self.cfg.guard.snapshot_every == 0:
             if self.clean_since_snapshot or self.snapshot is None:
-                self.snapshot = take_snapshot(self.step, self.applied_steps, self.model, self.optimizer, self.ema)
+                self.snapshot = take_snapshot(
+                    self.step, self.applied_steps, self.model, self.optimizer, self.ema, self.snapshot_stager
+                )
             self.clean_since_snapshot = True
         if verdict.stop_requested:
             raise StopTraining(EXIT_PREEMPTED, "preemption signal received; checkpoint written, requeue to continue")

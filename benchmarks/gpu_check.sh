@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The checks that need an NVIDIA GPU, in one go (about 6 minutes on one H100). Each writes OUT_DIR/<name>.txt;
+# OUT_DIR/summary.txt collects the tail of each. Exit status 1 if any check failed.
+#
+#   bash benchmarks/gpu_check.sh OUT_DIR            (PYTHON=... to pick the interpreter; default python3)
+#
+#   sync_free   the sync-free step: a real `yolotr train` run under torch.cuda.set_sync_debug_mode("error") between
+#               inspections, with a NaN step (tests/engine/test_cuda_sync.py, the loss and guard unit tests)
+#   nccl_step   the DDP guarded step over NCCL: comm hook, consensus parameter, fused found_inf skip (one rank)
+#   guard       guard overhead on the GPU: guarded vs plain clip + step, yolotr-n and yolotr-s at 640 px
+#   train       a bf16 training run of yolotr-s (batch 64, 320 px) with the sync check on and a NaN injected:
+#               images/s, the skip, checkpoint stalls, mAP
+#   bench_train checkpoint stall (async vs sync) and time to first step (fresh vs resume) on one GPU
+#   deepspeed   DeepSpeed ZeRO-2 over NCCL (one rank): the guarded step through DeepSpeed's engine
+set -uo pipefail
+out=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
+mkdir -p "$out"
+py=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 WANDB_MODE=disabled OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+status=0
+work=$(mktemp -d)
+
+check() {  # check NAME SECONDS COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    local t0=$SECONDS rc=0
+    timeout "$limit" "$@" >"$out/$name.txt" 2>&1 || rc=$?
+    if [ "$rc" -ne 0 ]; then status=1; fi
+    {
+        echo "== $name: exit $rc in $((SECONDS - t0)) s"
+        tail -n 25 "$out/$name.txt"
+        echo
+    } >>"$out/summary.txt"
+}
+
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+    echo
+} >"$out/summary.txt" 2>&1
+
+check sync_free 240 "$py" -m pytest -q -p no:cacheprovider tests/engine/test_cuda_sync.py \
+    tests/engine/test_guard_step.py tests/model/test_detection_loss.py
+check nccl_step 120 "$py" benchmarks/gpu_nccl_step.py
+check guard 180 bash -c "'$py' benchmarks/bench_guard.py --device cuda --batch 64 --imgsz 640 --rounds 31 &&
+    '$py' benchmarks/bench_guard.py --device cuda --cfg configs/models/yolotr-s.yaml --batch 64 --imgsz 640 --rounds 31"
+
+"$py" -m yolotr data synth --out "$work/data" --train 2560 --val 128 --imgsz 320 >/dev/null
+check train 300 "$py" -m yolotr train --config configs/train/demo.yaml data="$work/data/data.yaml" \
+    run.dir="$work/run" model=configs/models/yolotr-s.yaml train.imgsz=320 train.batch_size=64 \
+    train.nominal_batch_size=64 train.epochs=8 train.num_workers=8 train.log_every=40 val.every_epochs=4 \
+    checkpoint.every=100 debug.cuda_sync_check=true 'faults.nan_grad_at=[[0, 130]]'
+cp "$work/run/metrics.jsonl" "$out/train_metrics.jsonl" 2>/dev/null
+check bench_train 420 "$py" benchmarks/bench_train.py --procs 1 --batch 64 --imgsz 320 --workers 6 --steps 60 \
+    --ckpt-every 10 --data "$work/data/data.yaml"
+check deepspeed 180 "$py" -m torch.distributed.run --nproc-per-node 1 -m yolotr train --config configs/train/demo.yaml \
+    data="$work/data/data.yaml" run.dir="$work/ds" train.imgsz=320 train.batch_size=64 train.nominal_batch_size=64 \
+    train.max_steps=120 train.num_workers=6 train.log_every=20 val.every_epochs=0 distributed.backend=deepspeed \
+    distributed.deepspeed_config=configs/deepspeed/zero2.json 'faults.nan_grad_at=[[0, 50]]'
+rm -rf "$work"
+exit "$status"

@@ -1,0 +1,44 @@
+"""The checkpoint manager in one process: what a commit writes, and what it reports."""
+
+import json
+
+import pytest
+
+from yolotr.checkpoint.manager import CheckpointManager, verify
+
+
+def _writer(payload: bytes):
+    def write(tmp):
+        (tmp / "state").mkdir()
+        files = [tmp / "state" / "a.bin", tmp / "trainer.json"]
+        files[0].write_bytes(payload)
+        files[1].write_text("{}")
+        return files
+
+    return write
+
+
+@pytest.mark.parametrize("asynchronous", [True, False])
+def test_a_commit_lists_every_file_with_its_hash_keeps_no_sidecar_and_reports_its_stall(tmp_path, asynchronous):
+    commits = []
+    manager = CheckpointManager(tmp_path, rank=0, world_size=1, keep_last=2, on_commit=commits.append)
+    manager.save(5, write_rank_files=_writer(b"x" * 4096), asynchronous=asynchronous)
+    final = manager.wait() if asynchronous else manager.committed()[-1]
+
+    assert final.name == "step-00000005" and (tmp_path / "checkpoints" / "latest").read_text().strip() == final.name
+    manifest = json.loads((final / "manifest.json").read_text())
+    on_disk = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file() and p.name != "manifest.json")
+    assert sorted(manifest["files"]) == on_disk == ["state/a.bin", "trainer.json"]  # the hash sidecar is gone
+    assert verify(final) is None
+    (final / "state" / "a.bin").write_bytes(b"y" * 4096)  # same size, other bytes
+    assert verify(final) == "sha256 mismatch for state/a.bin"
+    [stats] = commits
+    assert stats.step == 5 and stats.asynchronous == asynchronous and stats.stall_s > 0 and stats.write_s > 0
+
+
+def test_a_file_written_outside_the_rank_writer_is_hashed_at_commit(tmp_path):
+    manager = CheckpointManager(tmp_path, rank=0, world_size=1, keep_last=2)
+    manager.save(3, write_sync=lambda tmp: (tmp / "ds.bin").write_bytes(b"z" * 100),
+                 write_rank_files=_writer(b"x"), asynchronous=True)
+    final = manager.wait()
+    assert "ds.bin" in json.loads((final / "manifest.json").read_text())["files"] and verify(final) is None
