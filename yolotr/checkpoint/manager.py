@@ -116,6 +116,7 @@ class CheckpointManager:
         self.pause_before_commit_s = pause_before_commit_s
         self.on_commit = on_commit
         self.pending: PendingSave | None = None
+        self._pruner: threading.Thread | None = None
         self.root.mkdir(parents=True, exist_ok=True)
 
     # ---------------------------------------------------------------- saving
@@ -178,6 +179,7 @@ class CheckpointManager:
     def wait(self) -> Path | None:
         """Blocks until the pending save is written and committed (before the next save and before exit)."""
         if self.pending is None:
+            self._join_pruner()
             return None
         self.pending.thread.join()
         _all_ranks(True)
@@ -187,6 +189,7 @@ class CheckpointManager:
         pending, self.pending = self.pending, None
         assert pending is not None
         t0 = time.perf_counter()
+        self._join_pruner()
         ok = _all_ranks(not pending.error)
         if not ok:
             raise CheckpointError(f"checkpoint step {pending.step} failed on some rank: {pending.error or 'other rank'}")
@@ -210,7 +213,9 @@ class CheckpointManager:
             _fsync_file(pointer)
             os.replace(pointer, self.root / "latest")
             _fsync_dir(self.root)
-            self._prune()
+            # Deleting old folders needs no one to wait: in the background (joined before the next commit and exit).
+            self._pruner = threading.Thread(target=self._prune, name="checkpoint-prune", daemon=True)
+            self._pruner.start()
         _barrier()
         if pending.asynchronous:
             pending.stall_s += time.perf_counter() - t0
@@ -233,6 +238,16 @@ class CheckpointManager:
             if name not in files:
                 files[name] = _file_entry(path)
         return dict(sorted(files.items()))
+
+    def close(self) -> None:
+        """Before exit: the pending save committed and old folders deleted."""
+        self.wait()
+        self._join_pruner()
+
+    def _join_pruner(self) -> None:
+        if self._pruner is not None:
+            self._pruner.join()
+            self._pruner = None
 
     def _prune(self) -> None:
         committed = self.committed()

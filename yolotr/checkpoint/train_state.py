@@ -36,14 +36,30 @@ def code_version() -> str:
     return f"{__version__}+{sha}" if sha else __version__
 
 
+class OptimizerStateByName:
+    """The optimizer's state keyed by parameter name, in the layout of DCP's `get_state_dict` (so `set_state_dict`
+    loads it on any number of ranks). DCP recomputes every parameter's name on each call (36 ms for yolotr-n, most of
+    an async save's stall); the names never change during a run, so they are computed once here."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+        names = {id(p): name for name, p in model.named_parameters()}
+        self.names = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+    def __call__(self, optimizer: torch.optim.Optimizer) -> dict:
+        sd = optimizer.state_dict()  # state and param_groups refer to parameters by position
+        return {
+            "state": {self.names[i]: state for i, state in sd["state"].items()},
+            "param_groups": [{**g, "params": [self.names[i] for i in g["params"]]} for g in sd["param_groups"]],
+        }
+
+
 def staged_state(trainer, stager: HostStager) -> dict:
     """Host copies taken at the step boundary, into `stager`'s reused buffers; the background writer reads only
     these."""
     if trainer.engine is not None:  # DeepSpeed writes the optimizer partitions itself (deepspeed_path.save_engine)
         tensors = {"model": trainer.model.state_dict()}
     else:
-        model_sd, optim_sd = get_state_dict(trainer.model, trainer.optimizer)
-        tensors = {"model": model_sd, "optimizer": optim_sd}
+        tensors = {"model": trainer.model.state_dict(), "optimizer": trainer.optimizer_state_by_name(trainer.optimizer)}
     if trainer.ema is not None:
         tensors["ema"] = trainer.ema.module.state_dict()
     meta = {

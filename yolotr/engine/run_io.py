@@ -357,7 +357,7 @@ class RunIO:
     # ------------------------------------------------------------------ end
     def finish(self, code: int, reason: str) -> int:
         t = self.t
-        self.ckpt.wait()  # never exit with a save in flight
+        self.ckpt.close()  # never exit with a save in flight
         self.sync_buffers()
         if self.cfg.debug.rank_digests:
             self.digest("end")

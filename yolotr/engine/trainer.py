@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from yolotr.checkpoint.host_stage import HostStager
+from yolotr.checkpoint.train_state import OptimizerStateByName
 from yolotr.data.spec import load_data_yaml
 from yolotr.data.stream import DataErrorBudgetExceeded, TrainStream
 from yolotr.engine.backend import Backend
@@ -155,6 +156,7 @@ class Trainer:
         self.log_window: list = []
         self.snapshot = None
         self.snapshot_stager = HostStager()
+        self.optimizer_state_by_name = OptimizerStateByName(self.model, self.optimizer)
         self.clean_since_snapshot = True
         self.stop_signal = False
         self.first_batch = None
