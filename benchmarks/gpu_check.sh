@@ -39,21 +39,21 @@ check() {  # check NAME SECONDS COMMAND...
     echo
 } >"$out/summary.txt" 2>&1
 
-check sync_free 240 "$py" -m pytest -q -p no:cacheprovider tests/engine/test_cuda_sync.py \
+check sync_free 180 "$py" -m pytest -q -p no:cacheprovider tests/engine/test_cuda_sync.py \
     tests/engine/test_guard_step.py tests/model/test_detection_loss.py
-check nccl_step 120 "$py" benchmarks/gpu_nccl_step.py
-check guard 180 bash -c "'$py' benchmarks/bench_guard.py --device cuda --batch 64 --imgsz 640 --rounds 31 &&
+check nccl_step 90 "$py" benchmarks/gpu_nccl_step.py
+check guard 150 bash -c "'$py' benchmarks/bench_guard.py --device cuda --batch 64 --imgsz 640 --rounds 31 &&
     '$py' benchmarks/bench_guard.py --device cuda --cfg configs/models/yolotr-s.yaml --batch 64 --imgsz 640 --rounds 31"
 
 "$py" -m yolotr data synth --out "$work/data" --train 2560 --val 128 --imgsz 320 >/dev/null
-check train 300 "$py" -m yolotr train --config configs/train/demo.yaml data="$work/data/data.yaml" \
+check train 200 "$py" -m yolotr train --config configs/train/demo.yaml data="$work/data/data.yaml" \
     run.dir="$work/run" model=configs/models/yolotr-s.yaml train.imgsz=320 train.batch_size=64 \
     train.nominal_batch_size=64 train.epochs=8 train.num_workers=8 train.log_every=40 val.every_epochs=4 \
     checkpoint.every=100 debug.cuda_sync_check=true 'faults.nan_grad_at=[[0, 130]]'
 cp "$work/run/metrics.jsonl" "$out/train_metrics.jsonl" 2>/dev/null
-check bench_train 420 "$py" benchmarks/bench_train.py --procs 1 --batch 64 --imgsz 320 --workers 6 --steps 60 \
+check bench_train 240 "$py" benchmarks/bench_train.py --procs 1 --batch 64 --imgsz 320 --workers 6 --steps 60 \
     --ckpt-every 10 --data "$work/data/data.yaml"
-check deepspeed 180 "$py" -m torch.distributed.run --nproc-per-node 1 -m yolotr train --config configs/train/demo.yaml \
+check deepspeed 150 "$py" -m torch.distributed.run --nproc-per-node 1 -m yolotr train --config configs/train/demo.yaml \
     data="$work/data/data.yaml" run.dir="$work/ds" train.imgsz=320 train.batch_size=64 train.nominal_batch_size=64 \
     train.max_steps=120 train.num_workers=6 train.log_every=20 val.every_epochs=0 distributed.backend=deepspeed \
     distributed.deepspeed_config=configs/deepspeed/zero2.json 'faults.nan_grad_at=[[0, 50]]'
