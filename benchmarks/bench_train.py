@@ -51,6 +51,13 @@ def records(run_dir: Path, kind: str) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
 
 
+def loop_time(run_dir: Path, batch: int, skip: int = 3) -> tuple[float, float]:
+    """(s/step, images/s) over the logged steps after the first `skip` (start-up, allocator, autotuning)."""
+    train = records(run_dir, "train")
+    span = train[-1]["time"] - train[skip - 1]["time"]
+    return span / (len(train) - skip), batch * (len(train) - skip) / span
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=40)
@@ -60,6 +67,8 @@ def main() -> None:
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="process counts to compare")
     parser.add_argument("--ckpt-every", type=int, default=5, help="steps between saves in the stall comparison")
     parser.add_argument("--data", help="an existing data.yaml (default: a synthetic set of 40 batches is made)")
+    parser.add_argument("--sections", nargs="+", choices=["scale", "stall", "resume"],
+                        default=["scale", "stall", "resume"])
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="yolotr-bench-"))
     data = args.data
@@ -78,22 +87,29 @@ def main() -> None:
         "val": {"every_epochs": 0}, "wandb": {"enabled": False}, "checkpoint": {"every": 10_000},
     }))
 
-    def loop_time(run_dir: Path, skip: int = 3) -> tuple[float, float]:
-        train = records(run_dir, "train")
-        span = train[-1]["time"] - train[skip - 1]["time"]
-        return span / (len(train) - skip), args.batch * (len(train) - skip) / span
+    if "scale" in args.sections:
+        scaling(args, config, work)
+    if "stall" in args.sections:
+        checkpoint_stall(args, config, work)
+    if "resume" in args.sections:
+        time_to_first_step(config, work, steps_per_epoch)
+    shutil.rmtree(work, ignore_errors=True)
 
+
+def scaling(args, config: Path, work: Path) -> None:
     print(f"## images/s (global batch {args.batch}, {args.imgsz} px)\n\n| processes | s/step | images/s |\n|---|---:|---:|")
     ips = {}
     for procs in args.procs:
         run_dir = work / f"scale{procs}"
         run(config, [f"run.dir={run_dir}"], procs)
-        s_step, ips[procs] = loop_time(run_dir)
+        s_step, ips[procs] = loop_time(run_dir, args.batch)
         print(f"| {procs} | {s_step:.4f} | {ips[procs]:.1f} |")
     if len(ips) > 1:
         lo, hi = min(ips), max(ips)
         print(f"\n{hi} vs {lo} process(es): {ips[hi] / ips[lo]:.2f}x")
 
+
+def checkpoint_stall(args, config: Path, work: Path) -> None:
     procs = max(args.procs)
     print(f"\n## checkpoint stall ({procs} process(es), a save every {args.ckpt_every} steps)\n")
     print("| checkpoints | s/step | vs none | median stall per save (s) | median background write (s) |")
@@ -104,7 +120,7 @@ def main() -> None:
                             ("sync", [f"checkpoint.every={args.ckpt_every}", "checkpoint.async_save=false"])]:
         run_dir = work / f"ckpt-{name}"
         run(config, [f"run.dir={run_dir}", *overrides], procs)
-        s_step, _ = loop_time(run_dir)
+        s_step, _ = loop_time(run_dir, args.batch)
         base = base or s_step
         saves = [r for r in records(run_dir, "event") if r.get("event") == "checkpoint" and r["step"] < args.steps]
         if saves:
@@ -115,6 +131,8 @@ def main() -> None:
             print(f"| {name} | {s_step:.4f} | | | |")
     print(f"\nasync stall / sync stall: {100 * stall['async'] / stall['sync']:.1f}% (target ≤ 5%)")
 
+
+def time_to_first_step(config: Path, work: Path, steps_per_epoch: int) -> None:
     print("\n## time from process start to the first step (1 process)\n\n| start | seconds | vs fresh |\n|---|---:|---:|")
     last = steps_per_epoch - 1
     resume_dir = work / "resume"
@@ -132,7 +150,6 @@ def main() -> None:
                              f"train.max_steps={step + 1}"], 1)
         first = records(run_dir, "train")[-1]["time"] - start
         print(f"| {label} | {first:.2f} | {first / fresh:.2f} |")
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # The checks that need an NVIDIA GPU, in one go (about 6 minutes on one H100). Each writes OUT_DIR/<name>.txt;
 # OUT_DIR/summary.txt collects the tail of each. Exit status 1 if any check failed.
 #
-#   bash benchmarks/gpu_check.sh OUT_DIR            (PYTHON=... to pick the interpreter; default python3)
+#   bash benchmarks/gpu_check.sh OUT_DIR            (PYTHON=... to pick the interpreter; default python3;
+#                                                    BENCH_SECTIONS="stall" to run part of bench_train)
 #
 #   sync_free   the sync-free step: a real `yolotr train` run under torch.cuda.set_sync_debug_mode("error") between
 #               inspections, with a NaN step (tests/engine/test_cuda_sync.py, the loss and guard unit tests)
@@ -51,8 +52,9 @@ check train 200 "$py" -m yolotr train --config configs/train/demo.yaml data="$wo
     train.nominal_batch_size=64 train.epochs=8 train.num_workers=8 train.log_every=40 val.every_epochs=4 \
     checkpoint.every=100 debug.cuda_sync_check=true 'faults.nan_grad_at=[[0, 130]]'
 cp "$work/run/metrics.jsonl" "$out/train_metrics.jsonl" 2>/dev/null
+# shellcheck disable=SC2086  # BENCH_SECTIONS is a word list
 check bench_train 240 "$py" benchmarks/bench_train.py --procs 1 --batch 64 --imgsz 320 --workers 6 --steps 60 \
-    --ckpt-every 10 --data "$work/data/data.yaml"
+    --ckpt-every 10 --data "$work/data/data.yaml" --sections ${BENCH_SECTIONS:-scale stall resume}
 check deepspeed 150 "$py" -m torch.distributed.run --nproc-per-node 1 -m yolotr train --config configs/train/demo.yaml \
     data="$work/data/data.yaml" run.dir="$work/ds" train.imgsz=320 train.batch_size=64 train.nominal_batch_size=64 \
     train.max_steps=120 train.num_workers=6 train.log_every=20 val.every_epochs=0 distributed.backend=deepspeed \

@@ -23,7 +23,10 @@ def test_a_commit_lists_every_file_with_its_hash_keeps_no_sidecar_and_reports_it
     commits = []
     manager = CheckpointManager(tmp_path, rank=0, world_size=1, keep_last=2, on_commit=commits.append)
     manager.save(5, write_rank_files=_writer(b"x" * 4096), asynchronous=asynchronous)
-    final = manager.wait() if asynchronous else manager.committed()[-1]
+    if asynchronous:
+        assert not commits  # reported once it has landed, at the next commit or at close()
+        manager.close()
+    final = manager.committed()[-1]
 
     assert final.name == "step-00000005" and (tmp_path / "checkpoints" / "latest").read_text().strip() == final.name
     manifest = json.loads((final / "manifest.json").read_text())
@@ -40,5 +43,6 @@ def test_a_file_written_outside_the_rank_writer_is_hashed_at_commit(tmp_path):
     manager = CheckpointManager(tmp_path, rank=0, world_size=1, keep_last=2)
     manager.save(3, write_sync=lambda tmp: (tmp / "ds.bin").write_bytes(b"z" * 100),
                  write_rank_files=_writer(b"x"), asynchronous=True)
-    final = manager.wait()
+    manager.close()
+    final = manager.committed()[-1]
     assert "ds.bin" in json.loads((final / "manifest.json").read_text())["files"] and verify(final) is None

@@ -116,7 +116,8 @@ class CheckpointManager:
         self.pause_before_commit_s = pause_before_commit_s
         self.on_commit = on_commit
         self.pending: PendingSave | None = None
-        self._pruner: threading.Thread | None = None
+        self._finisher: threading.Thread | None = None  # rank 0: the commit landing on disk
+        self._landing: tuple[PendingSave, Path] | None = None  # committed, reported once landed
         self.root.mkdir(parents=True, exist_ok=True)
 
     # ---------------------------------------------------------------- saving
@@ -177,53 +178,69 @@ class CheckpointManager:
         return self._commit()
 
     def wait(self) -> Path | None:
-        """Blocks until the pending save is written and committed (before the next save and before exit)."""
+        """Blocks until the pending save is written on every rank and its commit has begun (before the next save
+        stages into the buffers that save read). `close()` also waits for the commit to land."""
         if self.pending is None:
-            self._join_pruner()
             return None
         self.pending.thread.join()
         _all_ranks(True)
         return self._commit()
 
     def _commit(self) -> Path:
+        """Every rank: agree that every rank's files are written. Rank 0 then writes the manifest, renames the folder
+        and repoints `latest` in a background thread: file system latency (five fsyncs) never stalls training. Commits
+        land in order: each first joins the previous one."""
         pending, self.pending = self.pending, None
         assert pending is not None
         t0 = time.perf_counter()
-        self._join_pruner()
+        self._join_finisher()
         ok = _all_ranks(not pending.error)
         if not ok:
             raise CheckpointError(f"checkpoint step {pending.step} failed on some rank: {pending.error or 'other rank'}")
         final = self.root / f"step-{pending.step:08d}"
         if self.rank == 0:
-            if self.pause_before_commit_s:
-                time.sleep(self.pause_before_commit_s)  # test hook: a kill lands in the middle of a save
-            manifest = {
-                "step": pending.step,
-                "world_size": self.world_size,
-                "fitness": pending.fitness,
-                "files": self._gather_hashes(pending.tmp),
-            }
-            write_json_durably(pending.tmp / "manifest.json", manifest)
-            _fsync_dir(pending.tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            os.rename(pending.tmp, final)
-            _fsync_dir(self.root)
-            pointer = self.root / "latest.partial"
-            pointer.write_text(final.name + "\n")
-            _fsync_file(pointer)
-            os.replace(pointer, self.root / "latest")
-            _fsync_dir(self.root)
-            # Deleting old folders needs no one to wait: in the background (joined before the next commit and exit).
-            self._pruner = threading.Thread(target=self._prune, name="checkpoint-prune", daemon=True)
-            self._pruner.start()
-        _barrier()
-        if pending.asynchronous:
-            pending.stall_s += time.perf_counter() - t0
-        else:  # the training loop waited for all of it
+            self._finisher = threading.Thread(target=self._land, args=(pending, final), name="checkpoint-commit",
+                                              daemon=True)
+            self._finisher.start()
+        pending.stall_s += time.perf_counter() - t0
+        self._landing = (pending, final)
+        if not pending.asynchronous:  # a synchronous save returns once its checkpoint is on disk
+            self._join_finisher()
+        return final
+
+    def _land(self, pending: PendingSave, final: Path) -> None:
+        if self.pause_before_commit_s:
+            time.sleep(self.pause_before_commit_s)  # test hook: a kill lands in the middle of a save
+        manifest = {
+            "step": pending.step,
+            "world_size": self.world_size,
+            "fitness": pending.fitness,
+            "files": self._gather_hashes(pending.tmp),
+        }
+        write_json_durably(pending.tmp / "manifest.json", manifest)
+        _fsync_dir(pending.tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(pending.tmp, final)
+        _fsync_dir(self.root)
+        pointer = self.root / "latest.partial"
+        pointer.write_text(final.name + "\n")
+        _fsync_file(pointer)
+        os.replace(pointer, self.root / "latest")
+        _fsync_dir(self.root)
+        self._prune()
+
+    def _join_finisher(self) -> None:
+        """Waits for the previous commit to land, then reports it (`on_commit`) from the training thread."""
+        if self._finisher is not None:
+            self._finisher.join()
+            self._finisher = None
+        if self._landing is None:
+            return
+        (pending, final), self._landing = self._landing, None
+        if not pending.asynchronous:  # the training loop waited for all of it
             pending.stall_s = time.perf_counter() - pending.started
         if self.on_commit is not None:
             self.on_commit(CommitStats(pending.step, final, pending.asynchronous, pending.stall_s, pending.write_s))
-        return final
 
     @staticmethod
     def _gather_hashes(tmp: Path) -> dict:
@@ -240,14 +257,9 @@ class CheckpointManager:
         return dict(sorted(files.items()))
 
     def close(self) -> None:
-        """Before exit: the pending save committed and old folders deleted."""
+        """Before exit: the pending save written, committed and landed on disk."""
         self.wait()
-        self._join_pruner()
-
-    def _join_pruner(self) -> None:
-        if self._pruner is not None:
-            self._pruner.join()
-            self._pruner = None
+        self._join_finisher()
 
     def _prune(self) -> None:
         committed = self.committed()

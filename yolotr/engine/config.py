@@ -108,7 +108,8 @@ class GuardConfig:
     max_quarantine_fraction: float = 0.01
     """At most this fraction of the train samples is ever quarantined; beyond it the cause is not the data."""
     check_every: int | None = None
-    """Read the guard's device-side verdicts on the host every this many steps. None: 1 on CPU, log_every on GPU."""
+    """Read the guard's device-side verdicts on the host every this many steps. None: 1 on CPU, log_every on GPU
+    (and with debug.cuda_sync_check)."""
 
 
 @dataclass

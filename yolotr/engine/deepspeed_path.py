@@ -68,7 +68,7 @@ def deepspeed_step(trainer, step: int, batches, buffers_before):
         payload[ConsensusPayload.BOX : ConsensusPayload.CLS + 1] += items / trainer.accumulate
         engine.backward(loss)
         engine.step()  # applies only at the accumulation boundary
-    payload[ConsensusPayload.STOP] = float(trainer.stop_signal)
+    payload[ConsensusPayload.STOP].fill_(float(trainer.stop_signal))
     payload[ConsensusPayload.LOCAL_BAD] = trainer.local_bad.float()
     if trainer.backend.distributed:
         dist.all_reduce(payload)  # SUM then divide: gloo has no AVG

@@ -5,8 +5,9 @@ question is put to `HostSyncDetector`, a dispatch mode that raises on every op t
   * reading a value back: `.item()`, `bool(t)`, `float(t)`, `torch.equal`;
   * ops whose output size depends on the data, which the host must read back: nonzero, boolean-mask indexing,
     masked_select, unique, repeat_interleave without an output size;
-  * a tensor made from Python data (`torch.tensor([...])`), a pageable host-to-device copy on a GPU. 0-dim ones are
-    let through: they are how torch wraps a Python scalar (`t[i] = 2.0`), which CUDA turns into a fill kernel.
+  * a tensor made from Python data: `torch.tensor([...])`, and also a Python number assigned by indexing
+    (`t[i] = 2.0`, `t[idx] = 1.0`), which torch wraps in a host tensor and copies to the device (seen to synchronise
+    on an H200 with torch 2.11). Kernel arguments are fine: `t.fill_(2.0)`, `t.scatter_(1, idx, 1.0)`, `t * 2.0`.
 Ops called from the data pipeline are exempt: it works on host tensors by design, before the batch reaches the device.
 torch ships no such mode (its sync debug mode is CUDA-only), hence this one.
 """
@@ -48,9 +49,7 @@ def _would_sync(func, args) -> bool:
         return any(t is not None and t.dtype in (torch.bool, torch.uint8) for t in args[1])
     if packet is aten.repeat_interleave:
         return func._overloadname == "Tensor" and len(args) < 2
-    if packet in _FROM_PYTHON_DATA:
-        return args[0].dim() > 0
-    return False
+    return packet in _FROM_PYTHON_DATA
 
 
 def _called_from_host_side_code() -> bool:

@@ -185,8 +185,11 @@ class ComputeLoss:
                 lbox = lbox + torch.where(m.valid, 1.0 - iou, 0.0).sum() / count
                 tobj = self._objectness_target(tobj, m, iou.detach().clamp(min=0))
                 if self.nc > 1:  # YOLOv5 has no class loss for single-class models
-                    class_targets = torch.full_like(pcls, self.class_negative)
-                    class_targets[torch.arange(len(m.cls), device=device), m.cls] = self.class_positive
+                    # scatter_ takes the value as a kernel argument; index assignment of a Python number would copy
+                    # it to the device first, which synchronises.
+                    class_targets = torch.full_like(pcls, self.class_negative).scatter_(
+                        1, m.cls[:, None], self.class_positive
+                    )
                     per_candidate = bce_elements(pcls, class_targets, cls_pw, gamma).mean(dim=1)  # (k,)
                     lcls = lcls + torch.where(m.valid, per_candidate, 0.0).sum() / count
             lobj = lobj + bce_elements(pred[..., 4], tobj, obj_pw, gamma).mean() * self.balance[level]
