@@ -60,3 +60,12 @@ def test_train_cli_rejects_a_bad_override_before_starting_anything(tmp_path):
 def test_a_transformer_section_in_the_training_config_is_accepted(tmp_path):
     path = _write(tmp_path, "transformer:\n  xavier_init: false\n  qk_norm: true\n")
     assert load_config(path, check_files=False).transformer == {"xavier_init": False, "qk_norm": True}
+
+
+def test_the_readme_config_reference_is_the_one_generated_from_the_config_classes():
+    from pathlib import Path
+
+    from yolotr.engine.config_reference import table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert table() in readme, "README's config reference is stale: run python -m yolotr.engine.config_reference"

@@ -39,9 +39,10 @@ def test_a_snapshot_restores_the_same_state_twice_although_training_continued_in
 def test_the_stager_reuses_its_host_buffers_and_copies_the_values():
     stager = HostStager()
     source = {"w": torch.arange(4.0), "nested": [torch.ones(2), 3], "name": "x"}
-    first = stager.stage(source)
+    first, _ = stager.stage(source)
     source["w"].add_(10)
     assert torch.equal(first["w"], torch.arange(4.0))  # a copy, not a view of the live tensor
-    second = stager.stage(source)
+    second, plain = stager.stage(source)
     assert second["w"].data_ptr() == first["w"].data_ptr()  # the same host buffer, refilled
     assert torch.equal(second["w"], torch.arange(4.0) + 10) and second["nested"][1] == 3 and second["name"] == "x"
+    assert plain == [3, "x"]  # the values that are not tensors, in leaf order

@@ -1,11 +1,13 @@
 """Copies of the training state in host memory, taken at a step boundary without stalling the GPU for long.
 
-A checkpoint's background writer and a rollback snapshot both need the state as it was at one step while training
-goes on. `HostStager` copies a nested state (dicts and lists of tensors and plain values) into host buffers that are
-allocated on first use and reused by every later copy: pinned when the source is on a GPU, so that all the
-device-to-host copies are queued asynchronously and one synchronisation ends them (instead of one blocking copy per
-tensor, about 1,500 for yolotr-n's model, EMA and optimizer). torch's DCP has such staging only as private helpers
-(`_create_cpu_state_dict` / `_copy_state_dict`), hence this small one.
+A checkpoint's writer and a rollback snapshot both need the state as it was at one step while training goes on.
+`HostStager` copies a nested state (dicts and lists of tensors and plain values) into one flat host buffer per dtype,
+allocated on first use and reused by every later copy:
+  * pinned when the source is on a GPU, so all device-to-host copies are queued asynchronously and one
+    synchronisation ends them (instead of one blocking copy per tensor: ~1,500 for yolotr-n's model, EMA, optimizer);
+  * optionally in shared memory, so that a writer process reads the copy without it being sent (writer_process.py);
+    shared memory cannot be pinned, so on a GPU the copy lands in pinned buffers and `publish()` moves it over.
+torch's DCP has such staging only as private helpers (`_create_cpu_state_dict` / `_copy_state_dict`), hence ours.
 
 A stager's buffers are overwritten by its next `stage()`: the caller makes sure the previous copy is no longer read
 (the checkpoint manager waits for the previous save first; a snapshot replaces the previous snapshot).
@@ -13,36 +15,102 @@ A stager's buffers are overwritten by its next `stage()`: the caller makes sure 
 
 from __future__ import annotations
 
-import copy
+import math
+from dataclasses import dataclass
 
 import torch
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one tensor of the state lives in its dtype's flat buffer."""
+
+    dtype: torch.dtype
+    offset: int
+    shape: tuple[int, ...]
+
+    def view(self, buffers: dict[torch.dtype, torch.Tensor]) -> torch.Tensor:
+        return buffers[self.dtype][self.offset : self.offset + math.prod(self.shape)].view(self.shape)
+
+
+@dataclass
+class Layout:
+    """The shape of a staged state: its tree, and for each leaf a Slot (tensors) or None (plain values, which are
+    carried separately because they change from save to save: learning rates, counters)."""
+
+    spec: TreeSpec
+    slots: list[Slot | None]
+
+    def rebuild(self, buffers: dict[torch.dtype, torch.Tensor], plain: list) -> object:
+        values = iter(plain)
+        leaves = [slot.view(buffers) if slot is not None else next(values) for slot in self.slots]
+        return tree_unflatten(leaves, self.spec)
 
 
 class HostStager:
-    def __init__(self) -> None:
-        self._buffers: dict[tuple, torch.Tensor] = {}
+    def __init__(self, shared: bool = False) -> None:
+        self.shared = shared
+        self.buffers: dict[torch.dtype, torch.Tensor] = {}  # the copy readers see (shared memory when `shared`)
+        self.layout: Layout | None = None
+        self.generation = 0  # bumped whenever `buffers` are reallocated (a writer process must be sent them again)
+        self._views: list[torch.Tensor] = []
+        # Shared memory cannot be allocated pinned; a GPU's copies land in pinned buffers first and `publish()`
+        # moves them to the shared ones, a host memcpy that the writer thread does off the training loop.
+        self._pinned: dict[torch.dtype, torch.Tensor] = {}
+        self._pinned_views: list[torch.Tensor] = []
+        self._on_gpu = False
 
-    def stage(self, state):
-        """Returns a host copy of `state` whose tensors live in this stager's buffers."""
-        queued_on_gpu = []
-        staged = self._copy(state, (), queued_on_gpu)
-        if queued_on_gpu:
+    def stage(self, state) -> tuple[object, list]:
+        """Copies `state` to host memory. Returns (the copy, with tensors as views of host buffers; the plain values
+        in leaf order). `self.layout` describes the copy; with `shared`, call `publish()` before a reader uses
+        `buffers`."""
+        leaves, spec = tree_flatten(state)
+        tensors = [leaf.detach() for leaf in leaves if torch.is_tensor(leaf)]
+        plain = [leaf for leaf in leaves if not torch.is_tensor(leaf)]
+        slots: list[Slot | None] = []
+        sizes: dict[torch.dtype, int] = {}
+        for leaf in leaves:
+            if torch.is_tensor(leaf):
+                slots.append(Slot(leaf.dtype, sizes.get(leaf.dtype, 0), tuple(leaf.shape)))
+                sizes[leaf.dtype] = sizes.get(leaf.dtype, 0) + leaf.numel()
+            else:
+                slots.append(None)
+        on_gpu = any(t.is_cuda for t in tensors)
+        if self.layout is None or self.layout.spec != spec or self.layout.slots != slots or on_gpu != self._on_gpu:
+            self._allocate(sizes, on_gpu)
+            self.layout = Layout(spec, slots)
+            self._views = [slot.view(self.buffers) for slot in slots if slot is not None]
+            self._pinned_views = [slot.view(self._pinned) for slot in slots if slot is not None] if self._pinned else []
+        if on_gpu:
+            landing = self._pinned_views or self._views
+            for dst, src in zip(landing, tensors, strict=True):
+                dst.copy_(src, non_blocking=True)
             torch.cuda.current_stream().synchronize()  # one wait for every queued device-to-host copy
-        return staged
+            copied = self._pinned if self._pinned else self.buffers
+        else:
+            if tensors:
+                torch._foreach_copy_(self._views, tensors)  # one call for all, not a Python loop
+            copied = self.buffers
+        return self.layout.rebuild(copied, plain), plain
 
-    def _copy(self, obj, key: tuple, queued_on_gpu: list):
-        if torch.is_tensor(obj):
-            src = obj.detach()
-            buf = self._buffers.get(key)
-            if buf is None or buf.shape != src.shape or buf.dtype != src.dtype:
-                buf = torch.empty(src.shape, dtype=src.dtype, pin_memory=src.is_cuda)
-                self._buffers[key] = buf
-            buf.copy_(src, non_blocking=src.is_cuda)
-            if src.is_cuda:
-                queued_on_gpu.append(key)
-            return buf
-        if isinstance(obj, dict):
-            return {k: self._copy(v, (*key, k), queued_on_gpu) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return type(obj)(self._copy(v, (*key, i), queued_on_gpu) for i, v in enumerate(obj))
-        return copy.deepcopy(obj)
+    def publish(self) -> None:
+        """Moves a GPU's staged copy from the pinned buffers into the shared ones (nothing to do otherwise)."""
+        if self._pinned_views:
+            torch._foreach_copy_(self._views, self._pinned_views)
+
+    def _allocate(self, sizes: dict[torch.dtype, int], on_gpu: bool) -> None:
+        self._on_gpu = on_gpu
+        pin_final = on_gpu and not self.shared
+        self.buffers = {dtype: self._empty(n, dtype, pin=pin_final, share=self.shared) for dtype, n in sizes.items()}
+        self._pinned = (
+            {dtype: self._empty(n, dtype, pin=True, share=False) for dtype, n in sizes.items()}
+            if on_gpu and self.shared
+            else {}
+        )
+        self.generation += 1
+
+    @staticmethod
+    def _empty(numel: int, dtype: torch.dtype, *, pin: bool, share: bool) -> torch.Tensor:
+        buf = torch.empty(numel, dtype=dtype, pin_memory=pin)
+        return buf.share_memory_() if share else buf

@@ -22,7 +22,6 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from yolotr import __version__
 from yolotr.checkpoint.manager import CheckpointError, write_json_durably
 from yolotr.engine.config_tree import to_dict
-from yolotr.checkpoint.host_stage import HostStager
 
 
 @functools.cache  # once per process: a subprocess per checkpoint would stall the training loop
@@ -53,9 +52,8 @@ class OptimizerStateByName:
         }
 
 
-def staged_state(trainer, stager: HostStager) -> dict:
-    """Host copies taken at the step boundary, into `stager`'s reused buffers; the background writer reads only
-    these."""
+def checkpoint_state(trainer) -> tuple[dict, dict]:
+    """(tensors and RNG states, as live references to be staged; metadata, JSON-ready) at the step boundary."""
     if trainer.engine is not None:  # DeepSpeed writes the optimizer partitions itself (deepspeed_path.save_engine)
         tensors = {"model": trainer.model.state_dict()}
     else:
@@ -78,24 +76,22 @@ def staged_state(trainer, stager: HostStager) -> dict:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
-    return {"tensors": stager.stage(tensors), "meta": json.loads(json.dumps(meta)), "rng": stager.stage(rng)}
+    return {"tensors": tensors, "rng": rng}, json.loads(json.dumps(meta))
 
 
-def rank_file_writer(staged: dict, rank: int):
-    def write(tmp: Path) -> list[Path]:
-        """Writes this rank's files; returns them (the manager fsyncs and hashes them)."""
-        written = []
-        if rank == 0:
-            with warnings.catch_warnings():  # "assuming the intent is to save in a single process": it is
-                warnings.simplefilter("ignore", UserWarning)
-                dcp.save(staged["tensors"], checkpoint_id=tmp / "state", no_dist=True)
-            written += sorted(p for p in (tmp / "state").rglob("*") if p.is_file())
-            write_json_durably(tmp / "trainer.json", staged["meta"])
-            written.append(tmp / "trainer.json")
-        torch.save(staged["rng"], tmp / f"rank-{rank:05d}.pt")
-        return [*written, tmp / f"rank-{rank:05d}.pt"]
-
-    return write
+def write_rank_files(staged: dict, meta: dict, rank: int, tmp: Path) -> list[Path]:
+    """Writes this rank's files of a checkpoint from a staged `checkpoint_state`; returns them (the manager fsyncs
+    and hashes them). Runs in the writer process (writer_process.py) or in the manager's writer thread."""
+    written = []
+    if rank == 0:
+        with warnings.catch_warnings():  # "assuming the intent is to save in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.save(staged["tensors"], checkpoint_id=tmp / "state", no_dist=True)
+        written += sorted(p for p in (tmp / "state").rglob("*") if p.is_file())
+        write_json_durably(tmp / "trainer.json", meta)
+        written.append(tmp / "trainer.json")
+    torch.save(staged["rng"], tmp / f"rank-{rank:05d}.pt")
+    return [*written, tmp / f"rank-{rank:05d}.pt"]
 
 
 def load_tensors_only(path: Path):

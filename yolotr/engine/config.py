@@ -120,6 +120,9 @@ class CheckpointConfig:
     """How many of the newest checkpoints to keep (the best by fitness is kept in addition)."""
     async_save: bool = True
     """Copy state to host memory at the step boundary and write it in the background."""
+    writer: Literal["process", "thread"] = "process"
+    """Who serialises the files: a writer process per rank (the GIL-bound serialisation stays out of the training
+    loop; needs shared memory, e.g. `docker run --shm-size`), or the background thread of the trainer itself."""
     resume: str = "auto"
     """auto: newest valid checkpoint of the run folder, fresh start when none; none: always fresh; or a path."""
     preempt_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])

@@ -16,6 +16,7 @@ import torch
 
 from yolotr.checkpoint import train_state
 from yolotr.checkpoint.host_stage import HostStager
+from yolotr.checkpoint.writer_process import ThreadWriter, WriterProcess
 from yolotr.checkpoint.manager import CheckpointManager, verify
 from yolotr.engine.config_tree import to_dict
 from yolotr.engine.digests import append_digest
@@ -42,7 +43,9 @@ class RunIO:
             pause_before_commit_s=self.cfg.faults.pause_checkpoint_write_s,
             on_commit=self._checkpoint_committed,
         )
-        self._stager = HostStager()  # the checkpoint's host copies, reused save after save
+        # The checkpoint's host copy, reused save after save, in shared memory for the writer process.
+        self._stager = HostStager(shared=self.cfg.checkpoint.writer == "process")
+        self._writer = WriterProcess() if self.cfg.checkpoint.writer == "process" else ThreadWriter()
         self._ledger = None
         self._val_stream = None
         self._last_saved_step = -1
@@ -54,6 +57,8 @@ class RunIO:
         from yolotr.track.metrics import MetricsWriter
 
         t = self.t
+        if isinstance(self._writer, WriterProcess):
+            self._writer.start()
         resumed = self._resume()
         if self.cfg.debug.sample_ledger:
             self._open_ledger(resumed_step=t.step if resumed else None)
@@ -238,7 +243,8 @@ class RunIO:
         started = time.perf_counter()
         self.ckpt.wait()  # the previous save may still read the stager's buffers
         self.sync_buffers()
-        staged = train_state.staged_state(t, self._stager)
+        state, meta = train_state.checkpoint_state(t)
+        _, plain = self._stager.stage(state)
         write_sync = None
         if t.engine is not None:
             from yolotr.engine.deepspeed_path import save_engine
@@ -247,7 +253,7 @@ class RunIO:
         self.ckpt.save(
             t.step,
             write_sync=write_sync,
-            write_rank_files=train_state.rank_file_writer(staged, self.rank),
+            write_rank_files=lambda tmp: self._writer.write(self._stager, plain, meta, self.rank, tmp),
             asynchronous=self.cfg.checkpoint.async_save,
             fitness=fitness,
             started=started,
@@ -358,6 +364,7 @@ class RunIO:
     def finish(self, code: int, reason: str) -> int:
         t = self.t
         self.ckpt.close()  # never exit with a save in flight
+        self._writer.close()
         self.sync_buffers()
         if self.cfg.debug.rank_digests:
             self.digest("end")

@@ -20,7 +20,7 @@ class Snapshot:
 def take_snapshot(step: int, applied_steps: int, model, optimizer, ema, stager: HostStager) -> Snapshot:
     """Copies the state into `stager`'s host buffers, which the previous snapshot of that stager also used: a new
     snapshot replaces the old one."""
-    state = stager.stage(
+    state, _ = stager.stage(
         {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),

@@ -1,0 +1,44 @@
+"""The README's config reference, generated from the config dataclasses and their field docstrings.
+
+    python -m yolotr.engine.config_reference        # prints the markdown table
+
+tests/engine/test_config.py checks that the README holds exactly this table, so the reference cannot drift from the
+code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from yolotr.engine.config import Config
+from yolotr.engine.config_tree import field_docs
+
+
+def _type_name(tp) -> str:
+    text = tp if isinstance(tp, str) else getattr(tp, "__name__", str(tp))
+    return text.replace("typing.", "").replace("|", "or")
+
+
+def rows(cls: type = Config, prefix: str = "") -> list[str]:
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += rows(tp, f"{key}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        doc = docs.get(f.name, "").replace("\n", " ").replace("|", "\\|")
+        out.append(f"| `{key}` | {_type_name(f.type)} | `{default!r}` | {' '.join(doc.split())} |")
+    return out
+
+
+def table() -> str:
+    return "\n".join(["| key | type | default | meaning |", "|---|---|---|---|", *rows()]) + "\n"
+
+
+if __name__ == "__main__":
+    print(table(), end="")
