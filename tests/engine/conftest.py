@@ -94,16 +94,22 @@ def run_train(config: Path, *overrides: str, nproc: int = 2, launcher: str = "to
                "--main_process_port", str(free_port()), *extra_launcher_args, "-m", "yolotr", "train"]
     else:
         raise ValueError(launcher)
-    # Own session: on a timeout the launcher *and* its workers are killed, never left behind to load the machine.
-    proc = subprocess.Popen([*cmd, "--config", str(config), *overrides], cwd=REPO, env=environ, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    return run_in_own_session([*cmd, "--config", str(config), *overrides], environ, timeout)
+
+
+def run_in_own_session(cmd: list[str], env: dict[str, str], timeout: float, *,
+                       merge_stderr: bool = False) -> subprocess.CompletedProcess:
+    """Runs `cmd` from the repository root in its own session: on a timeout the launcher *and* its workers are
+    killed, never left behind to load the machine."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        raise AssertionError(f"training timed out after {timeout}s\n{err[-5000:]}") from None
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        raise AssertionError(f"{' '.join(cmd)} timed out after {timeout}s\n{(err or out)[-5000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err or "")
 
 
 @pytest.fixture

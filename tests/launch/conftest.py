@@ -4,7 +4,6 @@ launcher scripts that never leaves a process behind."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,13 @@ from pathlib import Path
 import pytest
 
 # The engine's tiny data, tiny model and config writer: a 2-rank run of 8 steps takes ~15 s.
-from tests.engine.conftest import REPO, read_jsonl, tiny_data, tiny_model, train_config  # noqa: F401
+from tests.engine.conftest import (  # noqa: F401
+    read_jsonl,
+    run_in_own_session,
+    tiny_data,
+    tiny_model,
+    train_config,
+)
 from tests.launch.slurm_cluster import start_cluster, unavailable_reason
 
 VENV = Path(sys.executable).parent.parent
@@ -25,16 +30,8 @@ def job_env(**extra: str) -> dict[str, str]:
 
 
 def run_script(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Runs a launcher script from the repository root in its own session; on a timeout its whole group is killed."""
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **job_env(), **(env or {})}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        raise AssertionError(f"{' '.join(cmd)} timed out after {timeout}s\n{out[-5000:]}") from None
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+    """Runs a launcher script (stdout and stderr merged); on a timeout its whole group is killed."""
+    return run_in_own_session(cmd, {**os.environ, **job_env(), **(env or {})}, timeout, merge_stderr=True)
 
 
 def events(run_dir: Path, name: str) -> list[dict]:

@@ -38,3 +38,16 @@ def bare_ddp_step(trainer, batch) -> dict[str, int]:
     trainer.optimizer.zero_grad(set_to_none=True)
     trainer.wrapper.consensus.grad = None
     return counts
+
+
+def count_guarded_step(trainer, batches) -> None:
+    """Counts one guarded step's collectives and a bare DDP step's, and logs both as a `collectives` event."""
+    guarded: dict = {}
+    with count_collectives(guarded):
+        pending = trainer.train_step(batches)
+        trainer.handle(trainer.monitor.inspect([pending]))  # the host-side inspection is part of the step too
+    trainer.step += 1
+    trainer.applied_steps += 1
+    trainer.log_window = []
+    bare = bare_ddp_step(trainer, trainer.first_batch)
+    trainer.io.event(event="collectives", step=trainer.step, guarded_step=guarded, bare_ddp_step=bare)

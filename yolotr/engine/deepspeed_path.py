@@ -49,6 +49,34 @@ def prepare_universal(checkpoint: Path, run_dir: Path, step: int, *, rank: int) 
     return out
 
 
+def prepare_engine(trainer) -> None:
+    """Wraps the trainer's model and optimizer in a DeepSpeed engine, converting a checkpoint written at another
+    data-parallel size to DeepSpeed's universal format first."""
+    from yolotr.checkpoint.train_state import read_meta
+
+    plugin = trainer.backend.accelerator.state.deepspeed_plugin
+    plugin.deepspeed_config["gradient_accumulation_steps"] = trainer.accumulate
+    if trainer.resume_from is not None:
+        meta = read_meta(trainer.resume_from)
+        if meta.get("backend") != "deepspeed":
+            raise SystemExit(f"{trainer.resume_from}: written by the {meta.get('backend')} backend, not DeepSpeed")
+        if meta["world_size"] != trainer.backend.world_size:
+            # Another data-parallel size: ZeRO partitions must be regrouped, via DeepSpeed's universal format.
+            if trainer.cfg.train.optimizer != "adamw":
+                raise SystemExit(
+                    f"{trainer.resume_from}: resuming DeepSpeed ZeRO on {trainer.backend.world_size} ranks instead of "
+                    f"{meta['world_size']} needs a universal checkpoint, and DeepSpeed's converter "
+                    "(ds_to_universal) only knows Adam moments: use train.optimizer=adamw with DeepSpeed, or "
+                    f"resume on {meta['world_size']} ranks"
+                )
+            step = meta["counters"]["step"]
+            trainer.universal = prepare_universal(trainer.resume_from, trainer.run_dir, step, rank=trainer.backend.rank)
+            plugin.deepspeed_config["checkpoint"] = {"load_universal": True}
+    trainer.engine, _ = trainer.backend.accelerator.prepare(trainer.model, trainer.optimizer)
+    trainer.optimizer = trainer.engine.optimizer  # ZeRO's: its param_groups carry the schedule's LRs
+    trainer.ddp = trainer.engine
+
+
 def deepspeed_step(trainer, step: int, batches, buffers_before):
     """One optimizer step under DeepSpeed: micro-steps, DeepSpeed's own clip-or-skip, EMA, buffers.
     Returns (grad_norm, skipped, consensus, keys, images) with device tensors like the DDP path."""

@@ -6,7 +6,6 @@ Step counters: `step` counts optimizer steps *attempted* (skipped ones included;
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -16,14 +15,13 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from yolotr.checkpoint.host_stage import HostStager
 from yolotr.checkpoint.train_state import OptimizerStateByName
 from yolotr.data.spec import load_data_yaml
 from yolotr.data.stream import DataErrorBudgetExceeded, TrainStream
 from yolotr.engine.backend import Backend
-from yolotr.engine.config import Config, dump_config
+from yolotr.engine.config import Config
 from yolotr.engine.ema import ModelEMA
 from yolotr.engine.faults import FaultInjector
 from yolotr.engine.guard import (
@@ -125,7 +123,9 @@ class Trainer:
         # into its bucket either way (one small copy per step), so its layout warning is noise on every rank.
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         if deepspeed:
-            self._prepare_deepspeed()
+            from yolotr.engine.deepspeed_path import prepare_engine
+
+            prepare_engine(self)
         else:
             self.ddp = backend.accelerator.prepare(self.wrapper) if backend.distributed else self.wrapper
         self.local_bad = torch.zeros((), dtype=torch.bool, device=self.device)
@@ -164,32 +164,6 @@ class Trainer:
         self.first_batch = None
 
     # ------------------------------------------------------------------ setup helpers
-    def _prepare_deepspeed(self) -> None:
-        from yolotr.engine.deepspeed_path import prepare_universal
-        from yolotr.checkpoint.train_state import read_meta
-
-        plugin = self.backend.accelerator.state.deepspeed_plugin
-        plugin.deepspeed_config["gradient_accumulation_steps"] = self.accumulate
-        if self.resume_from is not None:
-            meta = read_meta(self.resume_from)
-            if meta.get("backend") != "deepspeed":
-                raise SystemExit(f"{self.resume_from}: written by the {meta.get('backend')} backend, not DeepSpeed")
-            if meta["world_size"] != self.backend.world_size:
-                # Another data-parallel size: ZeRO partitions must be regrouped, via DeepSpeed's universal format.
-                if self.cfg.train.optimizer != "adamw":
-                    raise SystemExit(
-                        f"{self.resume_from}: resuming DeepSpeed ZeRO on {self.backend.world_size} ranks instead of "
-                        f"{meta['world_size']} needs a universal checkpoint, and DeepSpeed's converter "
-                        "(ds_to_universal) only knows Adam moments: use train.optimizer=adamw with DeepSpeed, or "
-                        f"resume on {meta['world_size']} ranks"
-                    )
-                step = meta["counters"]["step"]
-                self.universal = prepare_universal(self.resume_from, self.run_dir, step, rank=self.backend.rank)
-                plugin.deepspeed_config["checkpoint"] = {"load_universal": True}
-        self.engine, _ = self.backend.accelerator.prepare(self.model, self.optimizer)
-        self.optimizer = self.engine.optimizer  # ZeRO's: its param_groups carry the schedule's LRs
-        self.ddp = self.engine
-
     def install_signal_handlers(self) -> None:
         def request_stop(signum, frame):  # only sets a flag: the ranks agree on it at the next step
             self.stop_signal = True
@@ -215,7 +189,9 @@ class Trainer:
             while self.step < self.total_steps:
                 epoch_before = self.stream.epoch
                 if self.cfg.debug.count_collectives and self.backend.kind == "ddp" and self.step == 2:  # after DDP rebuilt its buckets (iteration 2)
-                    self._count_collectives(batches)
+                    from yolotr.engine.collectives_probe import count_guarded_step
+
+                    count_guarded_step(self, batches)
                 inspect_now = (self.step + 1) % self.check_every == 0 or self.step + 1 == self.total_steps
                 with self._sync_debug(enabled=not inspect_now):
                     self.pending.append(self.train_step(batches))
@@ -246,19 +222,6 @@ class Trainer:
             if stop.code == EXIT_PREEMPTED:
                 self.io.save_checkpoint()
             return self.io.finish(stop.code, stop.reason)
-
-    def _count_collectives(self, batches) -> None:
-        from yolotr.engine.collectives_probe import bare_ddp_step, count_collectives
-
-        guarded: dict = {}
-        with count_collectives(guarded):
-            pending = self.train_step(batches)
-            self.handle(self.monitor.inspect([pending]))  # the host-side inspection is part of the step too
-        self.step += 1
-        self.applied_steps += 1
-        self.log_window = []
-        bare = bare_ddp_step(self, self.first_batch)
-        self.io.event(event="collectives", step=self.step, guarded_step=guarded, bare_ddp_step=bare)
 
     def _sync_debug(self, enabled: bool):
         """`debug.cuda_sync_check`: a step outside an inspection step must not synchronise with the host; torch's
@@ -440,9 +403,3 @@ class Trainer:
         if self.ema is not None:
             self.ema.updates = int(c["ema_updates"])
 
-
-def config_text(cfg: Config) -> str:
-    return dump_config(cfg)
-
-
-__all__ = ["Trainer", "EXIT_OK", "EXIT_DIVERGED", "EXIT_PREEMPTED", "json", "math", "nn"]
