@@ -7,7 +7,8 @@
 3. time from process start to the first step: fresh start vs resume early vs late in an epoch (1 process).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_train.py [--steps 40] [--imgsz 128]
-    python benchmarks/bench_train.py --procs 1 --batch 64 --imgsz 320 --workers 6 --steps 60   # one GPU
+    python benchmarks/bench_train.py --procs 1 --batch 64 --imgsz 320 --workers 6 --steps 60 --stall-steps 200 \
+        --ckpt-every 40                                                                         # one GPU
 """
 
 from __future__ import annotations
@@ -65,7 +66,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="global batch")
     parser.add_argument("--workers", type=int, default=0, help="data workers per process")
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="process counts to compare")
-    parser.add_argument("--ckpt-every", type=int, default=5, help="steps between saves in the stall comparison")
+    parser.add_argument("--ckpt-every", type=int, default=25, help="steps between saves in the stall comparison")
+    parser.add_argument("--stall-steps", type=int, default=100, help="steps of each run in the stall comparison")
+    parser.add_argument("--stall-procs", type=int, default=1,
+                        help="processes in the stall comparison (more ranks add their skew to every save)")
     parser.add_argument("--data", help="an existing data.yaml (default: a synthetic set of 40 batches is made)")
     parser.add_argument("--sections", nargs="+", choices=["scale", "stall", "resume"],
                         default=["scale", "stall", "resume"])
@@ -110,7 +114,7 @@ def scaling(args, config: Path, work: Path) -> None:
 
 
 def checkpoint_stall(args, config: Path, work: Path) -> None:
-    procs = max(args.procs)
+    procs = args.stall_procs
     print(f"\n## checkpoint stall ({procs} process(es), a save every {args.ckpt_every} steps)\n")
     print("| checkpoints | s/step | vs none | median stall per save (s) | median background write (s) |")
     print("|---|---:|---:|---:|---:|")
@@ -119,10 +123,11 @@ def checkpoint_stall(args, config: Path, work: Path) -> None:
                             ("async", [f"checkpoint.every={args.ckpt_every}", "checkpoint.async_save=true"]),
                             ("sync", [f"checkpoint.every={args.ckpt_every}", "checkpoint.async_save=false"])]:
         run_dir = work / f"ckpt-{name}"
-        run(config, [f"run.dir={run_dir}", *overrides], procs)
+        run(config, [f"run.dir={run_dir}", f"train.max_steps={args.stall_steps}", *overrides], procs)
         s_step, _ = loop_time(run_dir, args.batch)
         base = base or s_step
-        saves = [r for r in records(run_dir, "event") if r.get("event") == "checkpoint" and r["step"] < args.steps]
+        saves = [r for r in records(run_dir, "event")
+                 if r.get("event") == "checkpoint" and r["step"] < args.stall_steps]  # not the final save
         if saves:
             stall[name] = statistics.median(r["stall_s"] for r in saves)
             write = statistics.median(r["write_s"] for r in saves)

@@ -59,40 +59,48 @@ class HostStager:
         # moves them to the shared ones, a host memcpy that the writer thread does off the training loop.
         self._pinned: dict[torch.dtype, torch.Tensor] = {}
         self._pinned_views: list[torch.Tensor] = []
-        self._on_gpu = False
+        self._signature = None
 
+    @torch.no_grad()
     def stage(self, state) -> tuple[object, list]:
         """Copies `state` to host memory. Returns (the copy, with tensors as views of host buffers; the plain values
         in leaf order). `self.layout` describes the copy; with `shared`, call `publish()` before a reader uses
-        `buffers`."""
+        `buffers`. Per call the Python work is a few list passes: the layout is only rebuilt when the tree changes."""
         leaves, spec = tree_flatten(state)
-        tensors = [leaf.detach() for leaf in leaves if torch.is_tensor(leaf)]
-        plain = [leaf for leaf in leaves if not torch.is_tensor(leaf)]
-        slots: list[Slot | None] = []
-        sizes: dict[torch.dtype, int] = {}
-        for leaf in leaves:
-            if torch.is_tensor(leaf):
-                slots.append(Slot(leaf.dtype, sizes.get(leaf.dtype, 0), tuple(leaf.shape)))
-                sizes[leaf.dtype] = sizes.get(leaf.dtype, 0) + leaf.numel()
-            else:
-                slots.append(None)
+        is_tensor = [torch.is_tensor(leaf) for leaf in leaves]
+        tensors = [leaf for leaf, t in zip(leaves, is_tensor) if t]  # copied under no_grad: no detach() needed
+        plain = [leaf for leaf, t in zip(leaves, is_tensor) if not t]
         on_gpu = any(t.is_cuda for t in tensors)
-        if self.layout is None or self.layout.spec != spec or self.layout.slots != slots or on_gpu != self._on_gpu:
-            self._allocate(sizes, on_gpu)
-            self.layout = Layout(spec, slots)
-            self._views = [slot.view(self.buffers) for slot in slots if slot is not None]
-            self._pinned_views = [slot.view(self._pinned) for slot in slots if slot is not None] if self._pinned else []
+        signature = (is_tensor, [(t.dtype, t.shape) for t in tensors], on_gpu)
+        if self.layout is None or signature != self._signature or spec != self.layout.spec:
+            self._new_layout(spec, leaves, is_tensor, on_gpu)
+            self._signature = signature
         if on_gpu:
             landing = self._pinned_views or self._views
             for dst, src in zip(landing, tensors, strict=True):
                 dst.copy_(src, non_blocking=True)
             torch.cuda.current_stream().synchronize()  # one wait for every queued device-to-host copy
-            copied = self._pinned if self._pinned else self.buffers
+            copies = self._pinned_views or self._views
         else:
             if tensors:
                 torch._foreach_copy_(self._views, tensors)  # one call for all, not a Python loop
-            copied = self.buffers
-        return self.layout.rebuild(copied, plain), plain
+            copies = self._views
+        views, values = iter(copies), iter(plain)
+        return tree_unflatten([next(views) if t else next(values) for t in is_tensor], spec), plain
+
+    def _new_layout(self, spec: TreeSpec, leaves: list, is_tensor: list[bool], on_gpu: bool) -> None:
+        slots: list[Slot | None] = []
+        sizes: dict[torch.dtype, int] = {}
+        for leaf, tensor in zip(leaves, is_tensor, strict=True):
+            if tensor:
+                slots.append(Slot(leaf.dtype, sizes.get(leaf.dtype, 0), tuple(leaf.shape)))
+                sizes[leaf.dtype] = sizes.get(leaf.dtype, 0) + leaf.numel()
+            else:
+                slots.append(None)
+        self._allocate(sizes, on_gpu)
+        self.layout = Layout(spec, slots)
+        self._views = [slot.view(self.buffers) for slot in slots if slot is not None]
+        self._pinned_views = [slot.view(self._pinned) for slot in slots if slot is not None] if self._pinned else []
 
     def publish(self) -> None:
         """Moves a GPU's staged copy from the pinned buffers into the shared ones (nothing to do otherwise)."""
@@ -100,7 +108,6 @@ class HostStager:
             torch._foreach_copy_(self._views, self._pinned_views)
 
     def _allocate(self, sizes: dict[torch.dtype, int], on_gpu: bool) -> None:
-        self._on_gpu = on_gpu
         pin_final = on_gpu and not self.shared
         self.buffers = {dtype: self._empty(n, dtype, pin=pin_final, share=self.shared) for dtype, n in sizes.items()}
         self._pinned = (

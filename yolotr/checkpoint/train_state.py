@@ -52,35 +52,46 @@ class OptimizerStateByName:
         }
 
 
-def checkpoint_state(trainer) -> tuple[dict, dict]:
-    """(tensors and RNG states, as live references to be staged; metadata, JSON-ready) at the step boundary."""
-    if trainer.engine is not None:  # DeepSpeed writes the optimizer partitions itself (deepspeed_path.save_engine)
-        tensors = {"model": trainer.model.state_dict()}
-    else:
-        tensors = {"model": trainer.model.state_dict(), "optimizer": trainer.optimizer_state_by_name(trainer.optimizer)}
-    if trainer.ema is not None:
-        tensors["ema"] = trainer.ema.module.state_dict()
-    meta = {
-        "counters": trainer.counters(),
-        "guard": trainer.monitor.state_dict(),
-        "stream": trainer.stream.state_dict(),
-        "config": to_dict(trainer.cfg),
-        "wandb_run_id": trainer.io.wandb_run_id,
-        "code_version": code_version(),
-        "world_size": trainer.backend.world_size,
-        "model_yaml": trainer.model.yaml,
-        "names": list(trainer.data.names),
-        "imgsz": trainer.cfg.train.imgsz,
-        "backend": trainer.backend.kind,
-    }
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
-    return {"tensors": tensors, "rng": rng}, json.loads(json.dumps(meta))
+class CheckpointState:
+    """What a checkpoint holds, gathered at a step boundary: (tensors and RNG states as live references, to be
+    staged; metadata, JSON-ready). What cannot change during a run is gathered once: the model's and the EMA's state
+    dicts (views of storage that training updates in place), the optimizer's name table, the config."""
+
+    def __init__(self, trainer):
+        self.t = trainer
+        self.model_state = trainer.model.state_dict()
+        self.ema_state = trainer.ema.module.state_dict() if trainer.ema is not None else None
+        # DeepSpeed writes the optimizer partitions itself (deepspeed_path.save_engine).
+        self.optimizer_state = OptimizerStateByName(trainer.model, trainer.optimizer) if trainer.engine is None else None
+        self.config = to_dict(trainer.cfg)
+
+    def __call__(self) -> tuple[dict, dict]:
+        t = self.t
+        tensors = {"model": self.model_state}
+        if self.optimizer_state is not None:
+            tensors["optimizer"] = self.optimizer_state(t.optimizer)
+        if self.ema_state is not None:
+            tensors["ema"] = self.ema_state
+        meta = {
+            "counters": t.counters(),
+            "guard": t.monitor.state_dict(),
+            "stream": t.stream.state_dict(),
+            "wandb_run_id": t.io.wandb_run_id,
+            "code_version": code_version(),
+            "world_size": t.backend.world_size,
+            "model_yaml": t.model.yaml,
+            "names": list(t.data.names),
+            "imgsz": t.cfg.train.imgsz,
+            "backend": t.backend.kind,
+        }
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        return {"tensors": tensors, "rng": rng}, {**json.loads(json.dumps(meta)), "config": self.config}
 
 
 def write_rank_files(staged: dict, meta: dict, rank: int, tmp: Path) -> list[Path]:
-    """Writes this rank's files of a checkpoint from a staged `checkpoint_state`; returns them (the manager fsyncs
+    """Writes this rank's files of a checkpoint from a staged `CheckpointState()`; returns them (the manager fsyncs
     and hashes them). Runs in the writer process (writer_process.py) or in the manager's writer thread."""
     written = []
     if rank == 0:

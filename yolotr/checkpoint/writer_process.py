@@ -90,7 +90,8 @@ class WriterProcess:
         return [Path(p) for p in payload]
 
     def start(self) -> None:
-        """Starts the writer (at the trainer's start, so that its imports are done by the first save)."""
+        """Starts the writer; the first save does it, from the manager's writer thread, so neither the trainer's
+        start-up nor its loop waits for the writer's imports."""
         if self._proc is not None:
             if not self._proc.is_alive():
                 raise EOFError(f"exit code {self._proc.exitcode}")

@@ -45,6 +45,7 @@ class RunIO:
         )
         # The checkpoint's host copy, reused save after save, in shared memory for the writer process.
         self._stager = HostStager(shared=self.cfg.checkpoint.writer == "process")
+        self._checkpoint_state = None
         self._writer = WriterProcess() if self.cfg.checkpoint.writer == "process" else ThreadWriter()
         self._ledger = None
         self._val_stream = None
@@ -57,8 +58,6 @@ class RunIO:
         from yolotr.track.metrics import MetricsWriter
 
         t = self.t
-        if isinstance(self._writer, WriterProcess):
-            self._writer.start()
         resumed = self._resume()
         if self.cfg.debug.sample_ledger:
             self._open_ledger(resumed_step=t.step if resumed else None)
@@ -232,8 +231,10 @@ class RunIO:
         import torch.distributed as dist
 
         if self.t.backend.distributed:
-            for buf in self.t.model.buffers():
-                dist.broadcast(buf, 0)
+            flats = self.t.buffers.save()  # one tensor per dtype: 2 broadcasts instead of 167
+            for flat in flats:
+                dist.broadcast(flat, 0)
+            self.t.buffers.restore(flats)
 
     def save_checkpoint(self, fitness: float | None = None) -> None:
         t = self.t
@@ -243,7 +244,9 @@ class RunIO:
         started = time.perf_counter()
         self.ckpt.wait()  # the previous save may still read the stager's buffers
         self.sync_buffers()
-        state, meta = train_state.checkpoint_state(t)
+        if self._checkpoint_state is None:  # after DeepSpeed's set-up, which re-points the parameters
+            self._checkpoint_state = train_state.CheckpointState(t)
+        state, meta = self._checkpoint_state()
         _, plain = self._stager.stage(state)
         write_sync = None
         if t.engine is not None:

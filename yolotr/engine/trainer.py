@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from yolotr.checkpoint.host_stage import HostStager
-from yolotr.checkpoint.train_state import OptimizerStateByName
 from yolotr.data.spec import load_data_yaml
 from yolotr.data.stream import DataErrorBudgetExceeded, TrainStream
 from yolotr.engine.backend import Backend
@@ -157,8 +156,6 @@ class Trainer:
         self.log_window: list = []
         self.snapshot = None
         self.snapshot_stager = HostStager()
-        # Under DeepSpeed, ZeRO writes its own optimizer partitions.
-        self.optimizer_state_by_name = None if deepspeed else OptimizerStateByName(self.model, self.optimizer)
         self.clean_since_snapshot = True
         self.stop_signal = False
         self.first_batch = None
