@@ -63,3 +63,14 @@ def test_anomaly_hooks_name_the_module_where_a_non_finite_forward_started(train_
     assert module.startswith("model.8")  # the C3TR of yolotr-n (layer 8), not a later layer
     digests = final_digests(tmp_path / "run")
     assert digests[0]["model"] == digests[1]["model"]
+
+
+def test_a_non_finite_forward_on_rank_0_leaves_no_trace_in_the_batchnorm_statistics(train_config, tmp_path):
+    # DDP broadcasts rank 0's BatchNorm statistics to every rank at each forward: statistics that the skipped step
+    # did not put back would spread its NaN. Put back, the run equals a run told to skip that step.
+    reference = train_config(run={"dir": str(tmp_path / "reference")}, faults={"skip_steps": [2]})
+    check(run_train(reference))
+    check(run_train(train_config(faults={"nan_forward_at": [[0, 2]]})))
+    ours, clean = final_digests(tmp_path / "run"), final_digests(tmp_path / "reference")
+    assert [s["step"] for s in _events(tmp_path / "run", "skip")] == [2]
+    assert ours[0]["model"] == ours[1]["model"] == clean[0]["model"]

@@ -112,7 +112,6 @@ class Trainer:
         )
         self.ema = ModelEMA(self.model, cfg.train.ema_decay, cfg.train.ema_tau) if cfg.train.ema else None
         self.compute_loss = ComputeLoss(self.model, cfg.loss, imgsz=cfg.train.imgsz)
-        self.buffers = BufferGuard(self.model)  # BatchNorm statistics, restored on a skipped step
 
         self.io = RunIO(self)
         self.resume_from = self.io.resume_target()
@@ -127,6 +126,9 @@ class Trainer:
             prepare_engine(self)
         else:
             self.ddp = backend.accelerator.prepare(self.wrapper) if backend.distributed else self.wrapper
+        # BatchNorm statistics, restored on a skipped step. Taken after the wrapping above: preparing the model for
+        # DDP hands the module new buffer tensors, and a guard holding the old ones would restore nothing.
+        self.buffers = BufferGuard(self.model)
         self.local_bad = torch.zeros((), dtype=torch.bool, device=self.device)
         self._force_skip = torch.zeros((), dtype=torch.bool, device=self.device)
         if backend.kind == "ddp":
