@@ -61,3 +61,17 @@ def test_when_the_writer_process_dies_the_thread_writes_instead_with_a_warning(t
                                                                    _state(1)["tensors"]["model"]["w"])
     assert "writer process is gone" in writer.failed and "writer process is gone" in capsys.readouterr().err
     writer.close()
+
+
+def test_without_room_in_dev_shm_the_copy_stays_private_and_the_thread_writes(tmp_path, monkeypatch, capsys):
+    # A default container has 64 MB of /dev/shm; touching shared pages beyond it would kill the trainer (SIGBUS).
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(64 << 20, 64 << 20, 16))
+    stager = HostStager(shared=True)
+    _, plain = stager.stage(_state(1))
+    assert not stager.shared and "/dev/shm has no room" in capsys.readouterr().err
+    writer = WriterProcess()
+    written = writer.write(stager, plain, {"step": 1}, 0, tmp_path)
+    assert writer._proc is None and (tmp_path / "trainer.json") in written  # no process was started
+    assert torch.equal(_read(tmp_path)["model"]["w"], _state(1)["tensors"]["model"]["w"])

@@ -16,6 +16,8 @@ A stager's buffers are overwritten by its next `stage()`: the caller makes sure 
 from __future__ import annotations
 
 import math
+import shutil
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -108,6 +110,14 @@ class HostStager:
             torch._foreach_copy_(self._views, self._pinned_views)
 
     def _allocate(self, sizes: dict[torch.dtype, int], on_gpu: bool) -> None:
+        if self.shared and not _shared_memory_has_room(sizes):
+            # Touching shared pages beyond the room of /dev/shm (64 MB in a default container) kills the process
+            # with SIGBUS: stay in private memory; the writer process is then not used (writer_process.py).
+            print("[yolotr] warning: /dev/shm has no room for the checkpoint's staged copy "
+                  f"({sum(n * torch.empty((), dtype=d).element_size() for d, n in sizes.items()) >> 20} MiB); "
+                  "writing checkpoints from the trainer's own thread (docker run --ipc=host or --shm-size)",
+                  file=sys.stderr)
+            self.shared = False
         pin_final = on_gpu and not self.shared
         self.buffers = {dtype: self._empty(n, dtype, pin=pin_final, share=self.shared) for dtype, n in sizes.items()}
         self._pinned = (
@@ -121,3 +131,12 @@ class HostStager:
     def _empty(numel: int, dtype: torch.dtype, *, pin: bool, share: bool) -> torch.Tensor:
         buf = torch.empty(numel, dtype=dtype, pin_memory=pin)
         return buf.share_memory_() if share else buf
+
+
+def _shared_memory_has_room(sizes: dict[torch.dtype, int]) -> bool:
+    need = sum(n * torch.empty((), dtype=dtype).element_size() for dtype, n in sizes.items())
+    try:
+        free = shutil.disk_usage("/dev/shm").free
+    except OSError:  # no /dev/shm to measure: let torch try
+        return True
+    return need * 1.1 < free  # room to spare for the DataLoader workers' batches

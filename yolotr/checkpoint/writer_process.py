@@ -65,7 +65,7 @@ class WriterProcess:
     def write(self, stager: HostStager, plain: list, meta: dict, rank: int, tmp: Path) -> list[Path]:
         from yolotr.checkpoint.manager import CheckpointError
 
-        if self.failed is None:
+        if self.failed is None and stager.shared:  # not shared: /dev/shm had no room (host_stage.py)
             try:
                 return self._write_in_process(stager, plain, meta, rank, tmp)
             except (EOFError, OSError) as exc:
