@@ -54,7 +54,8 @@ check train 200 "$py" -m yolotr train --config configs/train/demo.yaml data="$wo
 cp "$work/run/metrics.jsonl" "$out/train_metrics.jsonl" 2>/dev/null
 # shellcheck disable=SC2086  # BENCH_SECTIONS is a word list
 check bench_train 240 "$py" benchmarks/bench_train.py --procs 1 --batch 64 --imgsz 320 --workers 6 --steps 60 \
-    --ckpt-every 10 --data "$work/data/data.yaml" --sections ${BENCH_SECTIONS:-scale stall resume}
+    --stall-steps 200 \
+    --ckpt-every 40 --data "$work/data/data.yaml" --sections ${BENCH_SECTIONS:-scale stall resume}
 check deepspeed 150 "$py" -m torch.distributed.run --nproc-per-node 1 -m yolotr train --config configs/train/demo.yaml \
     data="$work/data/data.yaml" run.dir="$work/ds" train.imgsz=320 train.batch_size=64 train.nominal_batch_size=64 \
     train.max_steps=120 train.num_workers=6 train.log_every=20 val.every_epochs=0 distributed.backend=deepspeed \
