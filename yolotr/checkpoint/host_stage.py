@@ -45,9 +45,12 @@ class Layout:
     slots: list[Slot | None]
 
     def rebuild(self, buffers: dict[torch.dtype, torch.Tensor], plain: list) -> object:
-        values = iter(plain)
-        leaves = [slot.view(buffers) if slot is not None else next(values) for slot in self.slots]
-        return tree_unflatten(leaves, self.spec)
+        return self.unflatten([slot.view(buffers) for slot in self.slots if slot is not None], plain)
+
+    def unflatten(self, tensors: list[torch.Tensor], plain: list) -> object:
+        """The state again, from its tensors and its plain values, each in leaf order."""
+        tensors, values = iter(tensors), iter(plain)
+        return tree_unflatten([next(tensors) if slot is not None else next(values) for slot in self.slots], self.spec)
 
 
 class HostStager:
@@ -87,8 +90,7 @@ class HostStager:
             if tensors:
                 torch._foreach_copy_(self._views, tensors)  # one call for all, not a Python loop
             copies = self._views
-        views, values = iter(copies), iter(plain)
-        return tree_unflatten([next(views) if t else next(values) for t in is_tensor], spec), plain
+        return self.layout.unflatten(copies, plain), plain
 
     def _new_layout(self, spec: TreeSpec, leaves: list, is_tensor: list[bool], on_gpu: bool) -> None:
         slots: list[Slot | None] = []
@@ -110,11 +112,12 @@ class HostStager:
             torch._foreach_copy_(self._views, self._pinned_views)
 
     def _allocate(self, sizes: dict[torch.dtype, int], on_gpu: bool) -> None:
-        if self.shared and not _shared_memory_has_room(sizes):
+        need = sum(n * torch.empty((), dtype=dtype).element_size() for dtype, n in sizes.items())
+        if self.shared and not _shared_memory_has_room(need):
             # Touching shared pages beyond the room of /dev/shm (64 MB in a default container) kills the process
             # with SIGBUS: stay in private memory; the writer process is then not used (writer_process.py).
             print("[yolotr] warning: /dev/shm has no room for the checkpoint's staged copy "
-                  f"({sum(n * torch.empty((), dtype=d).element_size() for d, n in sizes.items()) >> 20} MiB); "
+                  f"({need >> 20} MiB); "
                   "writing checkpoints from the trainer's own thread (docker run --ipc=host or --shm-size)",
                   file=sys.stderr)
             self.shared = False
@@ -133,8 +136,7 @@ class HostStager:
         return buf.share_memory_() if share else buf
 
 
-def _shared_memory_has_room(sizes: dict[torch.dtype, int]) -> bool:
-    need = sum(n * torch.empty((), dtype=dtype).element_size() for dtype, n in sizes.items())
+def _shared_memory_has_room(need: int) -> bool:
     try:
         free = shutil.disk_usage("/dev/shm").free
     except OSError:  # no /dev/shm to measure: let torch try

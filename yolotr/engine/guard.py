@@ -82,15 +82,21 @@ class BufferGuard:
     def save(self) -> list[torch.Tensor]:
         return [torch.cat([b.reshape(-1) for b in group]) for group in self.groups]
 
-    def all_finite(self) -> torch.Tensor:
-        flats = [torch.isfinite(flat).all() for flat in self.save() if flat.dtype.is_floating_point]
-        return torch.stack(flats).all() if flats else torch.ones((), dtype=torch.bool)
+    @staticmethod
+    def all_finite(flats: list[torch.Tensor]) -> torch.Tensor:
+        """Whether every floating-point value of `flats` (from `save()`) is finite, as a device bool."""
+        finite = [torch.isfinite(flat).all() for flat in flats if flat.dtype.is_floating_point]
+        return torch.stack(finite).all() if finite else torch.ones((), dtype=torch.bool)
 
-    def restore(self, saved: list[torch.Tensor], where: torch.Tensor | None = None) -> None:
-        """Copies the saved values back; with `where`, only if it is true (selected on the device)."""
-        for group, flat in zip(self.groups, saved, strict=True):
+    def restore(self, saved: list[torch.Tensor], where: torch.Tensor | None = None,
+                current: list[torch.Tensor] | None = None) -> None:
+        """Copies the saved values back; with `where`, only if it is true (selected on the device) and the buffers
+        keep `current` (their values now, from `save()`; taken here when not given)."""
+        if where is not None and current is None:
+            current = self.save()
+        for i, (group, flat) in enumerate(zip(self.groups, saved, strict=True)):
             if where is not None:
-                flat = torch.where(where, flat, torch.cat([b.reshape(-1) for b in group]))
+                flat = torch.where(where, flat, current[i])
             values = flat.split([b.numel() for b in group])
             torch._foreach_copy_(group, [v.view_as(b) for v, b in zip(values, group, strict=True)])
 
@@ -112,7 +118,9 @@ def guarded_step(
     grads = [p.grad for p in params if p.grad is not None]
     grad_norm = get_total_norm(grads, norm_type=2.0, foreach=True).float()
     # BatchNorm statistics can overflow in a forward whose loss and gradient stay finite: that step is bad too.
-    stats_finite = buffers.all_finite().to(grad_norm.device)
+    # (The optimizer step does not touch them, so this one copy also serves the restore below.)
+    current = buffers.save()
+    stats_finite = buffers.all_finite(current).to(grad_norm.device)
     skipped = ~torch.isfinite(grad_norm) | ~stats_finite | force_skip
     if max_norm > 0:
         # When the norm is non-finite the clipped gradients are garbage too, but the step below is not applied.
@@ -121,7 +129,7 @@ def guarded_step(
         # Fused SGD/AdamW read `found_inf`: 1 → no parameter, momentum, moment or step-counter changes.
         optimizer.found_inf = skipped.float()
         optimizer.step()
-        buffers.restore(buffers_before, where=skipped)
+        buffers.restore(buffers_before, where=skipped, current=current)
     elif not skipped.item():  # CPU: the verdict is already computed, reading it waits for nothing
         optimizer.step()
     else:
