@@ -10,12 +10,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-import yaml
-
 from yolotr.data.check import SplitCheck, check_split
 from yolotr.data.errors import DataSpecError
 from yolotr.data.index import INDEX_FILE, SplitIndex, load_index
-from yolotr.data.spec import parse_names, resolve_split
+from yolotr.data.spec import parse_names, read_yaml_mapping, resolve_split
 
 _SPLITS = ("train", "val", "test")
 
@@ -49,12 +47,7 @@ def load_splits(target: Path) -> tuple[list[str], dict[str, SplitIndex]]:
     if target.name == INDEX_FILE or target.suffix == ".json":
         index = load_index(target)
         return index.names or [str(i) for i in range(index.nc)], {target.parent.name: index}
-    try:
-        doc = yaml.safe_load(target.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise DataSpecError(f"{target}: cannot read: {err}") from None
-    if not isinstance(doc, dict):
-        raise DataSpecError(f"{target}: expected a data yaml mapping")
+    doc = read_yaml_mapping(target, "data yaml", "path/train/val/nc/names")
     names = parse_names(doc.get("names"), where=f"{target}: key 'names'")
     root = Path(doc.get("path") or ".")
     root = root if root.is_absolute() else target.parent / root

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from yolotr.data.convert import Candidate
 from yolotr.data.errors import DataSpecError, SampleError
 from yolotr.data.shard_writer import unique_keys
-from yolotr.data.spec import parse_names
+from yolotr.data.spec import parse_names, read_yaml_mapping
 
 # Every image format YOLOv5 accepts is listed, so that ones we cannot store appear in the report.
 IMAGE_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"}
@@ -32,12 +31,7 @@ class YoloSource:
 
 def read_yolo_dataset(data_yaml: Path) -> YoloSource:
     data_yaml = Path(data_yaml)
-    try:
-        doc = yaml.safe_load(data_yaml.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise DataSpecError(f"{data_yaml}: cannot read the YOLO data yaml: {err}") from None
-    if not isinstance(doc, dict):
-        raise DataSpecError(f"{data_yaml}: expected a mapping with keys path/train/val/names")
+    doc = read_yaml_mapping(data_yaml, "YOLO data yaml", "path/train/val/names")
     names = parse_names(doc.get("names"), where=f"{data_yaml}: key 'names'")
     root = _dataset_root(data_yaml, doc.get("path"))
     splits = {}

@@ -30,17 +30,24 @@ class DataSpec:
     yaml_file: str
 
 
-def load_data_yaml(path: str | Path) -> DataSpec:
-    """Reads a data yaml and the indexes of its splits; errors name the file and the key."""
-    path = Path(path)
+def read_yaml_mapping(path: Path, what: str, keys: str) -> dict:
+    """`yaml.safe_load` of a file that must hold a mapping (a data yaml of ours or of YOLOv5); errors name the file
+    and say what it should have been."""
     try:
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise DataSpecError(f"{path}: data yaml not found") from None
+        raise DataSpecError(f"{path}: {what} not found") from None
     except (OSError, yaml.YAMLError) as err:
-        raise DataSpecError(f"{path}: cannot read the data yaml: {err}") from None
+        raise DataSpecError(f"{path}: cannot read the {what}: {err}") from None
     if not isinstance(doc, dict):
-        raise DataSpecError(f"{path}: expected a mapping with keys path/train/val/nc/names")
+        raise DataSpecError(f"{path}: expected a mapping with keys {keys}")
+    return doc
+
+
+def load_data_yaml(path: str | Path) -> DataSpec:
+    """Reads a data yaml and the indexes of its splits; errors name the file and the key."""
+    path = Path(path)
+    doc = read_yaml_mapping(path, "data yaml", "path/train/val/nc/names")
     names = parse_names(doc.get("names"), where=f"{path}: key 'names'")
     nc = doc.get("nc", len(names))
     if not isinstance(nc, int) or nc <= 0 or nc != len(names):
