@@ -1,10 +1,11 @@
 """The checkpoint manager in one process: what a commit writes, and what it reports."""
 
 import json
+import shutil
 
 import pytest
 
-from yolotr.checkpoint.manager import CheckpointManager, verify
+from yolotr.checkpoint.manager import CheckpointError, CheckpointManager, verify
 
 
 def _writer(payload: bytes):
@@ -46,3 +47,31 @@ def test_a_file_written_outside_the_rank_writer_is_hashed_at_commit(tmp_path):
     manager.close()
     final = manager.committed()[-1]
     assert "ds.bin" in json.loads((final / "manifest.json").read_text())["files"] and verify(final) is None
+
+
+def test_a_second_save_of_the_same_step_waits_for_the_first_to_land(tmp_path):
+    # The periodic save, then the save after validation (which records the fitness), at the same step; the first
+    # commit is still landing (slowed down) when the second save starts over the same folder.
+    commits = []
+    manager = CheckpointManager(tmp_path, rank=0, world_size=1, keep_last=2, pause_before_commit_s=0.3,
+                                on_commit=commits.append)
+    manager.save(12, write_rank_files=_writer(b"x" * 64), asynchronous=True)
+    manager.save(12, write_rank_files=_writer(b"y" * 64), asynchronous=True, fitness=0.5)
+    manager.close()
+    [final] = manager.committed()
+    assert verify(final) is None
+    assert json.loads((final / "manifest.json").read_text())["fitness"] == 0.5
+    assert (final / "state" / "a.bin").read_bytes() == b"y" * 64
+    assert [c.step for c in commits] == [12, 12]
+
+
+def test_a_commit_that_fails_to_land_is_raised_not_reported_as_a_checkpoint(tmp_path):
+    commits = []
+    manager = CheckpointManager(tmp_path, rank=0, world_size=1, keep_last=2, pause_before_commit_s=0.3,
+                                on_commit=commits.append)
+    manager.save(4, write_rank_files=_writer(b"x"), asynchronous=True)
+    manager.wait()  # written and committed: rank 0 lands it in the background
+    shutil.rmtree(tmp_path / "checkpoints" / "step-00000004.tmp")  # the folder vanishes under the landing commit
+    with pytest.raises(CheckpointError, match="committing the last checkpoint failed"):
+        manager.close()
+    assert not commits and not manager.committed()

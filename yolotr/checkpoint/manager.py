@@ -118,6 +118,7 @@ class CheckpointManager:
         self.pending: PendingSave | None = None
         self._finisher: threading.Thread | None = None  # rank 0: the commit landing on disk
         self._landing: tuple[PendingSave, Path] | None = None  # committed, reported once landed
+        self._land_error: BaseException | None = None  # rank 0: the last landing failed; every rank hears at commit
         self.root.mkdir(parents=True, exist_ok=True)
 
     # ---------------------------------------------------------------- saving
@@ -137,6 +138,9 @@ class CheckpointManager:
         into buffers that save may still read. `started`: when the caller began (staging), for the stall figure."""
         started = time.perf_counter() if started is None else started
         self.wait()
+        # A second save of the same step (e.g. the periodic one, then the one after validation) reuses the folder the
+        # previous commit may still be renaming: let that commit land first.
+        self._join_finisher()
         tmp = self.root / f"step-{step:08d}.tmp"
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)  # left over by a save that was killed
@@ -194,9 +198,11 @@ class CheckpointManager:
         assert pending is not None
         t0 = time.perf_counter()
         self._join_finisher()
-        ok = _all_ranks(not pending.error)
+        land_error, self._land_error = self._land_error, None
+        ok = _all_ranks(not pending.error and land_error is None)
         if not ok:
-            raise CheckpointError(f"checkpoint step {pending.step} failed on some rank: {pending.error or 'other rank'}")
+            problem = pending.error or (f"committing the previous checkpoint: {land_error!r}" if land_error else "other rank")
+            raise CheckpointError(f"checkpoint step {pending.step} failed on some rank: {problem}")
         final = self.root / f"step-{pending.step:08d}"
         if self.rank == 0:
             self._finisher = threading.Thread(target=self._land, args=(pending, final), name="checkpoint-commit",
@@ -209,6 +215,12 @@ class CheckpointManager:
         return final
 
     def _land(self, pending: PendingSave, final: Path) -> None:
+        try:
+            self._land_unguarded(pending, final)
+        except BaseException as exc:  # not lost in the thread: the next commit (or close) reports it on every rank
+            self._land_error = exc
+
+    def _land_unguarded(self, pending: PendingSave, final: Path) -> None:
         if self.pause_before_commit_s:
             time.sleep(self.pause_before_commit_s)  # test hook: a kill lands in the middle of a save
         manifest = {
@@ -237,6 +249,8 @@ class CheckpointManager:
         if self._landing is None:
             return
         (pending, final), self._landing = self._landing, None
+        if self._land_error is not None:
+            return  # not reported as a checkpoint: the next commit (or close) raises it
         if not pending.asynchronous:  # the training loop waited for all of it
             pending.stall_s = time.perf_counter() - pending.started
         if self.on_commit is not None:
@@ -260,6 +274,9 @@ class CheckpointManager:
         """Before exit: the pending save written, committed and landed on disk."""
         self.wait()
         self._join_finisher()
+        if self._land_error is not None:
+            error, self._land_error = self._land_error, None
+            raise CheckpointError(f"committing the last checkpoint failed: {error!r}")
 
     def _prune(self) -> None:
         committed = self.committed()
