@@ -1,34 +1,52 @@
 #!/usr/bin/env bash
-# The checks that need an NVIDIA GPU, in one go (about 6 minutes on one H100). Each writes OUT_DIR/<name>.txt;
-# OUT_DIR/summary.txt collects the tail of each. Exit status 1 if any check failed.
+# The checks that need an NVIDIA GPU, in one go (about 6 minutes on one H100), most important first. Each writes
+# OUT_DIR/<name>.txt; OUT_DIR/summary.txt collects the tail of each (8 files in all). Exit status 1 if any failed.
 #
-#   bash benchmarks/gpu_check.sh OUT_DIR            (PYTHON=... to pick the interpreter; default python3;
-#                                                    BENCH_SECTIONS="stall" to run part of bench_train)
+#   bash benchmarks/gpu_check.sh OUT_DIR     PYTHON=... picks the interpreter (default python3);
+#                                            DEADLINE_S=... bounds the whole script (default 540 s: one device call
+#                                            may run 600 s); BENCH_SECTIONS="stall" runs part of bench_train
 #
 #   sync_free   the sync-free step: a real `yolotr train` run under torch.cuda.set_sync_debug_mode("error") between
 #               inspections, with a NaN step (tests/engine/test_cuda_sync.py, the loss and guard unit tests)
 #   nccl_step   the DDP guarded step over NCCL: comm hook, consensus parameter, fused found_inf skip (one rank)
-#   guard       guard overhead on the GPU: guarded vs plain clip + step, yolotr-n and yolotr-s at 640 px
 #   train       a bf16 training run of yolotr-s (batch 64, 320 px) with the sync check on and a NaN injected:
-#               images/s, the skip, checkpoint stalls, mAP
-#   bench_train checkpoint stall (async vs sync) and time to first step (fresh vs resume) on one GPU
+#               images/s, the skip, checkpoint stalls, mAP (makes the synthetic set the later checks use)
 #   deepspeed   DeepSpeed ZeRO-2 over NCCL (one rank): the guarded step through DeepSpeed's engine
+#   guard       guard overhead on the GPU: guarded vs plain clip + step, yolotr-n and yolotr-s at 640 px
+#   bench_train checkpoint stall (async vs sync) and time to first step (fresh vs resume) on one GPU
 set -uo pipefail
 out=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
 py=${PYTHON:-python3}
+# The benchmark scripts import yolotr from the checkout, which need not be installed there.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+deadline=$((SECONDS + ${DEADLINE_S:-540}))
 status=0
 work=$(mktemp -d)
 
-check() {  # check NAME SECONDS COMMAND...
+check() {  # check NAME SECONDS COMMAND...: at most SECONDS, and never past the deadline
     local name=$1 limit=$2
     shift 2
-    local t0=$SECONDS rc=0
-    timeout "$limit" "$@" >"$out/$name.txt" 2>&1 || rc=$?
+    local left=$((deadline - SECONDS)) t0=$SECONDS rc=0
+    if [ "$left" -lt 20 ]; then
+        echo "== $name: not run, the deadline is reached" >>"$out/summary.txt"
+        status=1
+        return
+    fi
+    [ "$limit" -gt "$left" ] && limit=$left
+    local before
+    before=$(pgrep -f -- "-m yolotr train")
+    timeout --kill-after=10 "$limit" "$@" >"$out/$name.txt" 2>&1 || rc=$?
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        # Timed out: trainers it started in sessions of their own survive `timeout` and must not hold the GPU.
+        for pid in $(pgrep -f -- "-m yolotr train"); do
+            grep -qx "$pid" <<<"$before" || kill -9 "$pid" 2>/dev/null
+        done
+    fi
     if [ "$rc" -ne 0 ]; then status=1; fi
     {
-        echo "== $name: exit $rc in $((SECONDS - t0)) s"
+        echo "== $name: exit $rc in $((SECONDS - t0)) s (limit $limit s)"
         tail -n 25 "$out/$name.txt"
         echo
     } >>"$out/summary.txt"
@@ -40,25 +58,24 @@ check() {  # check NAME SECONDS COMMAND...
     echo
 } >"$out/summary.txt" 2>&1
 
-check sync_free 180 "$py" -m pytest -q -p no:cacheprovider tests/engine/test_cuda_sync.py \
+check sync_free 150 "$py" -m pytest -q -p no:cacheprovider tests/engine/test_cuda_sync.py \
     tests/engine/test_guard_step.py tests/model/test_detection_loss.py
-check nccl_step 90 "$py" benchmarks/gpu_nccl_step.py
-check guard 150 bash -c "'$py' benchmarks/bench_guard.py --device cuda --batch 64 --imgsz 640 --rounds 31 &&
-    '$py' benchmarks/bench_guard.py --device cuda --cfg configs/models/yolotr-s.yaml --batch 64 --imgsz 640 --rounds 31"
-
-"$py" -m yolotr data synth --out "$work/data" --train 2560 --val 128 --imgsz 320 >/dev/null
-check train 200 "$py" -m yolotr train --config configs/train/demo.yaml data="$work/data/data.yaml" \
-    run.dir="$work/run" model=configs/models/yolotr-s.yaml train.imgsz=320 train.batch_size=64 \
-    train.nominal_batch_size=64 train.epochs=8 train.num_workers=8 train.log_every=40 val.every_epochs=4 \
-    checkpoint.every=100 debug.cuda_sync_check=true 'faults.nan_grad_at=[[0, 130]]'
+check nccl_step 60 "$py" benchmarks/gpu_nccl_step.py
+check train 170 bash -c "'$py' -m yolotr data synth --out '$work/data' --train 2560 --val 128 --imgsz 320 &&
+    '$py' -m yolotr train --config configs/train/demo.yaml data='$work/data/data.yaml' run.dir='$work/run' \
+    model=configs/models/yolotr-s.yaml train.imgsz=320 train.batch_size=64 train.nominal_batch_size=64 \
+    train.epochs=8 train.num_workers=8 train.log_every=40 val.every_epochs=4 checkpoint.every=100 \
+    debug.cuda_sync_check=true 'faults.nan_grad_at=[[0, 130]]'"
 cp "$work/run/metrics.jsonl" "$out/train_metrics.jsonl" 2>/dev/null
-# shellcheck disable=SC2086  # BENCH_SECTIONS is a word list
-check bench_train 240 "$py" benchmarks/bench_train.py --procs 1 --batch 64 --imgsz 320 --workers 6 --steps 60 \
-    --stall-steps 200 \
-    --ckpt-every 40 --data "$work/data/data.yaml" --sections ${BENCH_SECTIONS:-scale stall resume}
-check deepspeed 150 "$py" -m torch.distributed.run --nproc-per-node 1 -m yolotr train --config configs/train/demo.yaml \
+check deepspeed 100 "$py" -m torch.distributed.run --nproc-per-node 1 -m yolotr train --config configs/train/demo.yaml \
     data="$work/data/data.yaml" run.dir="$work/ds" train.imgsz=320 train.batch_size=64 train.nominal_batch_size=64 \
     train.max_steps=120 train.num_workers=6 train.log_every=20 val.every_epochs=0 distributed.backend=deepspeed \
     distributed.deepspeed_config=configs/deepspeed/zero2.json 'faults.nan_grad_at=[[0, 50]]'
+check guard 120 bash -c "'$py' benchmarks/bench_guard.py --device cuda --batch 64 --imgsz 640 --rounds 31 &&
+    '$py' benchmarks/bench_guard.py --device cuda --cfg configs/models/yolotr-s.yaml --batch 64 --imgsz 640 --rounds 31"
+# shellcheck disable=SC2086  # BENCH_SECTIONS is a word list
+check bench_train 200 "$py" benchmarks/bench_train.py --procs 1 --batch 64 --imgsz 320 --workers 6 --steps 60 \
+    --stall-steps 200 \
+    --ckpt-every 40 --data "$work/data/data.yaml" --sections ${BENCH_SECTIONS:-scale stall resume}
 rm -rf "$work"
 exit "$status"
