@@ -137,8 +137,17 @@ def child_pids(parent: int) -> list[int]:
     return children
 
 
+def _reject_non_json_constant(name: str):
+    raise ValueError(f"{name} is not json (a bare NaN/Infinity that other readers reject)")
+
+
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """Strict: the files yolotr writes must be json that any reader parses."""
+    return [
+        json.loads(line, parse_constant=_reject_non_json_constant)
+        for line in Path(path).read_text().splitlines()
+        if line.strip()
+    ]
 
 
 def final_digests(run_dir: Path) -> dict[int, dict]:

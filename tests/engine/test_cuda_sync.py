@@ -11,10 +11,21 @@ from tests.engine.conftest import check, read_jsonl, run_train
 from yolotr.engine.sync_check import HostSyncDetector, HostSyncError
 
 
-def test_steps_between_inspections_never_synchronise_and_a_nan_step_is_still_skipped(train_config, tmp_path):
+@pytest.mark.parametrize(
+    "nproc, launcher",
+    [
+        (1, "single"),
+        pytest.param(2, "torchrun", marks=pytest.mark.skipif(
+            torch.cuda.is_available() and torch.cuda.device_count() < 2, reason="with CUDA, two ranks need two GPUs")),
+    ],
+    ids=["one-process", "ddp-2-ranks"],
+)
+def test_steps_between_inspections_never_synchronise_and_a_nan_step_is_still_skipped(train_config, tmp_path, nproc,
+                                                                                     launcher):
+    # Under DDP the comm hook and the consensus parameter are in the step too.
     config = train_config(train={"max_steps": 12, "log_every": 4}, debug={"cuda_sync_check": True},
                           faults={"nan_loss_at": [[0, 6]]})
-    check(run_train(config, nproc=1, launcher="single"))
+    check(run_train(config, nproc=nproc, launcher=launcher))
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in records if r.get("event") == "skip"] == [6]
     assert [r for r in records if r["kind"] == "train"][-1]["step"] == 12

@@ -1,6 +1,7 @@
 """Crash, resume, resize: the run comes back at the exact step and the exact data position."""
 
 import collections
+import json
 
 import pytest
 
@@ -78,3 +79,18 @@ def test_deepspeed_zero2_resume_from_2_to_1_rank_goes_through_a_universal_checkp
 
 def _train_steps(run_dir):
     return [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+
+
+def test_a_checkpoint_holds_only_steps_the_guard_has_judged(train_config, tmp_path):
+    # The guard reads its verdicts every 4 steps (as on a GPU), a checkpoint is due at step 3, step 2 is non-finite:
+    # the save first judges steps 1-3, so the checkpoint counts step 2 as skipped and the LR schedule as 2 steps on.
+    config = train_config(guard={"check_every": 4}, checkpoint={"every": 3}, faults={"nan_loss_at": [[0, 2]]})
+    crashed = run_train(config, "faults.exit_at_step=3", nproc=1, launcher="single")
+    assert crashed.returncode != 0
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "step-00000003" / "trainer.json").read_text())
+    assert meta["counters"]["applied_steps"] == 2 and meta["counters"]["ema_updates"] == 2
+    assert meta["guard"]["skipped_steps"] == 1
+
+    check(run_train(config, nproc=1, launcher="single"))
+    train = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
+    assert train[-1]["step"] == 8 and train[-1]["skipped_steps"] == 1

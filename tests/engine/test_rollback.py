@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.engine.conftest import check, read_jsonl, run_train
+from tests.engine.conftest import check, final_digests, read_jsonl, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -47,5 +47,27 @@ def test_rollback_budget_exhausted_stops_with_exit_code_3(train_config, tmp_path
     assert json.loads((tmp_path / "run" / "exit.json").read_text())["exit_code"] == 3
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     stop = [r for r in records if r["kind"] == "event" and r["event"] == "stop"][-1]
-    assert stop["exit_code"] == 3 and "rollbacks within" in stop["reason"]
-    assert len([r for r in records if r["kind"] == "event" and r["event"] == "rollback"]) == 2
+    assert stop["exit_code"] == 3 and "after 1 rollback within" in stop["reason"]
+    # max_rollbacks=1: one rollback is made; the next trouble stops the run instead of restoring again.
+    assert len([r for r in records if r["kind"] == "event" and r["event"] == "rollback"]) == 1
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed"])
+def test_a_rollback_restores_the_snapshot_exactly_on_every_rank(train_config, tmp_path, launcher):
+    # Skipped steps leave the state untouched, so rolling back from step 4 to the snapshot of step 2 must end bitwise
+    # where a run that merely skips steps 3 and 4 ends (no LR back-off, to keep the two schedules equal).
+    guard = {"max_consecutive_skips": 2, "snapshot_every": 2, "lr_backoff": 1.0}
+    reference = train_config(run={"dir": str(tmp_path / "reference")}, guard={**guard, "max_consecutive_skips": 100},
+                             faults={"skip_steps": [3, 4]})
+    check(run_train(reference, launcher=launcher))
+    config = train_config(guard=guard, faults={"nan_loss_at": [[0, 3], [0, 4]]})
+    check(run_train(config, launcher=launcher))
+
+    [rollback] = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r.get("event") == "rollback"]
+    assert rollback["restored_step"] == 2 and rollback["skipped_window"] == [3, 4]
+    rolled_back, skipped = final_digests(tmp_path / "run"), final_digests(tmp_path / "reference")
+    for rank in (0, 1):
+        assert rolled_back[rank]["model"] == skipped[rank]["model"]
+        assert rolled_back[rank]["optimizer"] == skipped[rank]["optimizer"]
+        assert rolled_back[rank]["ema"] == skipped[rank]["ema"]
+    assert rolled_back[0]["model"] == rolled_back[1]["model"]

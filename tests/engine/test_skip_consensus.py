@@ -32,6 +32,9 @@ def test_one_bad_rank_makes_every_rank_skip_and_equals_a_clean_skip(train_config
     digests = final_digests(run_dir)
     assert set(digests) == {0, 1}
     assert digests[0]["model"] == digests[1]["model"] and digests[0]["optimizer"] == digests[1]["optimizer"]
+    # Each rank's EMA averages its own batch's BatchNorm statistics; they are broadcast from rank 0 before a save,
+    # a validation or a digest, so every rank holds the same EMA.
+    assert digests[0]["ema"] is not None and digests[0]["ema"] == digests[1]["ema"]
     assert digests[0]["model"] == reference_skip_3[0]["model"]
     assert digests[0]["optimizer"] == reference_skip_3[0]["optimizer"]
 
@@ -41,6 +44,8 @@ def test_one_bad_rank_makes_every_rank_skip_and_equals_a_clean_skip(train_config
     assert len(skips[0]["bad_keys"][str(bad_rank)]) == 4  # the 4 samples of that rank's batch
     train = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "train"]
     assert train[-1]["skipped_steps"] == 1 and train[-1]["step"] == 8
+    [step_3] = [r for r in train if r["step"] == 3]  # log_every 1: a window of one skipped step
+    assert step_3["loss"] is None and step_3["grad_norm"] is None  # no loss to report; the skip event says why
 
 
 def test_under_deepspeed_zero2_a_nan_on_one_rank_is_skipped_by_both(train_config, tmp_path):
@@ -49,6 +54,7 @@ def test_under_deepspeed_zero2_a_nan_on_one_rank_is_skipped_by_both(train_config
     run_dir = tmp_path / "run"
     skips = _events(run_dir, "skip")
     assert [s["step"] for s in skips] == [3]
+    assert skips[0]["bad_ranks"] == [1]  # DeepSpeed reduces in its own hooks: a tensor hook saw rank 1's gradient
     digests = final_digests(run_dir)
     assert digests[0]["model"] == digests[1]["model"]
     assert digests[0]["optimizer_sum"] == digests[1]["optimizer_sum"]

@@ -101,7 +101,7 @@ def _deepspeed_plugin(cfg: Config):
 
     from accelerate.utils import DeepSpeedPlugin
 
-    _allow_accelerate_deepspeed_without_transformers()
+    _skip_accelerate_transformers_hook()
     path = cfg.distributed.deepspeed_config or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
     if path in (None, "", "none"):
         path = "configs/deepspeed/zero2.json"
@@ -121,14 +121,10 @@ def _deepspeed_plugin(cfg: Config):
     return DeepSpeedPlugin(hf_ds_config=ds_config)
 
 
-def _allow_accelerate_deepspeed_without_transformers() -> None:
-    """accelerate ≥1.x calls compare_versions("transformers", …) in DeepSpeedPlugin.set_deepspeed_weakref, which
-    raises when transformers is not installed. That hook only serves transformers' ZeRO-3 model loading, which
-    yolotr never uses, so it is turned into a no-op when transformers is absent."""
-    import importlib.util
-
-    if importlib.util.find_spec("transformers") is not None:
-        return
+def _skip_accelerate_transformers_hook() -> None:
+    """accelerate ≥1.x calls DeepSpeedPlugin.set_deepspeed_weakref, which only serves transformers' ZeRO-3 model
+    loading (yolotr never uses it): it raises when transformers is not installed, and imports transformers'
+    DeepSpeed integration (slow, and tied to its version) when it is. A no-op either way."""
     from accelerate.utils import DeepSpeedPlugin
 
     DeepSpeedPlugin.set_deepspeed_weakref = lambda self: None

@@ -45,9 +45,9 @@ def count_guarded_step(trainer, batches) -> None:
     guarded: dict = {}
     with count_collectives(guarded):
         pending = trainer.train_step(batches)
+        trainer.step += 1  # as the loop does, before the inspection acts on the step
+        trainer.applied_steps += 1
         trainer.handle(trainer.monitor.inspect([pending]))  # the host-side inspection is part of the step too
-    trainer.step += 1
-    trainer.applied_steps += 1
     trainer.log_window = []
     bare = bare_ddp_step(trainer, trainer.first_batch)
     trainer.io.event(event="collectives", step=trainer.step, guarded_step=guarded, bare_ddp_step=bare)

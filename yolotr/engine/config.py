@@ -100,7 +100,7 @@ class GuardConfig:
     cooldown_steps: int = 100
     """Length of the LR back-off after a rollback, in optimizer steps."""
     max_rollbacks: int = 3
-    """More than this many rollbacks within `rollback_window` steps stops the run (exit code 3)."""
+    """At most this many rollbacks within `rollback_window` steps; trouble after them stops the run (exit code 3)."""
     rollback_window: int = 1000
     """Window, in steps, over which rollbacks are counted."""
     quarantine_after: int = 2
@@ -258,6 +258,9 @@ def validate(cfg: Config, source: str | None = None) -> None:
         raise ConfigError("train.momentum", f"must be in [0, 1), got {t.momentum}", source)
     if not 0 < cfg.guard.lr_backoff <= 1:
         raise ConfigError("guard.lr_backoff", f"must be in (0, 1], got {cfg.guard.lr_backoff}", source)
+    if cfg.debug.anomaly_hooks and cfg.debug.cuda_sync_check:
+        raise ConfigError("debug.anomaly_hooks", "reads every module's output on the host, which is exactly what "
+                          "debug.cuda_sync_check forbids: turn one of them off", source)
     if not 0 <= cfg.faults.random_nan_rate <= 1:
         raise ConfigError("faults.random_nan_rate", f"must be in [0, 1], got {cfg.faults.random_nan_rate}", source)
     for key in ("nan_loss_at", "nan_grad_at", "nan_forward_at"):

@@ -45,7 +45,8 @@ def optimizer_sum(optimizer: torch.optim.Optimizer) -> float:
     return total
 
 
-def append_digest(path: Path, *, step: int, rank: int, model: nn.Module, optimizer, tag: str, engine=None) -> None:
+def append_digest(path: Path, *, step: int, rank: int, model: nn.Module, optimizer, tag: str, engine=None,
+                  ema: nn.Module | None = None) -> None:
     if engine is not None:  # DeepSpeed: this rank's ZeRO partition, and the sum over all partitions
         from yolotr.engine.deepspeed_path import optimizer_partition_sum
 
@@ -60,6 +61,7 @@ def append_digest(path: Path, *, step: int, rank: int, model: nn.Module, optimiz
         "model": model_digest(model),
         "optimizer": opt_digest,
         "optimizer_sum": opt_sum,
+        "ema": model_digest(ema) if ema is not None else None,
     }
     with open(path, "a") as fh:
         fh.write(json.dumps(record) + "\n")

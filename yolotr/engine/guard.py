@@ -68,6 +68,20 @@ def install_local_check_hook(ddp: nn.Module, local_bad: torch.Tensor) -> None:
     ddp.register_comm_hook(None, hook)
 
 
+def install_local_gradient_check(model: nn.Module, local_bad: torch.Tensor) -> None:
+    """The same record for DeepSpeed, which reduces gradients in hooks of its own where no comm hook can look: a
+    tensor hook per parameter sees the local gradient before it is accumulated and reduced. Installed after the fault
+    injector's hook (tensor hooks run in order). Costs a few small kernels per parameter; DeepSpeed's step waits for
+    its overflow flag on the host anyway."""
+
+    def check(grad: torch.Tensor) -> None:
+        torch.logical_or(local_bad, ~torch.isfinite(grad).all(), out=local_bad)
+
+    for param in model.parameters():
+        if param.requires_grad:
+            param.register_hook(check)
+
+
 class BufferGuard:
     """A module's buffers (BatchNorm running statistics and batch counters), saved before the forward and put back
     when the step is skipped. Kept flat per dtype: a handful of kernels per step instead of two per buffer (yolotr-n
@@ -83,10 +97,11 @@ class BufferGuard:
         return [torch.cat([b.reshape(-1) for b in group]) for group in self.groups]
 
     @staticmethod
-    def all_finite(flats: list[torch.Tensor]) -> torch.Tensor:
-        """Whether every floating-point value of `flats` (from `save()`) is finite, as a device bool."""
+    def all_finite(flats: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+        """Whether every floating-point value of `flats` (from `save()`) is finite, as a bool on `device` (made there
+        when there is nothing to check: a host tensor copied over would make the host wait)."""
         finite = [torch.isfinite(flat).all() for flat in flats if flat.dtype.is_floating_point]
-        return torch.stack(finite).all() if finite else torch.ones((), dtype=torch.bool)
+        return torch.stack(finite).all() if finite else torch.ones((), dtype=torch.bool, device=device)
 
     def restore(self, saved: list[torch.Tensor], where: torch.Tensor | None = None,
                 current: list[torch.Tensor] | None = None) -> None:
@@ -120,7 +135,7 @@ def guarded_step(
     # BatchNorm statistics can overflow in a forward whose loss and gradient stay finite: that step is bad too.
     # (The optimizer step does not touch them, so this one copy also serves the restore below.)
     current = buffers.save()
-    stats_finite = buffers.all_finite(current).to(grad_norm.device)
+    stats_finite = buffers.all_finite(current, grad_norm.device)
     skipped = ~torch.isfinite(grad_norm) | ~stats_finite | force_skip
     if max_norm > 0:
         # When the norm is non-finite the clipped gradients are garbage too, but the step below is not applied.

@@ -172,15 +172,17 @@ class GuardMonitor:
         history.append(outcome.loss)
 
     def record_rollback(self, step: int) -> str | None:
-        """Counts a rollback; returns a stop reason when the rollback budget is exhausted."""
-        self.consecutive_skips = 0
-        self.recent_losses.clear()
-        self.rollback_steps = [s for s in self.rollback_steps if s > step - self.cfg.rollback_window] + [step]
-        if len(self.rollback_steps) > self.cfg.max_rollbacks:
+        """Counts a rollback about to be made at `step`; returns a stop reason instead when the budget is spent:
+        `max_rollbacks` rollbacks within the window already, and trouble again."""
+        self.rollback_steps = [s for s in self.rollback_steps if s > step - self.cfg.rollback_window]
+        if len(self.rollback_steps) >= self.cfg.max_rollbacks:
             return (
-                f"{len(self.rollback_steps)} rollbacks within {self.cfg.rollback_window} steps "
+                f"trouble again after {len(self.rollback_steps)} rollback{'s' if len(self.rollback_steps) != 1 else ''} within {self.cfg.rollback_window} steps "
                 f"(guard.max_rollbacks={self.cfg.max_rollbacks}): training diverges even after LR back-off"
             )
+        self.rollback_steps.append(step)
+        self.consecutive_skips = 0
+        self.recent_losses.clear()
         return None
 
     def state_dict(self) -> dict:

@@ -8,6 +8,7 @@ one line per write, so lines of different ranks never interleave mid-line).
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from yolotr.checkpoint.writer_process import ThreadWriter, WriterProcess
 from yolotr.checkpoint.manager import CheckpointManager, verify
 from yolotr.engine.config_tree import to_dict
 from yolotr.engine.digests import append_digest
+from yolotr.engine.guard import BufferGuard
 
 
 class RunIO:
@@ -52,6 +54,7 @@ class RunIO:
         self._last_saved_step = -1
         self._data_errors_seen = 0
         self._gt = None
+        self._ema_buffers: BufferGuard | None = None  # the EMA's BatchNorm statistics, broadcast with the model's
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -109,6 +112,7 @@ class RunIO:
         if path is None:
             return None
         meta = train_state.restore(self.t, path)
+        self._merge_quarantine_file()
         self.wandb_run_id = meta.get("wandb_run_id")
         return {
             "event": "resume",
@@ -119,6 +123,23 @@ class RunIO:
             "old_backend": meta.get("backend"),
             "code_version": meta.get("code_version"),
         }
+
+    def _merge_quarantine_file(self) -> None:
+        """Keys quarantined after the checkpoint was written are in the run folder's quarantine.json only: a resume
+        keeps skipping them too (every rank reads the same file)."""
+        path = self.dir / "quarantine.json"
+        if not path.is_file():
+            return
+        try:
+            keys = json.loads(path.read_text())
+        except ValueError as exc:
+            raise SystemExit(f"{path}: not valid json ({exc}); fix or delete it to resume") from exc
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise SystemExit(f"{path}: expected a json list of sample keys")
+        fresh = sorted(set(keys) - self.t.monitor.quarantine)
+        if fresh:
+            self.t.monitor.quarantine.update(fresh)
+            self.t.stream.add_quarantine(fresh)
 
     def _warn_damaged(self, message: str) -> None:
         print(f"[yolotr] warning: {message}", file=sys.stderr)
@@ -178,16 +199,21 @@ class RunIO:
             print(f"[yolotr rank {self.rank}] skipped corrupt sample {key}: {reason}", file=sys.stderr)
             self.event(event="data_error", step=self.t.step, key=key, reason=reason)
 
-    def log_train(self, elapsed: float) -> None:
+    def log_train(self, elapsed: float) -> bool:
+        """One `train` record over the steps judged since the last one, which took `elapsed` seconds. Returns False
+        when no step has been judged yet (guard.check_every > train.log_every): the window then stays open."""
         t = self.t
         self.report_data_errors()
         outcomes, t.log_window = t.log_window, []
+        if not outcomes:
+            return False
         images = sum(o.images for o in outcomes) * t.backend.world_size
         self.images_total += images
-        if not self.is_main or not outcomes:
-            return
+        if not self.is_main:
+            return True
         finite = [o for o in outcomes if not o.skipped]
-        mean = lambda attr: sum(getattr(o, attr) for o in finite) / len(finite) if finite else float("nan")  # noqa: E731
+        # A window of skipped steps has no loss: null in the json (a bare NaN is not json).
+        mean = lambda attr: sum(getattr(o, attr) for o in finite) / len(finite) if finite else None  # noqa: E731
         record = self.metrics.write(
             "train",
             step=t.step,
@@ -196,7 +222,7 @@ class RunIO:
             box=mean("box"),
             obj=mean("obj"),
             cls=mean("cls"),
-            grad_norm=outcomes[-1].grad_norm,
+            grad_norm=outcomes[-1].grad_norm if math.isfinite(outcomes[-1].grad_norm) else None,  # skip events say which
             lr=[g["lr"] for g in t.optimizer.param_groups],
             lr_groups=[g.get("name", str(i)) for i, g in enumerate(t.optimizer.param_groups)],
             skipped_steps=t.monitor.skipped_steps,
@@ -209,7 +235,7 @@ class RunIO:
         if self.progress is not None:
             self.progress.n = t.step
             self.progress.set_postfix(
-                epoch=t.epoch, loss=f"{record['loss']:.3f}", ips=f"{record['images_per_s']:.0f}", skips=t.monitor.skipped_steps
+                epoch=t.epoch, loss="skipped" if record["loss"] is None else f"{record['loss']:.3f}", ips=f"{record['images_per_s']:.0f}", skips=t.monitor.skipped_steps
             )
             self.progress.refresh()
         if t.step == self.cfg.train.log_every and self.is_main:
@@ -223,18 +249,25 @@ class RunIO:
     def digest(self, tag: str) -> None:
         t = self.t
         append_digest(self.dir / "digests.jsonl", step=t.step, rank=self.rank, model=t.model, optimizer=t.optimizer,
-                      engine=t.engine, tag=tag)
+                      engine=t.engine, tag=tag, ema=t.ema.module if t.ema is not None else None)
 
     def sync_buffers(self) -> None:
         """DDP broadcasts BatchNorm statistics at the start of each forward, so after the last forward every rank
-        holds its own batch's. Saving rank 0's, and digesting after a broadcast, keeps all ranks' state identical."""
+        holds its own batch's, and so does every rank's EMA, which averages them. Saving, validating and digesting
+        after a broadcast of rank 0's keeps all ranks' state identical (YOLOv5 keeps its EMA on rank 0 only)."""
         import torch.distributed as dist
 
-        if self.t.backend.distributed:
-            flats = self.t.buffers.save()  # one tensor per dtype: 2 broadcasts instead of 167
+        if not self.t.backend.distributed:
+            return
+        if self._ema_buffers is None and self.t.ema is not None:
+            self._ema_buffers = BufferGuard(self.t.ema.module)
+        for guard in (self.t.buffers, self._ema_buffers):
+            if guard is None:
+                continue
+            flats = guard.save()  # one tensor per dtype: 2 broadcasts instead of 167
             for flat in flats:
                 dist.broadcast(flat, 0)
-            self.t.buffers.restore(flats)
+            guard.restore(flats)
 
     def save_checkpoint(self, fitness: float | None = None) -> None:
         t = self.t
@@ -278,6 +311,7 @@ class RunIO:
         from yolotr.eval.validator import validate
 
         t = self.t
+        self.sync_buffers()  # every rank validates its shard with the same BatchNorm statistics
         if self._gt is None:
             self._gt = coco_ground_truth(t.data.val, list(t.data.names))
         stream = ValStream(

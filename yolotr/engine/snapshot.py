@@ -35,6 +35,22 @@ def restore_snapshot(snap: Snapshot, model, optimizer, ema) -> None:
     model.load_state_dict(snap.model)  # copies into the parameters
     # An optimizer keeps the tensors it is given when they are already on the right device and dtype: without the
     # copy, the next steps would update the snapshot's own momentum in place.
-    optimizer.load_state_dict(copy.deepcopy(snap.optimizer))
+    _load_optimizer_state(optimizer, copy.deepcopy(snap.optimizer))
     if ema is not None and snap.ema is not None:
         ema.load_state_dict(snap.ema)
+
+
+def _load_optimizer_state(optimizer, state: dict) -> None:
+    dp_group = getattr(optimizer, "dp_process_group", None)
+    if dp_group is None:
+        optimizer.load_state_dict(state)
+        return
+    # A DeepSpeed ZeRO optimizer: its load_state_dict takes the list of every data-parallel rank's dicts and reads
+    # entry [dp_rank] (ZeRO's default, non-elastic layout). A snapshot holds this rank's own dict only; the other
+    # entries are None, so any code path that wanted them would fail loudly. fp32 master partitions come from the
+    # snapshot itself, not re-derived from the model's weights.
+    import torch.distributed as dist
+
+    states = [None] * dist.get_world_size(group=dp_group)
+    states[dist.get_rank(group=dp_group)] = state
+    optimizer.load_state_dict(states, load_optimizer_states=True, load_from_fp32_weights=True)

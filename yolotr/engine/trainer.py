@@ -29,6 +29,7 @@ from yolotr.engine.guard import (
     ConsensusPayload,
     guarded_step,
     install_local_check_hook,
+    install_local_gradient_check,
 )
 from yolotr.engine.monitor import GuardMonitor, PendingStep, Verdict
 from yolotr.engine.optim import Schedule, build_optimizer, build_param_groups
@@ -63,6 +64,7 @@ class Trainer:
         self.model = DetectionModel(cfg.model, nc=self.data.nc, transformer=cfg.transformer or None).to(self.device)
         self.model.names = list(self.data.names)
         self.wrapper = ConsensusModule(self.model).to(self.device)
+        self.wrapper.payload = self.wrapper.payload.to(self.device)  # a plain attribute: DDP must not broadcast it
         self.stream = TrainStream(
             self.data.train,
             global_batch_size=cfg.train.batch_size,
@@ -131,11 +133,14 @@ class Trainer:
         self.buffers = BufferGuard(self.model)
         self.local_bad = torch.zeros((), dtype=torch.bool, device=self.device)
         self._force_skip = torch.zeros((), dtype=torch.bool, device=self.device)
-        if backend.kind == "ddp":
-            install_local_check_hook(self.ddp, self.local_bad)
         self.faults = FaultInjector(cfg.faults, backend.rank)
         self.faults.install(self.model)
         self.faults.install_forward(self.model)
+        # Provenance: which rank's own gradient was non-finite (a device flag, read only at inspection).
+        if backend.kind == "ddp":
+            install_local_check_hook(self.ddp, self.local_bad)
+        elif deepspeed:
+            install_local_gradient_check(self.model, self.local_bad)
         self.anomaly = None
         if cfg.debug.anomaly_hooks:
             from yolotr.engine.anomaly import AnomalyHooks
@@ -148,6 +153,7 @@ class Trainer:
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
 
         self.step = 0
+        self.steps_this_process = 0  # unlike `step`, not restored on resume
         self.applied_steps = 0
         self.epoch = 0
         self.backoff_until = -1
@@ -190,24 +196,32 @@ class Trainer:
                 if self.cfg.debug.count_collectives and self.backend.kind == "ddp" and self.step == 2:  # after DDP rebuilt its buckets (iteration 2)
                     from yolotr.engine.collectives_probe import count_guarded_step
 
-                    count_guarded_step(self, batches)
+                    count_guarded_step(self, batches)  # trains one step itself (not logged)
+                    self.schedule.apply(self.optimizer, self.applied_steps, self._backoff())
+                    continue
                 inspect_now = (self.step + 1) % self.check_every == 0 or self.step + 1 == self.total_steps
-                with self._sync_debug(enabled=not inspect_now):
+                # The sync check starts with this process's third step: DDP rebuilds its gradient buckets in the
+                # second forward and reads two small index tensors back to the host (reducer.cpp, once per process).
+                with self._sync_debug(enabled=not inspect_now and self.steps_this_process >= 2):
                     self.pending.append(self.train_step(batches))
+                self.steps_this_process += 1
                 self.step += 1
                 self.applied_steps += 1  # optimistic; corrected at inspection for skipped steps
-                if self.step % self.check_every == 0 or self.step == self.total_steps:
+                save_due = self.step % self.cfg.checkpoint.every == 0
+                val_due = self.stream.epoch != epoch_before and self._val_due(epoch_before)
+                # A checkpoint or a validation only ever sees steps the guard has judged.
+                if self.step % self.check_every == 0 or self.step == self.total_steps or save_due or val_due:
                     self.handle(self.monitor.inspect(self.pending))
                     self.pending = []
                     self.io.ckpt.poll()
                 if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
-                    self.io.log_train(time.perf_counter() - t_last)  # logs the LR this step used
-                    t_last = time.perf_counter()
+                    if self.io.log_train(time.perf_counter() - t_last):  # logs the LR this step used
+                        t_last = time.perf_counter()
                 self.schedule.apply(self.optimizer, self.applied_steps, self._backoff())
-                if self.step % self.cfg.checkpoint.every == 0:
-                    self.io.save_checkpoint()
-                if self.stream.epoch != epoch_before and self._val_due(epoch_before):
-                    self.io.validate(epoch_before)
+                if val_due:
+                    self.io.validate(epoch_before)  # saves a checkpoint carrying the fitness
+                if save_due:
+                    self.io.save_checkpoint()  # nothing to do if validation just saved this step
                 if self.cfg.faults.exit_at_step == self.step:
                     self.io.ckpt.close()
                     os._exit(1)  # a crash drill: no cleanup, like a killed process
@@ -356,6 +370,9 @@ class Trainer:
         if self.snapshot is None:
             # Nothing good to return to yet: the initial state is the snapshot (taken at the first step).
             raise StopTraining(EXIT_DIVERGED, f"{reason} before any good state was recorded")
+        stop = self.monitor.record_rollback(self.step)
+        if stop:
+            raise StopTraining(EXIT_DIVERGED, f"{reason}; {stop}")
         restore_snapshot(self.snapshot, self.model, self.optimizer, self.ema)
         window = [self.snapshot.step + 1, self.step]
         self.applied_steps = self.snapshot.applied_steps
@@ -374,9 +391,6 @@ class Trainer:
             cooldown_until=self.backoff_until,
             rollbacks=self.rollbacks,
         )
-        stop = self.monitor.record_rollback(self.step)
-        if stop:
-            raise StopTraining(EXIT_DIVERGED, stop)
 
     # ------------------------------------------------------------------ state for checkpoints
     def counters(self) -> dict:
