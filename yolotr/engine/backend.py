@@ -35,6 +35,18 @@ class Backend:
         return self.world_size > 1
 
 
+def prepare_ddp(backend: Backend, module: torch.nn.Module) -> torch.nn.Module:
+    """`module` wrapped by Accelerate in DistributedDataParallel when there are several ranks, as is otherwise."""
+    if not backend.distributed:
+        return module
+    ddp = backend.accelerator.prepare(module)
+    if hasattr(ddp, "_set_ddp_runtime_logging_sample_rate"):
+        # DDP times its first 10 iterations and then every 100th with CUDA events that the host waits on at the
+        # next forward (reducer_cuda.cpp): a sync torch's sync check does not report. Now only the first 10.
+        ddp._set_ddp_runtime_logging_sample_rate(2**31 - 1)
+    return ddp
+
+
 def wants_deepspeed(cfg: Config) -> bool:
     launched_with = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     return cfg.distributed.backend == "deepspeed" or (cfg.distributed.backend == "auto" and launched_with)

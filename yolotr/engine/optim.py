@@ -98,6 +98,16 @@ class Schedule:
     momentum: float
     cos_lr: bool = True
 
+    @classmethod
+    def from_config(cls, train, total_steps: int, steps_per_epoch: int) -> Schedule:
+        """From the `train` config section: warmup over `warmup_epochs` (at least `warmup_steps_min` steps)."""
+        warmup = 0
+        if train.warmup_epochs > 0:
+            warmup = max(round(train.warmup_epochs * steps_per_epoch), train.warmup_steps_min)
+        return cls(lr0=train.lr0, lrf=train.lrf, total_steps=total_steps, warmup_steps=warmup,
+                   warmup_bias_lr=train.warmup_bias_lr, warmup_momentum=train.warmup_momentum,
+                   momentum=train.momentum, cos_lr=train.cos_lr)
+
     def decay_factor(self, step: int) -> float:
         t = min(step / max(self.total_steps, 1), 1.0)
         if self.cos_lr:

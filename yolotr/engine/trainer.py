@@ -19,7 +19,7 @@ import torch
 from yolotr.checkpoint.host_stage import HostStager
 from yolotr.data.spec import load_data_yaml
 from yolotr.data.stream import DataErrorBudgetExceeded, TrainStream
-from yolotr.engine.backend import Backend
+from yolotr.engine.backend import Backend, prepare_ddp
 from yolotr.engine.config import Config
 from yolotr.engine.ema import ModelEMA
 from yolotr.engine.faults import FaultInjector
@@ -100,18 +100,7 @@ class Trainer:
             fused=(cfg.guard.enabled and not deepspeed and sync_free_path) or None,
             preinit_momentum=not deepspeed,
         )
-        self.schedule = Schedule(
-            lr0=cfg.train.lr0,
-            lrf=cfg.train.lrf,
-            total_steps=self.total_steps,
-            warmup_steps=max(round(cfg.train.warmup_epochs * self.steps_per_epoch), cfg.train.warmup_steps_min)
-            if cfg.train.warmup_epochs > 0
-            else 0,
-            warmup_bias_lr=cfg.train.warmup_bias_lr,
-            warmup_momentum=cfg.train.warmup_momentum,
-            momentum=cfg.train.momentum,
-            cos_lr=cfg.train.cos_lr,
-        )
+        self.schedule = Schedule.from_config(cfg.train, self.total_steps, self.steps_per_epoch)
         self.ema = ModelEMA(self.model, cfg.train.ema_decay, cfg.train.ema_tau) if cfg.train.ema else None
         self.compute_loss = ComputeLoss(self.model, cfg.loss, imgsz=cfg.train.imgsz)
 
@@ -127,7 +116,7 @@ class Trainer:
 
             prepare_engine(self)
         else:
-            self.ddp = backend.accelerator.prepare(self.wrapper) if backend.distributed else self.wrapper
+            self.ddp = prepare_ddp(backend, self.wrapper)
         # BatchNorm statistics, restored on a skipped step. Taken after the wrapping above: preparing the model for
         # DDP hands the module new buffer tensors, and a guard holding the old ones would restore nothing.
         self.buffers = BufferGuard(self.model)
