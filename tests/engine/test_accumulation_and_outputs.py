@@ -29,3 +29,17 @@ def test_accumulating_two_micro_batches_per_step_trains_the_nominal_batch_and_ke
             image.verify()
     assert (run_dir / "config.yaml").read_text().startswith("model:")
     assert (run_dir / "weights" / "last.safetensors").stat().st_size > 0
+
+
+@pytest.mark.parametrize("check_every", [1, 4], ids=["judged-every-step", "judged-every-4-steps"])
+def test_images_per_s_counts_the_images_and_the_time_of_its_own_record(train_config, tmp_path, check_every):
+    # log_every 2 with check_every 4: the step-2 log has nothing judged yet, so the step-4 record covers steps 1-4.
+    config = train_config(train={"max_steps": 12, "log_every": 2}, guard={"check_every": check_every})
+    check(run_train(config, nproc=1, launcher="single"))
+    train = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
+    every = max(check_every, 2)
+    assert [r["step"] for r in train] == list(range(every, 13, every))
+    for before, record in zip(train[1:], train[2:]):
+        images = 8 * (record["step"] - before["step"])  # batch 8, one process
+        measured = record["images_per_s"] * (record["time"] - before["time"])
+        assert 0.5 < measured / images < 2, (before, record)

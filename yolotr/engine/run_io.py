@@ -240,6 +240,7 @@ class RunIO:
             self.progress.refresh()
         if t.step == self.cfg.train.log_every and self.is_main:
             self._plot_first_batch()
+        return True
 
     def write_quarantine(self, keys: set[str]) -> None:
         if self.is_main:
