@@ -10,6 +10,9 @@ from torch import nn
 from yolotr.engine.ema import ModelEMA
 from yolotr.engine.guard import BufferGuard, guarded_step
 from yolotr.engine.optim import build_optimizer, build_param_groups
+from yolotr.engine.sync_check import no_host_sync
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def _model():
@@ -160,3 +163,41 @@ def test_buffer_guard_restores_statistics_and_counters_only_on_a_skipped_step(sk
     expected = before if skipped else after_forward
     for key, value in model.named_buffers():
         assert torch.equal(value, expected[key]), key
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_the_fused_guarded_step_and_ema_never_make_the_host_wait_and_a_skip_changes_nothing(name, device):
+    # The GPU's path (fused kernels + found_inf), under torch.cuda.set_sync_debug_mode("error") on a GPU and the
+    # stand-in on a CPU: a clean step, then a non-finite one, neither read back until the end.
+    device = torch.device(device)
+    model = _model().to(device)
+    optimizer = build_optimizer(build_param_groups(model, 5e-4, 0.2), name, 0.01, 0.9, fused=True)
+    ema = ModelEMA(model)
+    params = list(model.parameters())
+    buffers = BufferGuard(model)
+    no_skip = torch.zeros((), dtype=torch.bool, device=device)
+    x = torch.randn(4, 3, 8, 8, device=device)
+    x_bad = x.clone()
+    x_bad[0, 0, 0, 0] = float("inf")
+
+    def step(inputs):
+        before = buffers.save()
+        model(inputs).square().mean().backward()
+        norm, skipped = guarded_step(params, optimizer, max_norm=1.0, force_skip=no_skip, buffers=buffers,
+                                     buffers_before=before)
+        ema.update(model, skipped)
+        optimizer.zero_grad(set_to_none=True)
+        return skipped
+
+    step(x)  # creates the optimizer state, as the trainer's unchecked first steps do
+    with no_host_sync(device):
+        clean = step(x)
+        state_before = (copy.deepcopy(model.state_dict()), _state_bytes(optimizer), copy.deepcopy(ema.state_dict()))
+        bad = step(x_bad)
+    assert not bool(clean) and bool(bad)
+    model_before, optimizer_before, ema_before = state_before
+    assert all(torch.equal(v, model_before[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(v, optimizer_before[k]) if torch.is_tensor(v) else v == optimizer_before[k]
+               for k, v in _state_bytes(optimizer).items())
+    assert all(torch.equal(v, ema_before["module"][k]) for k, v in ema.state_dict()["module"].items())

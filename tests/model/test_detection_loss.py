@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 
-from yolotr.engine.sync_check import HostSyncDetector
+from yolotr.engine.sync_check import no_host_sync
 from yolotr.model.loss import ComputeLoss, LossHyp, bbox_iou
 from yolotr.model.yolo import DetectionModel
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @pytest.fixture
@@ -173,12 +177,19 @@ def test_when_two_targets_claim_the_same_cell_and_anchor_the_later_one_sets_the_
         assert candidate % 2 == 1, (anchor, row, col)
 
 
-def test_the_loss_forward_and_backward_never_make_the_host_wait_for_the_gpu(tiny_model_cfg):
-    # Every shape is known on the host (no boolean-mask compaction), and no constant is copied in per step.
-    model = DetectionModel(tiny_model_cfg(nc=3)).train()
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_the_loss_forward_and_backward_never_make_the_host_wait_for_the_gpu(tiny_model_cfg, device):
+    # Every shape is known on the host (no boolean-mask compaction), and no constant is copied in per step. On a GPU
+    # under torch.cuda.set_sync_debug_mode("error"), bf16 forward as in training; on a CPU under the stand-in.
+    device = torch.device(device)
+    model = DetectionModel(tiny_model_cfg(nc=3)).to(device).train()
     loss = ComputeLoss(model, imgsz=128)
-    images = torch.rand(2, 3, 128, 96)
-    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.2, 0.3], [1, 2, 0.1, 0.9, 0.05, 0.1], [1, 0, 0.99, 0.5, 0.0, 0.1]])
-    with HostSyncDetector():
-        total, _ = loss(model(images), targets)
-        total.backward()
+    images = torch.rand(2, 3, 128, 96, device=device)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.2, 0.3], [1, 2, 0.1, 0.9, 0.05, 0.1], [1, 0, 0.99, 0.5, 0.0, 0.1]],
+                           device=device)
+    for checked in (False, True):  # the first pass creates what is only created once, as the trainer's first steps
+        with no_host_sync(device) if checked else nullcontext():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                preds = model(images)
+            total, _ = loss(preds, targets)
+            total.backward()
