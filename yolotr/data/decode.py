@@ -30,7 +30,9 @@ class DecodedSample:
 
 
 def decode_image(data: bytes | bytearray | memoryview, ext: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from encoded JPEG or PNG bytes; raises `SampleError('invalid_image')`."""
+    """(H, W, 3) uint8 RGB from encoded JPEG or PNG bytes, as YOLOv5 (cv2.imread) sees them: turned upright by the
+    EXIF orientation tag (labels are drawn on the displayed image), 16-bit PNGs scaled to 8 bits. Raises
+    `SampleError('invalid_image')`."""
     if ext not in JPEG_EXTENSIONS + PNG_EXTENSIONS:
         raise SampleError("unsupported_image_format", f"extension {ext!r}")
     if len(data) == 0:
@@ -43,9 +45,11 @@ def decode_image(data: bytes | bytearray | memoryview, ext: str) -> np.ndarray:
         encoded = torch.frombuffer(data, dtype=torch.uint8)
         try:
             decode = decode_jpeg if ext in JPEG_EXTENSIONS else decode_png
-            chw = decode(encoded, mode=ImageReadMode.RGB)  # (3, H, W), a view of HWC memory
+            chw = decode(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True)  # (3, H, W), HWC memory
         except RuntimeError as err:
             raise SampleError("invalid_image", str(err).rsplit(",", 1)[-1].strip()) from None
+    if chw.dtype == torch.uint16:  # a 16-bit PNG: the top 8 bits, as cv2.imread does (uint16 has no shift on CPU)
+        chw = (chw.to(torch.int32) >> 8).to(torch.uint8)
     hwc = chw.permute(1, 2, 0)  # (H, W, 3)
     if not hwc.is_contiguous():  # decoders that return planar memory
         hwc = hwc.contiguous()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -47,10 +47,22 @@ def iter_source(source: str | os.PathLike) -> Iterator[SourceImage]:
 
 
 def _read_image(path: Path) -> np.ndarray:
+    """(H,W,3) uint8 RGB, upright by its EXIF orientation: JPEG and PNG through the training stream's decoder (so a
+    prediction sees what training saw), other formats through PIL."""
+    from yolotr.data.decode import JPEG_EXTENSIONS, PNG_EXTENSIONS, decode_image
+    from yolotr.data.errors import SampleError
+
+    ext = path.suffix.lower().lstrip(".")
     try:
-        with Image.open(path) as image:
+        if ext in JPEG_EXTENSIONS + PNG_EXTENSIONS:
+            return decode_image(path.read_bytes(), ext)
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            if image.mode.startswith("I"):  # 16/32-bit integer grey (e.g. TIFF): the top 8 bits of 16, as cv2 does
+                grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
             return np.array(image.convert("RGB"))  # (H,W,3), a writable copy
-    except OSError as error:
+    except (OSError, SampleError) as error:
         raise ValueError(f"{path}: cannot read the image: {error}") from error
 
 
