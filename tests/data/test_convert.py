@@ -14,6 +14,7 @@ import yaml
 
 from yolotr.cli import main
 from yolotr.data.decode import decode_sample
+from yolotr.data.errors import DataSpecError
 from yolotr.data.shard_cli import convert
 from yolotr.data.shard_reader import ShardReader
 from yolotr.data.spec import load_data_yaml
@@ -167,6 +168,22 @@ def test_shard_cli_converts_and_reports(coco_dataset, tmp_path, capsys):
     assert code == 0
     assert "val: 1 samples written" in capsys.readouterr().out
     assert (tmp_path / "out/val/index.json").is_file() and (tmp_path / "out/report.json").is_file()
+
+
+def test_converting_coco_train_then_val_into_one_folder_gives_a_data_yaml_with_both(coco_dataset, yolo_dataset,
+                                                                                   tmp_path):
+    out = tmp_path / "out"
+    first = convert("coco", coco_dataset / "annotations/instances_train2017.json", out)
+    assert "no val split yet" in " ".join(first.notes)
+    second = convert("coco", coco_dataset / "annotations/instances_val2017.json", out)
+    assert not any("split yet" in note for note in second.notes)
+    spec = load_data_yaml(out / "data.yaml")  # refused before: the second call dropped train from data.yaml
+    assert sorted(read_split(spec.train)) == ["x1", "x2"] and sorted(read_split(spec.val)) == ["y"]
+
+    # Another dataset (classes cat, dog) into the same folder is refused before it overwrites anything.
+    with pytest.raises(DataSpecError, match=r"data.yaml: this folder already holds a dataset with the classes"):
+        convert("yolo", yolo_dataset / "data.yaml", out)
+    assert sorted(read_split(load_data_yaml(out / "data.yaml").train)) == ["x1", "x2"]
 
 
 def test_shard_cli_names_the_file_and_key_of_a_bad_source(tmp_path, capsys):
