@@ -149,6 +149,7 @@ def test_coco_dataset_becomes_shards_with_contiguous_class_ids(coco_dataset, tmp
 
     spec = load_data_yaml(out / "data.yaml")
     assert spec.names == ["person", "car", "train"]
+    assert spec.category_ids == [1, 3, 7]  # COCO's own ids, for results files scored against COCO's annotations
     train = read_split(spec.train)
     assert sorted(train) == ["x1", "x2"]
     boxes, classes = train["x1"][1].boxes, train["x1"][1].classes

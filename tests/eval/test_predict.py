@@ -98,3 +98,30 @@ def test_predicting_on_val_shards_uses_the_ground_truth_image_ids(tiny_weights, 
     assert len(list(out.glob("*.png"))) + len(list(out.glob("*.jpg"))) == len(images)
     result = evaluate_detections(gt, json.loads((out / "predictions.json").read_text()), list(spec.names))
     assert result.n_images == len(images)
+
+
+def test_predictions_of_a_coco_trained_model_on_coco_file_names_use_coco_ids(tiny_weights, tmp_path):
+    # COCO's val images are named by their id, and a COCO conversion records COCO's id of each class
+    # (data.yaml → weights): predictions.json then scores against the original annotations, as YOLOv5's does.
+    from tests.eval.conftest import TINY_NAMES, tiny_model
+    from yolotr.checkpoint.weights_file import save_weights
+
+    model = tiny_model()
+    coco_ids = [1, 3, 90][: len(TINY_NAMES)]
+    weights = save_weights(tmp_path / "coco.safetensors", model_state=model.state_dict(), ema_state=None,
+                           model_yaml=model.yaml, names=TINY_NAMES, imgsz=64, extra={"category_ids": coco_ids})
+    folder = tmp_path / "val2017"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for image_id in (37777, 139):
+        Image.fromarray(rng.integers(0, 255, (50, 80, 3), dtype=np.uint8)).save(folder / f"{image_id:012d}.jpg")
+
+    assert predict(weights, folder, tmp_path / "coco", "--no-images") == 0
+    assert predict(tiny_weights[0], folder, tmp_path / "plain", "--no-images") == 0  # same model, no COCO ids
+
+    results = json.loads((tmp_path / "coco" / "predictions.json").read_text())
+    plain = json.loads((tmp_path / "plain" / "predictions.json").read_text())
+    images = json.loads((tmp_path / "coco" / "images.json").read_text())
+    assert {entry["id"] for entry in images} == {37777, 139}
+    assert results and {r["image_id"] for r in results} <= {37777, 139}
+    assert [r["category_id"] for r in results] == [coco_ids[r["category_id"]] for r in plain]

@@ -24,6 +24,7 @@ from yolotr.data.shard_writer import unique_keys
 @dataclass(frozen=True)
 class CocoSource:
     names: list[str]
+    category_ids: list[int]  # COCO's id of each contiguous class
     splits: dict[str, list[Candidate]]
     notes: list[str]
 
@@ -34,6 +35,7 @@ def read_coco_dataset(src: Path, *, images_dir: Path | None = None) -> CocoSourc
     if not files:
         raise DataSpecError(f"{src}: no annotations/instances_*.json in this folder")
     names: list[str] | None = None
+    ids: list[int] = []
     splits: dict[str, list[Candidate]] = {}
     notes: list[str] = []
     for file in files:
@@ -41,7 +43,7 @@ def read_coco_dataset(src: Path, *, images_dir: Path | None = None) -> CocoSourc
         split, folder = _split_name(file)
         file_names, category_ids = _categories(doc, file)
         if names is None:
-            names = file_names
+            names, ids = file_names, list(category_ids)
         elif names != file_names:
             raise DataSpecError(f"{file}: key 'categories' differs from the first annotation file's")
         class_of = {cat: index for index, cat in enumerate(category_ids)}
@@ -51,7 +53,7 @@ def read_coco_dataset(src: Path, *, images_dir: Path | None = None) -> CocoSourc
         splits[split] = candidates
         if crowd:
             notes.append(f"{split}: {crowd} crowd annotations (iscrowd=1) left out")
-    return CocoSource(names=names or [], splits=splits, notes=notes)
+    return CocoSource(names=names or [], category_ids=ids, splits=splits, notes=notes)
 
 
 def _load(file: Path) -> dict:

@@ -51,10 +51,11 @@ def convert(fmt: str, src: Path, out: Path, *, samples_per_shard: int = 1000, sh
         raise DataSpecError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
     if fmt == "yolo":
         source = read_yolo_dataset(src)
-        names, splits, notes = source.names, source.splits, []
+        names, splits, notes, category_ids = source.names, source.splits, [], None
     elif fmt == "coco":
         source = read_coco_dataset(src, images_dir=images_dir)
         names, splits, notes = source.names, source.splits, source.notes
+        category_ids = source.category_ids
     else:
         raise DataSpecError(f"--format: unknown format {fmt!r}")
     out = Path(out)
@@ -64,7 +65,8 @@ def convert(fmt: str, src: Path, out: Path, *, samples_per_shard: int = 1000, sh
     for split, candidates in splits.items():
         write_split(candidates, out, split=split, nc=len(names), names=names, report=report,
                     samples_per_shard=samples_per_shard, shard_bytes=shard_bytes)
-    write_data_yaml(data_yaml, names=names, splits={**earlier, **{s: f"{s}/{INDEX_FILE}" for s in splits}})
+    write_data_yaml(data_yaml, names=names, splits={**earlier, **{s: f"{s}/{INDEX_FILE}" for s in splits}},
+                    category_ids=category_ids)
     missing = [s for s in ("train", "val") if s not in earlier and s not in splits]
     if missing:
         report.notes.append(f"{data_yaml} has no {' and no '.join(missing)} split yet: training needs both; convert "

@@ -28,6 +28,7 @@ class DataSpec:
     train: SplitIndex
     val: SplitIndex
     yaml_file: str
+    category_ids: list[int] | None = None  # COCO's own id of each class (a COCO conversion), for results files
 
 
 def read_yaml_mapping(path: Path, what: str, keys: str) -> dict:
@@ -62,13 +63,21 @@ def load_data_yaml(path: str | Path) -> DataSpec:
         if index.nc > nc:
             raise DataSpecError(f"{path}: key 'nc': {nc}, but {index.index_file} was written with nc={index.nc}")
         splits[split] = dataclasses.replace(index, nc=nc, names=names)
-    return DataSpec(names=names, nc=nc, train=splits["train"], val=splits["val"], yaml_file=str(path))
+    category_ids = doc.get("category_ids")
+    if category_ids is not None and (not isinstance(category_ids, list) or len(category_ids) != nc
+                                     or not all(isinstance(c, int) for c in category_ids)):
+        raise DataSpecError(f"{path}: key 'category_ids': expected {nc} integers (COCO's id of each class)")
+    return DataSpec(names=names, nc=nc, train=splits["train"], val=splits["val"], yaml_file=str(path),
+                    category_ids=category_ids)
 
 
-def write_data_yaml(path: str | Path, *, names: list[str], splits: dict[str, str]) -> Path:
+def write_data_yaml(path: str | Path, *, names: list[str], splits: dict[str, str],
+                    category_ids: list[int] | None = None) -> Path:
     """Writes a data yaml whose split entries (relative to the yaml's folder) point at index files."""
     path = Path(path)
     doc = {"path": ".", **splits, "nc": len(names), "names": list(names)}
+    if category_ids is not None:
+        doc["category_ids"] = list(category_ids)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 

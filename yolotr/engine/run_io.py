@@ -368,7 +368,7 @@ class RunIO:
             model_yaml=t.model.yaml,
             names=list(t.data.names),
             imgsz=self.cfg.train.imgsz,
-            extra={"step": t.step, "config": to_dict(self.cfg)},
+            extra={"step": t.step, "config": to_dict(self.cfg), "category_ids": t.data.category_ids},
         )
 
     # ------------------------------------------------------------------ plots

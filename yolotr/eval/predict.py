@@ -54,6 +54,7 @@ def predict(
 
     loaded = load_weights(weights, device=device)
     model, names = loaded.model, loaded.names
+    category_ids = loaded.meta.get("extra", {}).get("category_ids")
     imgsz = settings.imgsz or loaded.imgsz
     stride = int(model.stride.max())
     if imgsz % stride:
@@ -73,7 +74,7 @@ def predict(
         rows = detections_to_rows(predictions, [s.image_id for s in chunk], ratio_pad, orig_sizes)  # (n,7)
         for item in chunk:
             mine = rows[rows[:, 0] == item.image_id]
-            results.extend(_coco_results(mine))
+            results.extend(_coco_results(mine, category_ids))
             height, width = item.image.shape[:2]
             images_meta.append({"id": item.image_id, "file_name": item.name, "width": width, "height": height})
             if settings.save_images:
@@ -102,12 +103,14 @@ def _as_sample(item: SourceImage):
     return DecodedSample(key=item.name, image=item.image, label=label)
 
 
-def _coco_results(rows: np.ndarray) -> list[dict]:
-    """(n,7) [image_id, x, y, w, h, score, cls] → COCO results, rounded to keep the file small."""
+def _coco_results(rows: np.ndarray, category_ids: list[int] | None) -> list[dict]:
+    """(n,7) [image_id, x, y, w, h, score, cls] → COCO results, rounded to keep the file small. `category_ids`: COCO's
+    own id of each class (weights trained on a COCO conversion carry them), so that the file scores against the
+    original annotations; otherwise the class index."""
     return [
         {
             "image_id": int(r[0]),
-            "category_id": int(r[6]),
+            "category_id": category_ids[int(r[6])] if category_ids else int(r[6]),
             "bbox": [round(float(v), 2) for v in r[1:5]],
             "score": round(float(r[5]), 5),
         }

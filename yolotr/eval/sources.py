@@ -17,7 +17,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 @dataclass
 class SourceImage:
     image_id: int
-    """COCO image id: the position in a sorted folder, or the global sample id in shards (= the val gt's id)."""
+    """COCO image id: in a folder, the file stem when every stem is a number (COCO's 000000037777.jpg → 37777, as
+    YOLOv5 does) and the position in the sorted folder otherwise; in shards, the global sample id (= the val gt's)."""
     name: str
     """File name to save the drawn image under (no directories)."""
     image: np.ndarray
@@ -38,8 +39,10 @@ def iter_source(source: str | os.PathLike) -> Iterator[SourceImage]:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ValueError(f"--source {path}: no images ({', '.join(IMAGE_SUFFIXES)}) and no index.json")
-        for image_id, file in enumerate(files):
-            yield SourceImage(image_id, file.name, _read_image(file))
+        stems = [file.stem for file in files]
+        numbered = all(stem.isdigit() for stem in stems) and len({int(s) for s in stems}) == len(stems)
+        for position, file in enumerate(files):
+            yield SourceImage(int(file.stem) if numbered else position, file.name, _read_image(file))
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         yield SourceImage(0, path.name, _read_image(path))
     else:
