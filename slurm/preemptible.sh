@@ -20,6 +20,11 @@
 
 yolotr_python="${YOLOTR_VENV:-$PWD/.venv}/bin/python"
 
+# From the moment this file is sourced, a notice is remembered rather than fatal to the batch shell (SIGUSR1's default
+# action): one that comes before the launcher starts requeues the job at once (there is nothing to checkpoint yet).
+yolotr_notice_pending=0
+trap 'yolotr_notice_pending=1' USR1
+
 yolotr_run_dir() {
     "$yolotr_python" -m yolotr train "$@" --print-config \
         | "$yolotr_python" -c 'import sys, yaml; print(yaml.safe_load(sys.stdin)["run"]["dir"])'
@@ -44,6 +49,11 @@ run_preemptible() {
     local run_dir="$1" started status code launcher
     shift
     started=$(date +%s)
+    if [ "$yolotr_notice_pending" -eq 1 ]; then
+        echo "yolotr: preemption notice (SIGUSR1) before training started; requeueing job ${SLURM_JOB_ID}"
+        scontrol requeue "$SLURM_JOB_ID"
+        return 0
+    fi
     echo "yolotr: job ${SLURM_JOB_ID:-?} restart ${SLURM_RESTART_COUNT:-0} on ${SLURM_JOB_NODELIST:-?}: run folder $run_dir"
     "$@" &
     launcher=$!
@@ -55,7 +65,7 @@ run_preemptible() {
         # A trap interrupts `wait` (status > 128) while the launcher still runs: wait again.
         kill -0 "$launcher" 2>/dev/null || break
     done
-    trap - USR1
+    trap 'yolotr_notice_pending=1' USR1
     code=$(trainer_exit_code "$run_dir" "$started" "$status")
     if [ "$code" -eq 75 ]; then
         echo "yolotr: checkpoint written at preemption; requeueing job ${SLURM_JOB_ID}"

@@ -7,12 +7,14 @@ import pickle
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.engine.conftest import BIN, REPO, check, child_pids, free_port, read_jsonl, run_train
+from yolotr.checkpoint.manager import verify
 
 pytestmark = pytest.mark.slow
 
@@ -45,17 +47,23 @@ def _train_step(run_dir: Path) -> int:
     return max(steps, default=0)
 
 
-def test_sigusr1_makes_both_ranks_checkpoint_after_the_same_step_and_resume_continues(train_config, tmp_path, launched):
-    config = train_config(train={"max_steps": 400}, checkpoint={"every": 1000})
+@pytest.mark.parametrize(
+    "notice, num_workers",
+    [(signal.SIGUSR1, 0), (signal.SIGTERM, 1)],
+    ids=["sigusr1", "sigterm-with-dataloader-workers"],  # torchrun sends it to each rank's process group
+)
+def test_a_preemption_notice_makes_both_ranks_checkpoint_after_the_same_step_and_resume_continues(
+        train_config, tmp_path, launched, notice, num_workers):
+    config = train_config(train={"max_steps": 400, "num_workers": num_workers}, checkpoint={"every": 1000})
     run_dir = tmp_path / "run"
     proc = _start(config)
     launched.append(proc)
     target = random.Random().randint(3, 10)
     _wait_for(lambda: _train_step(run_dir) >= target, proc)
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(notice)
     time.sleep(1.0)
     if proc.poll() is None:
-        proc.send_signal(signal.SIGUSR1)  # a second notice while the first is being handled changes nothing
+        proc.send_signal(notice)  # a second notice while the first is being handled changes nothing
     proc.wait(timeout=240)
     assert proc.returncode != 0  # the launcher forwards the signal, then reports its workers' exit
     status = json.loads((run_dir / "exit.json").read_text())
@@ -70,6 +78,26 @@ def test_sigusr1_makes_both_ranks_checkpoint_after_the_same_step_and_resume_cont
     resume = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("event") == "resume"][-1]
     assert resume["step"] == stopped_at
     assert _train_step(run_dir) == stopped_at + 3
+
+
+def test_a_notice_during_start_up_is_kept_and_the_first_step_checkpoints_and_exits_75(train_config, tmp_path):
+    # Before the first step (the run folder is being set up) the process used to have SIGUSR1's default action:
+    # killed, nothing written, and Slurm would not requeue. The notice now waits for the first step's consensus.
+    config = train_config(train={"max_steps": 400})
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([sys.executable, "-m", "yolotr", "train", "--config", str(config)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait_for(run_dir.is_dir, proc)  # made before the backend, the model and the data stream are set up
+        proc.send_signal(signal.SIGUSR1)
+        output = proc.communicate(timeout=240)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 75, output[-3000:]
+    status = json.loads((run_dir / "exit.json").read_text())
+    assert status["exit_code"] == 75 and status["step"] <= 2  # the step under way when the notice came, or the next
+    assert verify(run_dir / "checkpoints" / f"step-{status['step']:08d}") is None
 
 
 def test_kill_9_of_one_worker_restarts_resumes_and_completes(train_config, tmp_path, launched):
@@ -117,7 +145,12 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one_and_damage_falls
     records = read_jsonl(run_dir / "metrics.jsonl")
     fallback = [r for r in records if r.get("event") == "checkpoint_fallback"]
     assert fallback and "step-00000016" in fallback[-1]["message"] and "sha256" in fallback[-1]["message"]
-    assert [r for r in records if r.get("event") == "resume"][-1]["step"] == 12
+    resume = [r for r in records if r.get("event") == "resume"][-1]
+    assert resume["step"] == 12
+    # The damaged one is set aside, not deleted, and not picked again; the resumed run's own step 16 is committed.
+    assert resume["set_aside"] == [str(ckpts / "abandoned" / "step-00000016")]
+    assert (ckpts / "abandoned" / "step-00000016" / "manifest.json").is_file()
+    assert verify(ckpts / "step-00000016") is None
 
 
 class _Exploit:

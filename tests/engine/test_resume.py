@@ -94,3 +94,21 @@ def test_a_checkpoint_holds_only_steps_the_guard_has_judged(train_config, tmp_pa
     check(run_train(config, nproc=1, launcher="single"))
     train = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
     assert train[-1]["step"] == 8 and train[-1]["skipped_steps"] == 1
+
+
+def test_resuming_an_earlier_checkpoint_sets_the_later_ones_aside_so_they_are_neither_pruned_nor_picked(
+        train_config, tmp_path):
+    config = train_config(checkpoint={"every": 2, "keep_last": 3})
+    check(run_train(config, nproc=1, launcher="single"))  # steps 4, 6, 8
+    ckpts = tmp_path / "run" / "checkpoints"
+    # Back to step 4 (e.g. to retry from there), saving every step and keeping 2, then a crash after step 5.
+    crashed = run_train(config, "--resume", str(ckpts / "step-00000004"), "checkpoint.every=1",
+                        "checkpoint.keep_last=2", "faults.exit_at_step=5", nproc=1, launcher="single")
+    assert crashed.returncode != 0
+    assert [p.name for p in sorted(ckpts.glob("step-*"))] == ["step-00000004", "step-00000005"]
+    assert sorted(p.name for p in (ckpts / "abandoned").iterdir()) == ["step-00000006", "step-00000008"]
+    assert (ckpts / "latest").read_text().strip() == "step-00000005"
+
+    check(run_train(config, nproc=1, launcher="single"))  # --resume auto: the crashed run's own newest
+    resume = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r.get("event") == "resume"][-1]
+    assert resume["step"] == 5

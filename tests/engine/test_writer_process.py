@@ -75,3 +75,18 @@ def test_without_room_in_dev_shm_the_copy_stays_private_and_the_thread_writes(tm
     written = writer.write(stager, plain, {"step": 1}, 0, tmp_path)
     assert writer._proc is None and (tmp_path / "trainer.json") in written  # no process was started
     assert torch.equal(_read(tmp_path)["model"]["w"], _state(1)["tensors"]["model"]["w"])
+
+
+def test_an_unusable_dev_shm_falls_back_to_private_memory_and_the_thread(tmp_path, monkeypatch, capsys):
+    # A read-only or missing /dev/shm: torch cannot create the shared segment (shm_open fails).
+    def refuse(self):
+        raise RuntimeError("unable to open shared memory object </torch_1_1> in read-write mode: Read-only file system")
+
+    monkeypatch.setattr(torch.Tensor, "share_memory_", refuse)
+    stager = HostStager(shared=True)
+    _, plain = stager.stage(_state(1))
+    assert not stager.shared and "cannot use shared memory" in capsys.readouterr().err
+    writer = WriterProcess()
+    written = writer.write(stager, plain, {"step": 1}, 0, tmp_path)
+    assert writer._proc is None and (tmp_path / "trainer.json") in written
+    assert torch.equal(_read(tmp_path)["model"]["w"], _state(1)["tensors"]["model"]["w"])

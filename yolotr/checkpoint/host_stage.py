@@ -121,8 +121,15 @@ class HostStager:
                   "writing checkpoints from the trainer's own thread (docker run --ipc=host or --shm-size)",
                   file=sys.stderr)
             self.shared = False
-        pin_final = on_gpu and not self.shared
-        self.buffers = {dtype: self._empty(n, dtype, pin=pin_final, share=self.shared) for dtype, n in sizes.items()}
+        if self.shared:
+            try:
+                self.buffers = {dtype: self._empty(n, dtype, pin=False, share=True) for dtype, n in sizes.items()}
+            except (RuntimeError, OSError) as err:  # no usable /dev/shm (missing, read-only): same fallback
+                print(f"[yolotr] warning: cannot use shared memory for the checkpoint's staged copy ({err}); "
+                      "writing checkpoints from the trainer's own thread", file=sys.stderr)
+                self.shared = False
+        if not self.shared:
+            self.buffers = {dtype: self._empty(n, dtype, pin=on_gpu, share=False) for dtype, n in sizes.items()}
         self._pinned = (
             {dtype: self._empty(n, dtype, pin=True, share=False) for dtype, n in sizes.items()}
             if on_gpu and self.shared

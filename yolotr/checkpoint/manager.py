@@ -201,8 +201,13 @@ class CheckpointManager:
         land_error, self._land_error = self._land_error, None
         ok = _all_ranks(not pending.error and land_error is None)
         if not ok:
-            problem = pending.error or (f"committing the previous checkpoint: {land_error!r}" if land_error else "other rank")
-            raise CheckpointError(f"checkpoint step {pending.step} failed on some rank: {problem}")
+            if pending.error:
+                problem = "; ".join(f"{type(e).__name__}: {e}" for e in pending.error)
+            else:
+                problem = f"committing the previous checkpoint: {land_error!r}" if land_error else "on another rank"
+            free_gb = shutil.disk_usage(self.root).free / 1e9
+            raise CheckpointError(f"checkpoint step {pending.step} failed: {problem} ({free_gb:.1f} GB free in "
+                                  f"{self.root}; the checkpoints before it are intact)")
         final = self.root / f"step-{pending.step:08d}"
         if self.rank == 0:
             self._finisher = threading.Thread(target=self._land, args=(pending, final), name="checkpoint-commit",
@@ -300,6 +305,25 @@ class CheckpointManager:
             if fitness is not None:
                 scored.append((fitness, path.name, path))
         return max(scored)[2] if scored else None
+
+    def set_aside_newer_than(self, step: int) -> list[Path]:
+        """Rank 0, on resuming from `step`: committed checkpoints of later steps (a damaged newest one passed over,
+        or the rest of a run resumed from an earlier point) move to checkpoints/abandoned/. Left in place they would
+        count towards keep_last, so pruning would delete the resumed run's new checkpoints, and `--resume auto`
+        would pick them again at the next restart. Nothing is deleted."""
+        later = [path for path in self.committed() if int(STEP_DIR.match(path.name).group(1)) > step]
+        moved = []
+        for path in later:
+            target = self.root / "abandoned" / path.name
+            suffix = 1
+            while target.exists():
+                target, suffix = self.root / "abandoned" / f"{path.name}.{suffix}", suffix + 1
+            target.parent.mkdir(exist_ok=True)
+            os.rename(path, target)
+            moved.append(target)
+        if moved:
+            _fsync_dir(self.root)
+        return moved
 
     def newest_valid(self, warn: Callable[[str], None] = print) -> Path | None:
         """The newest checkpoint whose manifest verifies; damaged ones are reported through `warn` and passed over."""

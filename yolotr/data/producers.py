@@ -8,6 +8,7 @@ the batches actually delivered (see `stream.py`), using the `BatchReport` that t
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -136,9 +137,23 @@ class ValBatches(IterableDataset):
             reader.close()
 
 
+# Signals a launcher sends to stop a job for preemption (torchrun to each rank's whole process group, Slurm to every
+# process of the job): DataLoader workers receive them too.
+PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP")
+
+
+def leave_preemption_to_the_trainer(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: a worker ignores preemption signals. Killed by one (SIGTERM's default action, or
+    torch's worker handler), it would fail the very batches the trainer needs to reach its checkpoint; the trainer
+    handles the signal and shuts its workers down itself (`iterate_loader`)."""
+    for name in PREEMPTION_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def iterate_loader(dataset: IterableDataset, *, num_workers: int, pin_memory: bool) -> Iterator:
     """Runs `dataset` in a fresh DataLoader and shuts its workers down when the caller stops iterating."""
-    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                        worker_init_fn=leave_preemption_to_the_trainer if num_workers > 0 else None)
     iterator = iter(loader)
     try:
         yield from iterator

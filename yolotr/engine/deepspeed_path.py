@@ -13,6 +13,7 @@ loss) takes one small all-reduce per step here: DeepSpeed's gradient reduction c
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,12 +32,15 @@ def prepare_universal(checkpoint: Path, run_dir: Path, step: int, *, rank: int) 
     """Converts a ZeRO checkpoint written at another data-parallel size into DeepSpeed's universal format (once,
     on rank 0; the others wait), so that it loads on this job's number of ranks. The user never runs a tool."""
     out = universal_dir(run_dir, step)
-    if rank == 0 and not (out / "state" / "zero").is_dir():
-        out.mkdir(parents=True, exist_ok=True)
+    if rank == 0 and not out.is_dir():
+        # Converted beside, renamed when complete: a conversion killed halfway is redone, never loaded.
+        partial = out.with_name(out.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
         cmd = [
             sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal",
             "--input_folder", str(Path(checkpoint) / "ds" / "state"),
-            "--output_folder", str(out / "state"),
+            "--output_folder", str(partial / "state"),
             "--inject_missing_state",
             "--num_extract_workers", "1",
             "--num_merge_workers", "1",
@@ -44,6 +48,7 @@ def prepare_universal(checkpoint: Path, run_dir: Path, step: int, *, rank: int) 
         result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         if result.returncode != 0:
             raise RuntimeError(f"ds_to_universal failed for {checkpoint}:\n{result.stderr[-4000:]}")
+        os.rename(partial, out)
     if dist.is_initialized():
         dist.barrier()
     return out

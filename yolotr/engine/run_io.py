@@ -18,7 +18,7 @@ import torch
 from yolotr.checkpoint import train_state
 from yolotr.checkpoint.host_stage import HostStager
 from yolotr.checkpoint.writer_process import ThreadWriter, WriterProcess
-from yolotr.checkpoint.manager import CheckpointManager, verify
+from yolotr.checkpoint.manager import CheckpointManager, verify, write_json_durably
 from yolotr.engine.config_tree import to_dict
 from yolotr.engine.digests import append_digest
 from yolotr.engine.guard import BufferGuard
@@ -114,10 +114,12 @@ class RunIO:
         meta = train_state.restore(self.t, path)
         self._merge_quarantine_file()
         self.wandb_run_id = meta.get("wandb_run_id")
+        set_aside = self.ckpt.set_aside_newer_than(self.t.step) if self.is_main else []
         return {
             "event": "resume",
             "step": self.t.step,
             "checkpoint": str(path),
+            "set_aside": [str(p) for p in set_aside],
             "old_world_size": meta["world_size"],
             "new_world_size": self.t.backend.world_size,
             "old_backend": meta.get("backend"),
@@ -244,7 +246,7 @@ class RunIO:
 
     def write_quarantine(self, keys: set[str]) -> None:
         if self.is_main:
-            (self.dir / "quarantine.json").write_text(json.dumps(sorted(keys), indent=1))
+            write_json_durably(self.dir / "quarantine.json", sorted(keys))  # a resume reads it back
 
     # ------------------------------------------------------------------ checkpoints
     def digest(self, tag: str) -> None:

@@ -33,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
+    from yolotr.engine.preemption import PREEMPTION
+
+    PREEMPTION.install(cfg.checkpoint.preempt_signals)  # before the slow start-up: a notice then is not fatal
     # Threads: one process per core group; an oversubscribed CPU is 10x slower. Respect the user's setting.
     if not os.environ.get("OMP_NUM_THREADS") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch
@@ -46,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     backend = setup_backend(cfg)
     trainer = Trainer(cfg, backend)
     code = trainer.fit()
+    import multiprocessing
+
+    for child in multiprocessing.active_children():  # a DataLoader worker left behind by an error path: it ignores
+        child.kill()  # SIGTERM (producers.py), and multiprocessing's exit would wait for it forever
     backend.accelerator.wait_for_everyone()
     backend.accelerator.end_training()
     import torch.distributed as dist

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import time
 import warnings
 from contextlib import nullcontext
@@ -33,6 +32,7 @@ from yolotr.engine.guard import (
 )
 from yolotr.engine.monitor import GuardMonitor, PendingStep, Verdict
 from yolotr.engine.optim import Schedule, build_optimizer, build_param_groups
+from yolotr.engine.preemption import PREEMPTION
 from yolotr.engine.snapshot import restore_snapshot, take_snapshot
 from yolotr.model.loss import ComputeLoss
 from yolotr.model.yolo import DetectionModel
@@ -154,16 +154,13 @@ class Trainer:
         self.snapshot = None
         self.snapshot_stager = HostStager()
         self.clean_since_snapshot = True
-        self.stop_signal = False
         self.first_batch = None
 
     # ------------------------------------------------------------------ setup helpers
-    def install_signal_handlers(self) -> None:
-        def request_stop(signum, frame):  # only sets a flag: the ranks agree on it at the next step
-            self.stop_signal = True
-
-        for name in self.cfg.checkpoint.preempt_signals:
-            signal.signal(getattr(signal, name), request_stop)
+    @property
+    def stop_signal(self) -> bool:
+        """A preemption notice arrived (preemption.py): the ranks agree on it at the next step."""
+        return PREEMPTION.requested
 
     def batches(self):
         """Local batches, epoch after epoch; the stream counts its position as each batch is handed out."""
@@ -175,7 +172,7 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> int:
         self.io.start()
-        self.install_signal_handlers()
+        PREEMPTION.install(self.cfg.checkpoint.preempt_signals)  # already done by `yolotr train`; again for API users
         batches = self.batches()
         self.schedule.apply(self.optimizer, self.applied_steps, self._backoff())
         t_last = time.perf_counter()
@@ -224,6 +221,8 @@ class Trainer:
             if stop.code == EXIT_PREEMPTED:
                 self.io.save_checkpoint()
             return self.io.finish(stop.code, stop.reason)
+        finally:
+            batches.close()  # stops the DataLoader workers now: they ignore the signals that stop the job
 
     def _sync_debug(self, enabled: bool):
         """`debug.cuda_sync_check`: a step outside an inspection step must not synchronise with the host; torch's
