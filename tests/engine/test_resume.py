@@ -2,10 +2,13 @@
 
 import collections
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from tests.engine.conftest import check, final_digests, read_jsonl, run_train
+from tests.engine.conftest import REPO, check, final_digests, read_jsonl, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -112,3 +115,40 @@ def test_resuming_an_earlier_checkpoint_sets_the_later_ones_aside_so_they_are_ne
     check(run_train(config, nproc=1, launcher="single"))  # --resume auto: the crashed run's own newest
     resume = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r.get("event") == "resume"][-1]
     assert resume["step"] == 5
+
+
+def test_a_resume_with_another_optimizer_or_model_is_refused_naming_what_changed(train_config, tmp_path, tiny_model):
+    config = train_config(checkpoint={"every": 4}, train={"max_steps": 4})
+    check(run_train(config, nproc=1, launcher="single"))
+
+    other_optimizer = run_train(config, "train.optimizer=adamw", "train.max_steps=6", nproc=1, launcher="single")
+    assert other_optimizer.returncode != 0
+    assert "written with train.optimizer=sgd, this run has adamw" in other_optimizer.stderr
+
+    wider = tmp_path / "wider.yaml"
+    wider.write_text(tiny_model.read_text().replace("width_multiple: 0.125", "width_multiple: 0.25"))
+    other_model = run_train(config, f"model={wider}", "train.max_steps=6", nproc=1, launcher="single")
+    assert other_model.returncode != 0
+    assert "does not fit this run's model or optimizer" in other_model.stderr
+
+
+def test_weight_decay_changed_on_resume_is_the_new_runs(train_config, tmp_path):
+    # The optimizer's param groups come back from the checkpoint; weight decay (not set by the schedule) must be
+    # the resumed run's. Read from a trainer built and resumed in a fresh process.
+    config = train_config(checkpoint={"every": 4}, train={"max_steps": 4})
+    check(run_train(config, nproc=1, launcher="single"))
+    script = (
+        "import sys, json\n"
+        "from yolotr.engine.config import load_config\n"
+        "from yolotr.engine.backend import setup_backend\n"
+        "from yolotr.engine.trainer import Trainer\n"
+        "cfg = load_config(sys.argv[1], ['train.weight_decay=0.05'])\n"
+        "trainer = Trainer(cfg, setup_backend(cfg))\n"
+        "trainer.io.start()\n"
+        "print(json.dumps([trainer.step, sorted({g['weight_decay'] for g in trainer.optimizer.param_groups})]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(config)], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    step, decays = json.loads(result.stdout.strip().splitlines()[-1])
+    assert step == 4 and decays == [0.0, 0.05]  # no decay on norms and biases, the new value on the weights

@@ -120,6 +120,9 @@ class CheckpointManager:
         self._landing: tuple[PendingSave, Path] | None = None  # committed, reported once landed
         self._land_error: BaseException | None = None  # rank 0: the last landing failed; every rank hears at commit
         self.root.mkdir(parents=True, exist_ok=True)
+        if rank == 0:  # saves a crash or a preemption cut short: never committed, never read, checkpoint-sized
+            for leftover in self.root.glob("step-*.tmp"):
+                shutil.rmtree(leftover, ignore_errors=True)
 
     # ---------------------------------------------------------------- saving
     def save(
@@ -272,6 +275,7 @@ class CheckpointManager:
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             name = str(path.relative_to(tmp))
             if name not in files:
+                _fsync_file(path)  # on disk before the manifest that vouches for it
                 files[name] = _file_entry(path)
         return dict(sorted(files.items()))
 

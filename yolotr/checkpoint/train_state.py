@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from yolotr import __version__
@@ -134,6 +135,47 @@ def restore(trainer, path: Path) -> dict:
     Returns trainer.json's content."""
     path = Path(path)
     meta = read_meta(path)
+    _refuse_incompatible(trainer, path, meta)
+    # The param groups' hyperparameters come back with the optimizer state; the ones the schedule does not set each
+    # step (weight decay, the Transformer LR multiplier) are this run's config, as a user changing them expects.
+    kept = [{k: g[k] for k in ("weight_decay", "lr_mult") if k in g} for g in trainer.optimizer.param_groups]
+    try:
+        _load_state(trainer, path)
+    except (RuntimeError, ValueError, KeyError, CheckpointException) as exc:  # DCP's derives from BaseException
+        detail = next((line for line in str(exc).splitlines() if "mismatch" in line or "Missing key" in line),
+                      str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise CheckpointError(f"{path}: does not fit this run's model or optimizer (was the model yaml, nc or "
+                              f"train.optimizer changed?): {detail.strip()}") from None
+    for group, values in zip(trainer.optimizer.param_groups, kept):
+        group.update(values)
+    trainer.load_counters(meta["counters"])
+    trainer.monitor.load_state_dict(meta["guard"])
+    trainer.stream.load_state_dict(meta["stream"])
+    if trainer.monitor.quarantine:
+        trainer.stream.add_quarantine(sorted(trainer.monitor.quarantine))
+    rng_file = path / f"rank-{trainer.backend.rank:05d}.pt"
+    if rng_file.is_file():  # a rank that did not exist before starts from its seeded RNG
+        rng = load_tensors_only(rng_file)
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    return meta
+
+
+def _refuse_incompatible(trainer, path: Path, meta: dict) -> None:
+    """What a checkpoint cannot be resumed with, said plainly before any tensor is read."""
+    saved = meta.get("config", {})
+    old, new = saved.get("train", {}).get("optimizer"), trainer.cfg.train.optimizer
+    if old is not None and old != new:
+        raise CheckpointError(f"{path}: written with train.optimizer={old}, this run has {new}: resume with {old}, "
+                              "or start a new run folder")
+    old_ds, new_ds = meta.get("backend") == "deepspeed", trainer.engine is not None
+    if old_ds != new_ds:
+        raise CheckpointError(f"{path}: written {'with' if old_ds else 'without'} DeepSpeed, this run is "
+                              f"{'with' if new_ds else 'without'}: its optimizer state is laid out differently")
+
+
+def _load_state(trainer, path: Path) -> None:
     if trainer.engine is not None:
         from yolotr.engine.deepspeed_path import load_engine
 
@@ -153,15 +195,3 @@ def restore(trainer, path: Path) -> dict:
         )
     if trainer.ema is not None:
         trainer.ema.module.load_state_dict(template["ema"])
-    trainer.load_counters(meta["counters"])
-    trainer.monitor.load_state_dict(meta["guard"])
-    trainer.stream.load_state_dict(meta["stream"])
-    if trainer.monitor.quarantine:
-        trainer.stream.add_quarantine(sorted(trainer.monitor.quarantine))
-    rng_file = path / f"rank-{trainer.backend.rank:05d}.pt"
-    if rng_file.is_file():  # a rank that did not exist before starts from its seeded RNG
-        rng = load_tensors_only(rng_file)
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"])
-    return meta
