@@ -194,3 +194,16 @@ def test_export_weights_from_a_run_gives_a_file_that_val_takes(train_config, tmp
                   "--imgsz", "64", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert val.returncode == 0, val.stderr
     assert {"map50", "map"} <= set(json.loads(val.stdout.strip().splitlines()[-1]))
+
+
+def test_a_preemption_at_the_end_of_an_epoch_validates_that_epoch_after_the_resume(train_config, tmp_path):
+    # 96 samples, batch 8: step 12 ends epoch 0, whose validation is due then. Preempted there, the run checkpoints
+    # first; the validation (and its fitness for best.safetensors) must not be lost with the restart.
+    config = train_config(train={"max_steps": 24}, val={"every_epochs": 1, "batch_size": 8})
+    preempted = run_train(config, "faults.preempt_at_step=12", nproc=1, launcher="single")
+    assert preempted.returncode == 75, preempted.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "exit.json").read_text())["step"] == 12
+    check(run_train(config, nproc=1, launcher="single"))
+    vals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "val"]
+    assert [(r["step"], r["epoch"]) for r in vals if not r["final"]] == [(12, 0), (24, 1)]

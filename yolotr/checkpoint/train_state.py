@@ -74,7 +74,7 @@ class CheckpointState:
         if self.ema_state is not None:
             tensors["ema"] = self.ema_state
         meta = {
-            "counters": t.counters(),
+            "counters": counters(t),
             "guard": t.monitor.state_dict(),
             "stream": t.stream.state_dict(),
             "wandb_run_id": t.io.wandb_run_id,
@@ -148,7 +148,7 @@ def restore(trainer, path: Path) -> dict:
                               f"train.optimizer changed?): {detail.strip()}") from None
     for group, values in zip(trainer.optimizer.param_groups, kept):
         group.update(values)
-    trainer.load_counters(meta["counters"])
+    load_counters(trainer, meta["counters"])
     trainer.monitor.load_state_dict(meta["guard"])
     trainer.stream.load_state_dict(meta["stream"])
     if trainer.monitor.quarantine:
@@ -195,3 +195,31 @@ def _load_state(trainer, path: Path) -> None:
         )
     if trainer.ema is not None:
         trainer.ema.module.load_state_dict(template["ema"])
+
+
+def counters(t) -> dict:
+    """The trainer's own counters, as trainer.json holds them."""
+    return {
+        "step": t.step,
+        "applied_steps": t.applied_steps,
+        "epoch": t.epoch,
+        "backoff_until": t.backoff_until,
+        "skipped_windows": t.skipped_windows,
+        "rollbacks": t.rollbacks,
+        "best_fitness": t.best_fitness,
+        "ema_updates": t.ema.updates if t.ema is not None else 0,
+        "val_pending": t.val_pending,
+    }
+
+
+def load_counters(t, c: dict) -> None:
+    t.step = int(c["step"])
+    t.applied_steps = int(c["applied_steps"])
+    t.epoch = int(c["epoch"])
+    t.backoff_until = int(c["backoff_until"])
+    t.skipped_windows = [list(w) for w in c["skipped_windows"]]
+    t.rollbacks = int(c["rollbacks"])
+    t.best_fitness = c["best_fitness"]
+    t.val_pending = c.get("val_pending")  # absent from checkpoints of earlier versions
+    if t.ema is not None:
+        t.ema.updates = int(c["ema_updates"])

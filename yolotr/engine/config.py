@@ -179,6 +179,8 @@ class FaultsConfig:
     """Steps to skip as if they were non-finite, without any NaN (the reference run of the skip tests)."""
     exit_at_step: int | None = None
     """Exit abruptly (os._exit(1), like a crash) after this step: crash-resume drills."""
+    preempt_at_step: int | None = None
+    """Act as if a preemption notice arrived during this step: checkpoint after it and exit 75 (drills)."""
     pause_checkpoint_write_s: float = 0.0
     """Sleep this long inside the checkpoint writer before committing (to test a kill during a save)."""
 

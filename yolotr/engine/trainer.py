@@ -146,6 +146,7 @@ class Trainer:
         self.applied_steps = 0
         self.epoch = 0
         self.backoff_until = -1
+        self.val_pending: int | None = None  # an epoch whose validation is due
         self.skipped_windows: list[list[int]] = []
         self.rollbacks = 0
         self.best_fitness: float | None = None
@@ -177,6 +178,8 @@ class Trainer:
         self.schedule.apply(self.optimizer, self.applied_steps, self._backoff())
         t_last = time.perf_counter()
         try:
+            if self.val_pending is not None:  # the run was preempted at the end of an epoch, before validating it
+                self._validate_pending()
             while self.step < self.total_steps:
                 epoch_before = self.stream.epoch
                 if self.cfg.debug.count_collectives and self.backend.kind == "ddp" and self.step == 2:  # after DDP rebuilt its buckets (iteration 2)
@@ -185,6 +188,8 @@ class Trainer:
                     count_guarded_step(self, batches)  # trains one step itself (not logged)
                     self.schedule.apply(self.optimizer, self.applied_steps, self._backoff())
                     continue
+                if self.cfg.faults.preempt_at_step == self.step + 1:
+                    PREEMPTION.requested = True
                 inspect_now = (self.step + 1) % self.check_every == 0 or self.step + 1 == self.total_steps
                 # The sync check starts with this process's third step: DDP rebuilds its gradient buckets in the
                 # second forward and reads two small index tensors back to the host (reducer.cpp, once per process).
@@ -194,9 +199,11 @@ class Trainer:
                 self.step += 1
                 self.applied_steps += 1  # optimistic; corrected at inspection for skipped steps
                 save_due = self.step % self.cfg.checkpoint.every == 0
-                val_due = self.stream.epoch != epoch_before and self._val_due(epoch_before)
+                if self.stream.epoch != epoch_before and self._val_due(epoch_before):
+                    self.val_pending = epoch_before  # checkpointed: a preemption now validates after the resume
                 # A checkpoint or a validation only ever sees steps the guard has judged.
-                if self.step % self.check_every == 0 or self.step == self.total_steps or save_due or val_due:
+                if (self.step % self.check_every == 0 or self.step == self.total_steps or save_due
+                        or self.val_pending is not None):
                     self.handle(self.monitor.inspect(self.pending))
                     self.pending = []
                     self.io.ckpt.poll()
@@ -204,8 +211,8 @@ class Trainer:
                     if self.io.log_train(time.perf_counter() - t_last):  # logs the LR this step used
                         t_last = time.perf_counter()
                 self.schedule.apply(self.optimizer, self.applied_steps, self._backoff())
-                if val_due:
-                    self.io.validate(epoch_before)  # saves a checkpoint carrying the fitness
+                if self.val_pending is not None:
+                    self._validate_pending()  # saves a checkpoint carrying the fitness
                 if save_due:
                     self.io.save_checkpoint()  # nothing to do if validation just saved this step
                 if self.cfg.faults.exit_at_step == self.step:
@@ -232,6 +239,10 @@ class Trainer:
         from yolotr.engine.sync_check import no_host_sync
 
         return no_host_sync(self.device)
+
+    def _validate_pending(self) -> None:
+        self.io.validate(self.val_pending)
+        self.val_pending = None
 
     def _val_due(self, finished_epoch: int) -> bool:
         every = self.cfg.val.every_epochs
@@ -379,28 +390,3 @@ class Trainer:
             cooldown_until=self.backoff_until,
             rollbacks=self.rollbacks,
         )
-
-    # ------------------------------------------------------------------ state for checkpoints
-    def counters(self) -> dict:
-        return {
-            "step": self.step,
-            "applied_steps": self.applied_steps,
-            "epoch": self.epoch,
-            "backoff_until": self.backoff_until,
-            "skipped_windows": self.skipped_windows,
-            "rollbacks": self.rollbacks,
-            "best_fitness": self.best_fitness,
-            "ema_updates": self.ema.updates if self.ema is not None else 0,
-        }
-
-    def load_counters(self, c: dict) -> None:
-        self.step = int(c["step"])
-        self.applied_steps = int(c["applied_steps"])
-        self.epoch = int(c["epoch"])
-        self.backoff_until = int(c["backoff_until"])
-        self.skipped_windows = [list(w) for w in c["skipped_windows"]]
-        self.rollbacks = int(c["rollbacks"])
-        self.best_fitness = c["best_fitness"]
-        if self.ema is not None:
-            self.ema.updates = int(c["ema_updates"])
-
