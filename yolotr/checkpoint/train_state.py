@@ -169,10 +169,10 @@ def _refuse_incompatible(trainer, path: Path, meta: dict) -> None:
     if old is not None and old != new:
         raise CheckpointError(f"{path}: written with train.optimizer={old}, this run has {new}: resume with {old}, "
                               "or start a new run folder")
-    old_ds, new_ds = meta.get("backend") == "deepspeed", trainer.engine is not None
-    if old_ds != new_ds:
-        raise CheckpointError(f"{path}: written {'with' if old_ds else 'without'} DeepSpeed, this run is "
-                              f"{'with' if new_ds else 'without'}: its optimizer state is laid out differently")
+    # The other direction (a DeepSpeed run, a checkpoint without) is refused earlier, in deepspeed_path.prepare_engine.
+    if meta.get("backend") == "deepspeed" and trainer.engine is None:
+        raise CheckpointError(f"{path}: written with DeepSpeed, this run is without: its optimizer state is laid out "
+                              "differently; resume with distributed.backend=deepspeed")
 
 
 def _load_state(trainer, path: Path) -> None:

@@ -175,10 +175,11 @@ class GuardMonitor:
         """Counts a rollback about to be made at `step`; returns a stop reason instead when the budget is spent:
         `max_rollbacks` rollbacks within the window already, and trouble again."""
         self.rollback_steps = [s for s in self.rollback_steps if s > step - self.cfg.rollback_window]
-        if len(self.rollback_steps) >= self.cfg.max_rollbacks:
+        made = len(self.rollback_steps)
+        if made >= self.cfg.max_rollbacks:
             return (
-                f"trouble again after {len(self.rollback_steps)} rollback{'s' if len(self.rollback_steps) != 1 else ''} within {self.cfg.rollback_window} steps "
-                f"(guard.max_rollbacks={self.cfg.max_rollbacks}): training diverges even after LR back-off"
+                f"trouble again after {made} rollback{'s' if made != 1 else ''} within {self.cfg.rollback_window} "
+                f"steps (guard.max_rollbacks={self.cfg.max_rollbacks}): training diverges even after LR back-off"
             )
         self.rollback_steps.append(step)
         self.consecutive_skips = 0

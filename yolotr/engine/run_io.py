@@ -236,8 +236,9 @@ class RunIO:
         self.wandb.log_record(record)
         if self.progress is not None:
             self.progress.n = t.step
+            loss = "skipped" if record["loss"] is None else f"{record['loss']:.3f}"
             self.progress.set_postfix(
-                epoch=t.epoch, loss="skipped" if record["loss"] is None else f"{record['loss']:.3f}", ips=f"{record['images_per_s']:.0f}", skips=t.monitor.skipped_steps
+                epoch=t.epoch, loss=loss, ips=f"{record['images_per_s']:.0f}", skips=t.monitor.skipped_steps
             )
             self.progress.refresh()
         if t.step == self.cfg.train.log_every and self.is_main:
