@@ -37,7 +37,8 @@ import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from yolotr.data.augment import AugmentConfig, augment_into, sample_rng  # noqa: E402
+from yolotr.config.augment import AugmentConfig  # noqa: E402
+from yolotr.data.augment import augment_into, sample_rng  # noqa: E402
 from yolotr.data.batch import allocate_images, targets_tensor  # noqa: E402
 from yolotr.data.convert_yolo import read_yolo_label  # noqa: E402
 from yolotr.data.decode import DecodedSample, decode_image  # noqa: E402

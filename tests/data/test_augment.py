@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from yolotr.data.augment import AugmentConfig, augment_into, hsv_jitter, letterbox_into, sample_rng
+from yolotr.config.augment import AugmentConfig
+from yolotr.data.augment import augment_into, hsv_jitter, letterbox_into, sample_rng
 from yolotr.data.batch import build_train_images, build_val_images
 from yolotr.data.decode import DecodedSample
 from yolotr.data.labels import DetectionLabel

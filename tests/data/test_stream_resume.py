@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from yolotr.data.augment import AugmentConfig
+from yolotr.config.augment import AugmentConfig
 from yolotr.data.errors import StreamStateError
 from yolotr.data.order import epoch_order
 from yolotr.data.stream import TrainStream

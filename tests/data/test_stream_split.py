@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from yolotr.data.augment import AugmentConfig
+from yolotr.config.augment import AugmentConfig
 from yolotr.data.stream import TrainStream
 
 IMGSZ = 32

@@ -11,7 +11,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from yolotr.data.augment import AugmentConfig
+from yolotr.config.augment import AugmentConfig
 from yolotr.data.ledger import LedgerWriter
 from yolotr.data.spec import load_data_yaml
 from yolotr.data.stream import TrainStream

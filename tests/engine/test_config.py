@@ -1,11 +1,13 @@
 """The config tree: typed, validated before any process starts, errors naming the key path and the file."""
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 
-from yolotr.engine.config import ConfigError, load_config
+from yolotr.config import ConfigError, load_config
+from yolotr.config.model import TransformerConfig, TransformerOverrides
 
 
 def _write(tmp_path, text):
@@ -58,15 +60,32 @@ def test_train_cli_rejects_a_bad_override_before_starting_anything(tmp_path):
     assert "process group" not in result.stderr.lower()
 
 
-def test_a_transformer_section_in_the_training_config_is_accepted(tmp_path):
+def test_a_transformer_section_in_the_training_config_overrides_only_the_keys_it_sets(tmp_path):
     path = _write(tmp_path, "transformer:\n  xavier_init: false\n  qk_norm: true\n")
-    assert load_config(path, check_files=False).transformer == {"xavier_init": False, "qk_norm": True}
+    assert load_config(path, check_files=False).transformer.as_yaml() == {"xavier_init": False, "qk_norm": True}
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("transformer:\n  qk_nrom: true\n", "transformer.qk_nrom"),
+    ("transformer:\n  num_heads: two\n", "transformer.num_heads"),
+    ("transformer:\n  layer_scale: -1\n", "transformer.layer_scale"),
+])
+def test_a_bad_transformer_override_is_refused_naming_its_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as error:
+        load_config(_write(tmp_path, text), check_files=False)
+    assert error.value.key == key
+
+
+def test_the_transformer_overrides_offer_exactly_the_model_switches():
+    assert [f.name for f in dataclasses.fields(TransformerOverrides)] == [
+        f.name for f in dataclasses.fields(TransformerConfig)
+    ]
 
 
 def test_the_readme_config_reference_is_the_one_generated_from_the_config_classes():
     from pathlib import Path
 
-    from yolotr.engine.config_reference import table
+    from yolotr.config.reference import table
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert table() in readme, "README's config reference is stale: run python -m yolotr.engine.config_reference"
+    assert table() in readme, "README's config reference is stale: run python -m yolotr.config.reference"

@@ -22,7 +22,7 @@ def test_guarded_ddp_step_issues_exactly_the_collectives_of_a_bare_ddp_step(trai
 def test_reported_grad_norm_equals_the_norm_of_hand_averaged_gradients(train_config, tmp_path, launcher):
     """Recompute step 1 by hand: both ranks' batches, fp32 loss on the bf16-autocast forward, gradients averaged
     as DDP does, one global norm — and compare with what the 2-rank run reported."""
-    from yolotr.engine.config import load_config
+    from yolotr.config import load_config
 
     config = train_config(train={"max_steps": 1}, checkpoint={"resume": "none"})
     check(run_train(config, launcher=launcher))

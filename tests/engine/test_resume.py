@@ -139,7 +139,7 @@ def test_weight_decay_changed_on_resume_is_the_new_runs(train_config, tmp_path):
     check(run_train(config, nproc=1, launcher="single"))
     script = (
         "import sys, json\n"
-        "from yolotr.engine.config import load_config\n"
+        "from yolotr.config import load_config\n"
         "from yolotr.engine.backend import setup_backend\n"
         "from yolotr.engine.trainer import Trainer\n"
         "cfg = load_config(sys.argv[1], ['train.weight_decay=0.05'])\n"

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from yolotr.engine.sync_check import no_host_sync
-from yolotr.model.loss import ComputeLoss, LossHyp, bbox_iou
+from yolotr.config.model import LossHyp
+from yolotr.model.loss import ComputeLoss, bbox_iou
 from yolotr.model.yolo import DetectionModel
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from yolotr.config.model import TransformerConfig
 from yolotr.model.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus
 from yolotr.model.transformer import (
     C3TR,
@@ -14,7 +15,6 @@ from yolotr.model.transformer import (
     C3TRv5,
     TransformerBlock,
     TransformerBlockV5,
-    TransformerConfig,
     attention_with_fp32_softmax,
     map_to_tokens,
     sincos_position_encoding,
@@ -246,7 +246,7 @@ def test_transformer_types_cover_the_attention_params_but_not_the_c3_convs():
 )
 def test_transformer_config_rejects_bad_values_naming_the_key(values, message):
     with pytest.raises(ValueError, match=message):
-        TransformerConfig.from_dict(values)
+        TransformerConfig.from_yaml(values)
 
 
 def test_transformer_block_rejects_a_width_the_heads_do_not_divide():

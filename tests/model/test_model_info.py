@@ -9,7 +9,8 @@ import yaml
 
 from yolotr.cli import main
 from yolotr.model.info import count_flops, model_summary
-from yolotr.model.transformer import C3TR, TransformerConfig
+from yolotr.config.model import TransformerConfig
+from yolotr.model.transformer import C3TR
 from yolotr.model.yolo import DetectionModel
 
 MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "models"

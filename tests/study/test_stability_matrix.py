@@ -7,7 +7,7 @@ import pytest
 
 from tests.study.conftest import REPO, write_study
 from yolotr.cli import main
-from yolotr.engine.config import load_config
+from yolotr.config import load_config
 from yolotr.study.matrix import StudyError, load_study
 from yolotr.study.runner import plan_cells
 

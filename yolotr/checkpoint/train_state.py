@@ -22,7 +22,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from yolotr import __version__
 from yolotr.checkpoint.manager import CheckpointError, write_json_durably
-from yolotr.engine.config_tree import to_dict
+from yolotr.config.tree import to_dict
 
 
 @functools.cache  # once per process: a subprocess per checkpoint would stall the training loop

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from yolotr.data.augment import AugmentConfig, augment_into, letterbox_into, sample_rng
+from yolotr.config.augment import AugmentConfig
+from yolotr.data.augment import augment_into, letterbox_into, sample_rng
 from yolotr.data.decode import DecodedSample
 from yolotr.data.geometry import FILL_VALUE
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from yolotr.data.augment import AugmentConfig
+from yolotr.config.augment import AugmentConfig
 from yolotr.data.batch import Batch, BatchReport, ValBatch, build_train_images, build_val_images
 from yolotr.data.decode import DecodedSample, decode_sample
 from yolotr.data.errors import SampleError

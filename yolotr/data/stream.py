@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from yolotr.data.augment import AugmentConfig
+from yolotr.config.augment import AugmentConfig
 from yolotr.data.batch import Batch, BatchReport, ValBatch
 from yolotr.data.error_budget import ErrorBudget
 from yolotr.data.errors import DataErrorBudgetExceeded, StreamStateError

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import torch
 
-from yolotr.engine.config import Config
+from yolotr.config import Config
 
 
 @dataclass

@@ -7,7 +7,7 @@ import random
 import torch
 from torch import nn
 
-from yolotr.engine.config import FaultsConfig
+from yolotr.config.run import FaultsConfig
 
 
 class FaultInjector:

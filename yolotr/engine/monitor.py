@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from yolotr.engine.config import GuardConfig
+from yolotr.config.run import GuardConfig
 from yolotr.engine.guard import ConsensusPayload
 
 

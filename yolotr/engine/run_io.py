@@ -19,7 +19,7 @@ from yolotr.checkpoint import train_state
 from yolotr.checkpoint.host_stage import HostStager
 from yolotr.checkpoint.writer_process import ThreadWriter, WriterProcess
 from yolotr.checkpoint.manager import CheckpointManager, verify, write_json_durably
-from yolotr.engine.config_tree import to_dict
+from yolotr.config.tree import to_dict
 from yolotr.engine.digests import append_digest
 from yolotr.engine.guard import BufferGuard
 
@@ -437,7 +437,7 @@ def _ledger_step(line: str) -> int:
 
 
 def _config_yaml(cfg) -> str:
-    from yolotr.engine.config import dump_config
+    from yolotr.config import dump_config
 
     return dump_config(cfg)
 

@@ -20,7 +20,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from yolotr.engine.config import ConfigError, dump_config, load_config
+    from yolotr.config import ConfigError, dump_config, load_config
 
     overrides = list(args.overrides)
     if args.resume:

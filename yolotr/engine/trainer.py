@@ -19,7 +19,7 @@ from yolotr.checkpoint.host_stage import HostStager
 from yolotr.data.spec import load_data_yaml
 from yolotr.data.stream import DataErrorBudgetExceeded, TrainStream
 from yolotr.engine.backend import Backend, prepare_ddp
-from yolotr.engine.config import Config
+from yolotr.config import Config
 from yolotr.engine.ema import ModelEMA
 from yolotr.engine.faults import FaultInjector
 from yolotr.engine.guard import (
@@ -61,7 +61,7 @@ class Trainer:
         self.data = load_data_yaml(cfg.data)
 
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank (DDP also broadcasts them)
-        self.model = DetectionModel(cfg.model, nc=self.data.nc, transformer=cfg.transformer or None).to(self.device)
+        self.model = DetectionModel(cfg.model, nc=self.data.nc, transformer=cfg.transformer.as_yaml()).to(self.device)
         self.model.names = list(self.data.names)
         self.wrapper = ConsensusModule(self.model).to(self.device)
         self.wrapper.payload = self.wrapper.payload.to(self.device)  # a plain attribute: DDP must not broadcast it

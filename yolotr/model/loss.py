@@ -19,39 +19,17 @@ as in YOLOv5 on a CPU (on a GPU YOLOv5's write order is unspecified; here it is 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from yolotr.config.model import LossHyp
 from yolotr.model.yolo import DetectionModel
 
 # Guard for every divide in the box geometry; small against boxes measured in grid cells.
 _EPS = 1e-7
-
-
-@dataclass
-class LossHyp:
-    """Loss hyperparameters with YOLOv5's names and defaults (hyp.scratch-low.yaml)."""
-
-    box: float = 0.05
-    """Gain of the CIoU box loss (before the 3/nl scaling)."""
-    obj: float = 1.0
-    """Gain of the objectness BCE (before the (imgsz/640)^2 * 3/nl scaling)."""
-    cls: float = 0.5
-    """Gain of the class BCE (before the nc/80 * 3/nl scaling)."""
-    cls_pw: float = 1.0
-    """BCEWithLogits pos_weight of the class loss."""
-    obj_pw: float = 1.0
-    """BCEWithLogits pos_weight of the objectness loss."""
-    anchor_t: float = 4.0
-    """A target matches an anchor when max(w/w_a, w_a/w, h/h_a, h_a/h) < anchor_t."""
-    label_smoothing: float = 0.0
-    """Class targets become 1 - eps/2 and eps/2 (YOLOv5's smooth_BCE)."""
-    fl_gamma: float = 0.0
-    """Focal-loss gamma for the class and objectness BCE; 0 turns focal loss off."""
 
 
 def bbox_iou(box1: torch.Tensor, box2: torch.Tensor, ciou: bool = False, eps: float = _EPS) -> torch.Tensor:

@@ -12,7 +12,7 @@ Two blocks, chosen by the module name in the model yaml:
 So a YOLOv5 yaml that says ``C3TR`` loads unchanged and gets yolotr's block; write ``C3TRv5`` to get YOLOv5's.
 
 Both replace only C3's inner ``m``; the three 1x1 convolutions around it stay. The model-wide switches live in
-`TransformerConfig` (the top-level yaml key ``transformer:``).
+`yolotr.config.model.TransformerConfig` (the top-level yaml key ``transformer:``).
 
 Learning-rate groups: `TRANSFORMER_TYPES` lists the classes whose ``parameters()`` are "Transformer parameters":
 
@@ -29,63 +29,12 @@ C3TR's ``cv1``/``cv2``/``cv3`` convolutions are not part of either and train lik
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from yolotr.config.model import TransformerConfig
 from yolotr.model.common import C3
-
-
-@dataclass
-class TransformerConfig:
-    """Switches shared by every C3TR / C3TRv5 in a model (top-level yaml key ``transformer:``)."""
-
-    qk_norm: bool = False
-    """LayerNorm over each head's q and k before the dot product, which bounds the attention logits. C3TR only
-    (YOLOv5's block runs inside nn.MultiheadAttention, which has no place for it)."""
-
-    layer_scale: float = 0.0
-    """Initial value of per-channel gains on every residual branch (CaiT's layer-scale); a small value such as 1e-4
-    starts each layer close to the identity. 0 disables it. Both blocks."""
-
-    xavier_init: bool | None = None
-    """Xavier-uniform init of the q/k/v/out projections. None means each block's own default: on for C3TR, off for
-    C3TRv5 (YOLOv5's init: PyTorch's default Linear init, Xavier only inside nn.MultiheadAttention). Both blocks."""
-
-    num_heads: int = 4
-    """Attention heads; YOLOv5 uses 4. The block width must be divisible by it. Both blocks."""
-
-    mlp_ratio: float = 2.0
-    """Hidden width of C3TR's GELU MLP as a multiple of the block width. C3TR only (YOLOv5's MLP is c -> c -> c).
-    2.0, not ViT's 4.0, keeps a layer at 8c² multiply-adds per token (4c² projections + 4c² MLP), below the 10c² of
-    the Bottleneck it replaces, so the transformer variant costs about what the plain model does."""
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> TransformerConfig:
-        """Builds a config from a yaml mapping; raises ValueError naming the offending key."""
-        if values is None:
-            return cls()
-        if not isinstance(values, dict):
-            raise ValueError(f"'transformer' must be a mapping of switches, got {type(values).__name__}")
-        known = {field.name: field for field in dataclasses.fields(cls)}
-        for key, value in values.items():
-            if key not in known:
-                raise ValueError(f"transformer.{key}: unknown key (known: {', '.join(known)})")
-            if key == "qk_norm" and not isinstance(value, bool):
-                raise ValueError(f"transformer.{key}: expected true/false, got {value!r}")
-            if key == "xavier_init" and value is not None and not isinstance(value, bool):
-                raise ValueError(f"transformer.{key}: expected true/false/null, got {value!r}")
-            if key == "num_heads" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"transformer.{key}: expected a positive integer, got {value!r}")
-            if key in ("layer_scale", "mlp_ratio"):
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                    raise ValueError(f"transformer.{key}: expected a number >= 0, got {value!r}")
-        if values.get("mlp_ratio", 1.0) == 0:
-            raise ValueError("transformer.mlp_ratio: must be > 0")
-        return cls(**values)
 
 
 def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -339,7 +288,6 @@ __all__ = [
     "TRANSFORMER_TYPES",
     "TransformerBlock",
     "TransformerBlockV5",
-    "TransformerConfig",
     "attention_with_fp32_softmax",
     "map_to_tokens",
     "sincos_position_encoding",

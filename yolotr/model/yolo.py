@@ -7,7 +7,7 @@ scaled by depth_multiple, output channels by width_multiple rounded up to a mult
 Module names: Conv, Bottleneck, C3, SPPF, SPP, Focus, Concat, nn.Upsample, Detect, and the Transformer blocks
 ``C3TR`` (yolotr's, stable by construction) and ``C3TRv5`` (YOLOv5's own C3TR). A YOLOv5 yaml that says ``C3TR``
 therefore gets yolotr's block; write ``C3TRv5`` for YOLOv5's. One optional extra top-level key, ``transformer:``,
-configures every C3TR/C3TRv5 (see `yolotr.model.transformer.TransformerConfig`).
+configures every C3TR/C3TRv5 (see `yolotr.config.model.TransformerConfig`).
 
 Anything wrong in the yaml raises `ModelConfigError` at build time, naming the file, the layer and the problem.
 """
@@ -26,7 +26,8 @@ from torch import nn
 
 from yolotr.model.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus
 from yolotr.model.detect import Detect
-from yolotr.model.transformer import C3TR, TRANSFORMER_C3_TYPES, C3TRv5, TransformerConfig
+from yolotr.config.model import TransformerConfig
+from yolotr.model.transformer import C3TR, TRANSFORMER_C3_TYPES, C3TRv5
 
 
 class ModelConfigError(ValueError):
@@ -218,7 +219,7 @@ class DetectionModel(nn.Module):
         self.yaml["anchors"] = _check_anchors(self.yaml.get("anchors"), source)
         merged = {**(self.yaml.get("transformer") or {}), **(transformer or {})}
         try:
-            transformer_config = TransformerConfig.from_dict(merged)
+            transformer_config = TransformerConfig.from_yaml(merged)
         except ValueError as error:
             raise ModelConfigError(source, str(error)) from error
         if merged:

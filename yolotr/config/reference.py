@@ -1,6 +1,6 @@
 """The README's config reference, generated from the config dataclasses and their field docstrings.
 
-    python -m yolotr.engine.config_reference        # prints the markdown table
+    python -m yolotr.config.reference        # prints the markdown table
 
 tests/engine/test_config.py checks that the README holds exactly this table, so the reference cannot drift from the
 code.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from yolotr.engine.config import Config
-from yolotr.engine.config_tree import field_docs
+from yolotr.config.run import Config
+from yolotr.config.tree import field_docs
 
 
 def _type_name(tp) -> str:

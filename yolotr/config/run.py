@@ -1,22 +1,15 @@
-"""yolotr's one typed config tree: every knob of a training run, loaded from yaml with `safe_load`.
+"""yolotr's one typed config tree: every knob of a training run, as dataclasses with a docstring per field.
 
-`load_config(file, overrides)` merges `key.path=value` overrides (YAML values) into the file's data, builds the
-dataclass tree, and validates it; any problem raises `ConfigError` naming the key path and the file, before any
-process group starts. `yolotr train --print-config` shows the resolved tree.
+Loaded and validated by `yolotr.config.load`; the README's config reference is generated from these docstrings.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from yolotr.data.augment import AugmentConfig
-from yolotr.engine.config_tree import ConfigError, apply_override, from_dict, to_dict
-from yolotr.model.loss import LossHyp
+from yolotr.config.augment import AugmentConfig
+from yolotr.config.model import LossHyp, TransformerOverrides
 
 
 @dataclass
@@ -217,107 +210,4 @@ class Config:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
-    transformer: dict = field(default_factory=dict)
-    """Overrides of the model yaml's `transformer:` switches (qk_norm, layer_scale, xavier_init) for every C3TR."""
-
-
-def _positive(key: str, value: float | int | None, source: str | None, *, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(key, f"must be {'≥' if allow_zero else '>'} 0, got {value}", source)
-
-
-def validate(cfg: Config, source: str | None = None) -> None:
-    """Impossible values, named by their key path. Called before any process group starts."""
-    t = cfg.train
-    for key, value in {
-        "train.epochs": t.epochs,
-        "train.batch_size": t.batch_size,
-        "train.nominal_batch_size": t.nominal_batch_size,
-        "train.imgsz": t.imgsz,
-        "train.lr0": t.lr0,
-        "train.log_every": t.log_every,
-        "checkpoint.every": cfg.checkpoint.every,
-        "checkpoint.keep_last": cfg.checkpoint.keep_last,
-        "val.batch_size": cfg.val.batch_size,
-        "guard.max_consecutive_skips": cfg.guard.max_consecutive_skips,
-        "guard.snapshot_every": cfg.guard.snapshot_every,
-    }.items():
-        _positive(key, value, source)
-    _positive("train.max_steps", t.max_steps, source)
-    _positive("train.num_workers", t.num_workers, source, allow_zero=True)
-    _positive("train.weight_decay", t.weight_decay, source, allow_zero=True)
-    _positive("guard.max_norm", cfg.guard.max_norm, source, allow_zero=True)
-    _positive("guard.check_every", cfg.guard.check_every, source)
-    if t.imgsz % 32:
-        raise ConfigError("train.imgsz", f"must be a multiple of 32 (the largest stride), got {t.imgsz}", source)
-    if not 0 < t.lrf <= 1:
-        raise ConfigError("train.lrf", f"must be in (0, 1], got {t.lrf}", source)
-    if not 0 < t.transformer_lr_mult <= 1:
-        raise ConfigError("train.transformer_lr_mult", f"must be in (0, 1], got {t.transformer_lr_mult}", source)
-    if not 0 <= t.momentum < 1:
-        raise ConfigError("train.momentum", f"must be in [0, 1), got {t.momentum}", source)
-    if not 0 < cfg.guard.lr_backoff <= 1:
-        raise ConfigError("guard.lr_backoff", f"must be in (0, 1], got {cfg.guard.lr_backoff}", source)
-    if cfg.debug.anomaly_hooks and cfg.debug.cuda_sync_check:
-        raise ConfigError("debug.anomaly_hooks", "reads every module's output on the host, which is exactly what "
-                          "debug.cuda_sync_check forbids: turn one of them off", source)
-    if not 0 <= cfg.faults.random_nan_rate <= 1:
-        raise ConfigError("faults.random_nan_rate", f"must be in [0, 1], got {cfg.faults.random_nan_rate}", source)
-    for key in ("nan_loss_at", "nan_grad_at", "nan_forward_at"):
-        for i, pair in enumerate(getattr(cfg.faults, key)):
-            if len(pair) != 2:
-                raise ConfigError(f"faults.{key}[{i}]", f"must be [rank, step], got {pair}", source)
-    import signal
-
-    for i, name in enumerate(cfg.checkpoint.preempt_signals):
-        if not hasattr(signal, name):
-            raise ConfigError(f"checkpoint.preempt_signals[{i}]", f"unknown signal {name!r}", source)
-    for key in ("model", "data"):
-        path = getattr(cfg, key)
-        if not Path(path).is_file():
-            raise ConfigError(key, f"file not found: {path}", source)
-
-
-def load_config(file: str | os.PathLike | None, overrides: list[str] = (), *, check_files: bool = True) -> Config:
-    """Reads `file` (yaml, safe_load), applies `key.path=value` overrides, builds and validates the tree."""
-    source = str(file) if file else "defaults"
-    data: dict = {}
-    if file:
-        try:
-            text = Path(file).read_text()
-        except OSError as exc:
-            raise ConfigError("--config", f"cannot read {file}: {exc.strerror}") from None
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError("<root>", f"not valid YAML: {exc}", source) from None
-        if not isinstance(data, dict):
-            raise ConfigError("<root>", "the config file must hold a mapping", source)
-    for override in overrides:
-        apply_override(data, override)
-    if overrides:
-        source = f"{source} + command-line overrides"
-    cfg = from_dict(Config, data, source=source)
-    if check_files:
-        validate(cfg, source)
-    else:
-        _validate_values_only(cfg, source)
-    return cfg
-
-
-def _validate_values_only(cfg: Config, source: str) -> None:
-    model, data = cfg.model, cfg.data
-    cfg.model = cfg.data = __file__  # file existence is checked later, once the data has been made
-    try:
-        validate(cfg, source)
-    finally:
-        cfg.model, cfg.data = model, data
-
-
-def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-__all__ = ["Config", "ConfigError", "load_config", "dump_config", "validate"]
+    transformer: TransformerOverrides = field(default_factory=TransformerOverrides)
