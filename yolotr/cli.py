@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from yolotr.errors import YolotrError
+
 # (command path, module, one-line help). A command path of two words is a sub-command group.
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("train",), "yolotr.engine.train_cli", "train a detector (single process, torchrun, accelerate, deepspeed)"),
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                 group = top.add_parser(path[0], help=f"{path[0]} commands")
                 groups[path[0]] = group.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
             sub = groups[path[0]].add_parser(path[1], help=help_text)
-        sub.set_defaults(_module=module)
+        sub.set_defaults(_module=module, _command=path)
         # Parsers are configured lazily in main(); only the chosen command's module is imported.
         sub.set_defaults(_parser=sub)
     return parser
@@ -56,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(known._module)
     module.configure_parser(known._parser)
     args = parser.parse_args(argv)
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except YolotrError as error:  # the user's to act on: one line, no traceback
+        print(f"yolotr {' '.join(known._command)}: {error}", file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":

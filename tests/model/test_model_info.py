@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 
 from yolotr.cli import main
-from yolotr.model.info import count_flops, model_summary
 from yolotr.config.model import TransformerConfig
+from yolotr.model.info import count_flops, model_summary
 from yolotr.model.transformer import C3TR
 from yolotr.model.yolo import DetectionModel
 

@@ -29,14 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
+from yolotr.distributed import all_ranks, barrier
+from yolotr.errors import YolotrError
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(YolotrError, RuntimeError):
+    """A checkpoint that cannot be written or read; the message names the folder and the reason."""
 
 
 def _fsync_file(path: Path) -> None:
@@ -148,7 +148,7 @@ class CheckpointManager:
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)  # left over by a save that was killed
             tmp.mkdir(parents=True)
-        _barrier()
+        barrier()
         if write_sync is not None:
             write_sync(tmp)
         error: list[BaseException] = []
@@ -180,7 +180,7 @@ class CheckpointManager:
         if self.pending is None:
             return None
         done = not self.pending.thread.is_alive()
-        if not _all_ranks(done):
+        if not all_ranks(done):
             return None
         return self._commit()
 
@@ -190,7 +190,7 @@ class CheckpointManager:
         if self.pending is None:
             return None
         self.pending.thread.join()
-        _all_ranks(True)
+        all_ranks(True)
         return self._commit()
 
     def _commit(self) -> Path:
@@ -202,7 +202,7 @@ class CheckpointManager:
         t0 = time.perf_counter()
         self._join_finisher()
         land_error, self._land_error = self._land_error, None
-        ok = _all_ranks(not pending.error and land_error is None)
+        ok = all_ranks(not pending.error and land_error is None)
         if not ok:
             if pending.error:
                 problem = "; ".join(f"{type(e).__name__}: {e}" for e in pending.error)
@@ -356,18 +356,3 @@ def verify(path: Path) -> str | None:
         if _sha256(file) != meta["sha256"]:
             return f"sha256 mismatch for {name}"
     return None
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
-def _all_ranks(flag: bool) -> bool:
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return flag
-    backend = dist.get_backend()
-    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from yolotr.errors import EXIT_DATA, UsageError, YolotrError
 
-class DataSpecError(ValueError):
+
+class DataSpecError(UsageError):
     """A data yaml, an index or a source dataset is malformed; the message names the file and the key."""
 
 
-class StreamStateError(ValueError):
+class StreamStateError(UsageError):
     """A stream state (from a checkpoint) cannot be honoured by this stream; the message says why."""
 
 
@@ -33,8 +35,10 @@ class SampleError(Exception):
         return f"{self.key or '?'}: {self.reason}: {self.detail or REASONS[self.reason]}"
 
 
-class DataErrorBudgetExceeded(RuntimeError):
+class DataErrorBudgetExceeded(YolotrError):
     """More samples were corrupt than `max_error_fraction` allows; the message is a report of what was seen."""
+
+    exit_code = EXIT_DATA
 
     def __init__(self, *, errors: Mapping[str, int], seen: int, allowed: float,
                  examples: Sequence[tuple[str, str]]) -> None:

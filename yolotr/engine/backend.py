@@ -15,6 +15,7 @@ from datetime import timedelta
 import torch
 
 from yolotr.config import Config
+from yolotr.distributed import init_process_group
 
 
 @dataclass
@@ -74,7 +75,7 @@ def setup_backend(cfg: Config) -> Backend:
         backend = "nccl" if on_gpu else "gloo"
         kwargs.append(InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=cfg.distributed.timeout_s)))
     if world_size > 1 and not torch.distributed.is_initialized():
-        _init_process_group("nccl" if on_gpu else "gloo", timedelta(seconds=cfg.distributed.timeout_s))
+        init_process_group("nccl" if on_gpu else "gloo", timedelta(seconds=cfg.distributed.timeout_s))
     plugin = None
     if deepspeed:
         plugin = _deepspeed_plugin(cfg)
@@ -88,24 +89,6 @@ def setup_backend(cfg: Config) -> Backend:
         local_rank=accelerator.local_process_index,
         device=accelerator.device,
     )
-
-
-def _init_process_group(backend: str, timeout: timedelta) -> None:
-    """Under torchrun's elastic agent, every restart attempt reuses the agent's TCP store, where the previous
-    attempt's gloo addresses are still written: a new rank may read a dead peer's address and hang or fail to
-    connect (seen with torch 2.14 and `--max-restarts`). A key prefix per attempt keeps attempts apart."""
-    import torch.distributed as dist
-
-    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
-        dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timeout)
-        return
-    store = dist.TCPStore(
-        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False, timeout=timeout
-    )
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    store = dist.PrefixStore(f"yolotr/attempt-{attempt}", store)
-    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
 
 
 def _deepspeed_plugin(cfg: Config):

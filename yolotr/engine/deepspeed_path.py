@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from yolotr.distributed import all_reduce_mean, barrier
 from yolotr.engine.guard import ConsensusPayload
+from yolotr.errors import UsageError
 
 
 def universal_dir(run_dir: Path, step: int) -> Path:
@@ -49,8 +51,7 @@ def prepare_universal(checkpoint: Path, run_dir: Path, step: int, *, rank: int) 
         if result.returncode != 0:
             raise RuntimeError(f"ds_to_universal failed for {checkpoint}:\n{result.stderr[-4000:]}")
         os.rename(partial, out)
-    if dist.is_initialized():
-        dist.barrier()
+    barrier()
     return out
 
 
@@ -64,11 +65,12 @@ def prepare_engine(trainer) -> None:
     if trainer.resume_from is not None:
         meta = read_meta(trainer.resume_from)
         if meta.get("backend") != "deepspeed":
-            raise SystemExit(f"{trainer.resume_from}: written by the {meta.get('backend')} backend, not DeepSpeed")
+            raise UsageError(f"{trainer.resume_from}: written by the {meta.get('backend')} backend, not DeepSpeed: "
+                             "resume it without DeepSpeed, or start a new run folder")
         if meta["world_size"] != trainer.backend.world_size:
             # Another data-parallel size: ZeRO partitions must be regrouped, via DeepSpeed's universal format.
             if trainer.cfg.train.optimizer != "adamw":
-                raise SystemExit(
+                raise UsageError(
                     f"{trainer.resume_from}: resuming DeepSpeed ZeRO on {trainer.backend.world_size} ranks instead of "
                     f"{meta['world_size']} needs a universal checkpoint, and DeepSpeed's converter "
                     "(ds_to_universal) only knows Adam moments: use train.optimizer=adamw with DeepSpeed, or "
@@ -103,9 +105,7 @@ def deepspeed_step(trainer, step: int, batches, buffers_before):
         engine.step()  # applies only at the accumulation boundary
     payload[ConsensusPayload.STOP].fill_(float(trainer.stop_signal))
     payload[ConsensusPayload.LOCAL_BAD] = trainer.local_bad.float()
-    if trainer.backend.distributed:
-        dist.all_reduce(payload)  # SUM then divide: gloo has no AVG
-        payload /= trainer.backend.world_size
+    all_reduce_mean(payload)
     skipped = torch.tensor(not engine.was_step_applied(), device=trainer.device)
     norm = engine.get_global_grad_norm()
     grad_norm = torch.tensor(float("nan") if norm is None else float(norm), device=trainer.device)

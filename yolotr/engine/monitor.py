@@ -16,9 +16,9 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import torch
-import torch.distributed as dist
 
 from yolotr.config.run import GuardConfig
+from yolotr.distributed import all_gather_object
 from yolotr.engine.guard import ConsensusPayload
 
 
@@ -114,11 +114,7 @@ class GuardMonitor:
         if not bad_steps:
             return {}
         mine = {p.step: {"keys": p.keys, "module": p.bad_module} for p in bad_steps if local_bad[p.step]}
-        if dist.is_available() and dist.is_initialized() and self.world_size > 1:
-            gathered: list[dict] = [None] * self.world_size  # type: ignore[list-item]
-            dist.all_gather_object(gathered, mine)
-        else:
-            gathered = [mine]
+        gathered = all_gather_object(mine)
         result: dict[int, dict[int, dict]] = {}
         for rank, per_step in enumerate(gathered):
             for step, found in per_step.items():

@@ -17,11 +17,13 @@ import torch
 
 from yolotr.checkpoint import train_state
 from yolotr.checkpoint.host_stage import HostStager
-from yolotr.checkpoint.writer_process import ThreadWriter, WriterProcess
 from yolotr.checkpoint.manager import CheckpointManager, verify, write_json_durably
+from yolotr.checkpoint.writer_process import ThreadWriter, WriterProcess
 from yolotr.config.tree import to_dict
+from yolotr.distributed import barrier, broadcast_tensors_from_rank0
 from yolotr.engine.digests import append_digest
 from yolotr.engine.guard import BufferGuard
+from yolotr.errors import UsageError
 
 
 class RunIO:
@@ -104,7 +106,7 @@ class RunIO:
         path = Path(choice)
         problem = verify(path)
         if problem:
-            raise SystemExit(f"--resume {path}: {problem}")
+            raise UsageError(f"--resume {path}: {problem}")
         return path
 
     def _resume(self) -> dict | None:
@@ -135,9 +137,9 @@ class RunIO:
         try:
             keys = json.loads(path.read_text())
         except ValueError as exc:
-            raise SystemExit(f"{path}: not valid json ({exc}); fix or delete it to resume") from exc
+            raise UsageError(f"{path}: not valid json ({exc}); fix or delete it to resume") from None
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise SystemExit(f"{path}: expected a json list of sample keys")
+            raise UsageError(f"{path}: expected a json list of sample keys; fix or delete it to resume")
         fresh = sorted(set(keys) - self.t.monitor.quarantine)
         if fresh:
             self.t.monitor.quarantine.update(fresh)
@@ -179,9 +181,7 @@ class RunIO:
             tmp = path.with_suffix(".partial")
             tmp.write_text("".join(kept))
             tmp.replace(path)
-        from yolotr.checkpoint.manager import _barrier
-
-        _barrier()
+        barrier()
         self._ledger = open(path, "a")
 
     def ledger(self, step: int, batch) -> None:
@@ -259,8 +259,6 @@ class RunIO:
         """DDP broadcasts BatchNorm statistics at the start of each forward, so after the last forward every rank
         holds its own batch's, and so does every rank's EMA, which averages them. Saving, validating and digesting
         after a broadcast of rank 0's keeps all ranks' state identical (YOLOv5 keeps its EMA on rank 0 only)."""
-        import torch.distributed as dist
-
         if not self.t.backend.distributed:
             return
         if self._ema_buffers is None and self.t.ema is not None:
@@ -269,8 +267,7 @@ class RunIO:
             if guard is None:
                 continue
             flats = guard.save()  # one tensor per dtype: 2 broadcasts instead of 167
-            for flat in flats:
-                dist.broadcast(flat, 0)
+            broadcast_tensors_from_rank0(flats)
             guard.restore(flats)
 
     def save_checkpoint(self, fitness: float | None = None) -> None:

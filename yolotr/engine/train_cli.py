@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -20,16 +19,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from yolotr.config import ConfigError, dump_config, load_config
+    from yolotr.config import dump_config, load_config
 
     overrides = list(args.overrides)
     if args.resume:
         overrides.append(f"checkpoint.resume={args.resume}")
-    try:
-        cfg = load_config(args.config, overrides)
-    except ConfigError as exc:
-        print(f"yolotr train: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, overrides)
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
@@ -42,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"])))
 
+    from yolotr.distributed import destroy_process_group
     from yolotr.engine.backend import setup_backend
     from yolotr.engine.trainer import Trainer
 
@@ -55,8 +51,5 @@ def run(args: argparse.Namespace) -> int:
         child.kill()  # SIGTERM (producers.py), and multiprocessing's exit would wait for it forever
     backend.accelerator.wait_for_everyone()
     backend.accelerator.end_training()
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()  # an orderly shutdown; a live gloo group at exit can abort the process
+    destroy_process_group()
     return code

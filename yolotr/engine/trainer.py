@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from yolotr.checkpoint.host_stage import HostStager
+from yolotr.config import Config
 from yolotr.data.spec import load_data_yaml
 from yolotr.data.stream import DataErrorBudgetExceeded, TrainStream
 from yolotr.engine.backend import Backend, prepare_ddp
-from yolotr.config import Config
 from yolotr.engine.ema import ModelEMA
 from yolotr.engine.faults import FaultInjector
 from yolotr.engine.guard import (
@@ -34,6 +34,7 @@ from yolotr.engine.monitor import GuardMonitor, PendingStep, Verdict
 from yolotr.engine.optim import Schedule, build_optimizer, build_param_groups
 from yolotr.engine.preemption import PREEMPTION
 from yolotr.engine.snapshot import restore_snapshot, take_snapshot
+from yolotr.errors import UsageError
 from yolotr.model.loss import ComputeLoss
 from yolotr.model.yolo import DetectionModel
 
@@ -89,7 +90,7 @@ class Trainer:
         # faster and the guard reads its verdict directly (guard.py), except when debug.cuda_sync_check asks to check
         # the GPU's code path on a CPU. Under DeepSpeed, ZeRO owns the step.
         if deepspeed and cfg.debug.cuda_sync_check:
-            raise SystemExit("debug.cuda_sync_check: DeepSpeed reads its overflow flag on the host every step; "
+            raise UsageError("debug.cuda_sync_check: DeepSpeed reads its overflow flag on the host every step; "
                              "the sync-free step is the DDP / single-process path's")
         sync_free_path = self.device.type == "cuda" or cfg.debug.cuda_sync_check
         self.optimizer = build_optimizer(

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from yolotr.errors import YolotrError
+
 DEFAULT_OPSET = 18
 PARITY_RTOL = 1e-4
 # Tiny absolute slack for values that are ~0 (sigmoid scores of 1e-6): relative error means nothing there.
@@ -50,7 +52,7 @@ class ParityReport:
         )
 
 
-class ParityError(RuntimeError):
+class ParityError(YolotrError):
     """The exported model's outputs differ from PyTorch's beyond the tolerance."""
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
-import torch.distributed as dist
+
+from yolotr.distributed import destroy_process_group, init_process_group
 
 
 @dataclass
@@ -26,8 +27,8 @@ class EvalProcess:
         return self.rank == 0
 
     def close(self) -> None:
-        if self.owns_process_group and dist.is_initialized():
-            dist.destroy_process_group()
+        if self.owns_process_group:
+            destroy_process_group()
 
 
 def start_process(device: str | None = None, timeout_s: float = 1800) -> EvalProcess:
@@ -45,8 +46,8 @@ def start_process(device: str | None = None, timeout_s: float = 1800) -> EvalPro
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
     owns = False
-    if world_size > 1 and not dist.is_initialized():
+    if world_size > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if chosen.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        init_process_group(backend, timedelta(seconds=timeout_s))
         owns = True
     return EvalProcess(rank=rank, world_size=world_size, device=chosen, owns_process_group=owns)

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from yolotr.distributed import broadcast_from_rank0, gather_to_rank0, rank
 from yolotr.eval.boxes import letterbox_to_original, xyxy_to_coco_xywh
 from yolotr.eval.coco_eval import EvalResult, evaluate_detections
-from yolotr.eval.gather import broadcast_from_rank0, gather_to_rank0, rank
 
 
 @torch.no_grad()

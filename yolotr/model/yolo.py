@@ -24,13 +24,14 @@ import torch
 import yaml
 from torch import nn
 
+from yolotr.config.model import TransformerConfig
+from yolotr.errors import UsageError
 from yolotr.model.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus
 from yolotr.model.detect import Detect
-from yolotr.config.model import TransformerConfig
 from yolotr.model.transformer import C3TR, TRANSFORMER_C3_TYPES, C3TRv5
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(UsageError):
     """A model yaml (or dict) that cannot be built; the message names the file, the layer index and the problem."""
 
     def __init__(self, source: str, problem: str, layer: int | None = None) -> None:

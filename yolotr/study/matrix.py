@@ -14,8 +14,10 @@ from typing import Any
 
 import yaml
 
+from yolotr.errors import UsageError
 
-class StudyError(ValueError):
+
+class StudyError(UsageError):
     """A study file that cannot be used; the message names the file and the key."""
 
     def __init__(self, source: str | Path, key: str, problem: str) -> None:
