@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from yolotr.engine.guard import BufferGuard, guarded_step
 from yolotr.engine.optim import build_optimizer, build_param_groups
+from yolotr.guard.step import BufferGuard, guarded_step
 from yolotr.model.loss import ComputeLoss
 from yolotr.model.yolo import DetectionModel
 

@@ -17,9 +17,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from yolotr.engine.ema import ModelEMA
-from yolotr.engine.guard import BufferGuard, ConsensusModule, ConsensusPayload, guarded_step, install_local_check_hook
 from yolotr.engine.optim import build_optimizer, build_param_groups
+from yolotr.guard.consensus import ConsensusModule, ConsensusPayload, install_local_check_hook
+from yolotr.guard.ema import ModelEMA
+from yolotr.guard.step import BufferGuard, guarded_step
 from yolotr.model.loss import ComputeLoss
 from yolotr.model.yolo import DetectionModel
 

@@ -19,7 +19,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("val",), "yolotr.eval.val_cli", "COCO mAP of a weights file on a data yaml"),
     (("predict",), "yolotr.eval.predict_cli", "draw and save detections for images, folders or shards"),
     (("export",), "yolotr.eval.export_cli", "export weights to ONNX and check parity with onnxruntime"),
-    (("export-weights",), "yolotr.engine.export_weights_cli", "consolidate a run or checkpoint into one weights file"),
+    (("export-weights",), "yolotr.checkpoint.export_weights_cli", "consolidate a run or checkpoint into one weights file"),
     (("plot",), "yolotr.eval.plot_cli", "redraw a run's plots from metrics.jsonl"),
     (("model", "info"), "yolotr.model.info", "layer table, parameters and GFLOPs of a model yaml"),
     (("data", "synth"), "yolotr.data.synth_cli", "write the synthetic detection set as shards"),

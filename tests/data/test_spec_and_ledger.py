@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from yolotr.data.errors import DataSpecError
-from yolotr.data.ledger import LedgerWriter, read_ledger
 from yolotr.data.spec import load_data_yaml
 from yolotr.data.stream import TrainStream
+from yolotr.debug.ledger import LedgerWriter, read_ledger
 
 
 def write_yaml(path, doc):

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from yolotr.data.ledger import read_ledger
 from yolotr.data.order import epoch_order
 from yolotr.data.spec import write_data_yaml
+from yolotr.debug.ledger import read_ledger
 
 SCRIPT = Path(__file__).with_name("torchrun_stream_script.py")
 

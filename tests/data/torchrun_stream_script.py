@@ -12,9 +12,9 @@ import torch
 import torch.distributed as dist
 
 from yolotr.config.augment import AugmentConfig
-from yolotr.data.ledger import LedgerWriter
 from yolotr.data.spec import load_data_yaml
 from yolotr.data.stream import TrainStream
+from yolotr.debug.ledger import LedgerWriter
 
 
 def main() -> None:

@@ -1,14 +1,14 @@
 """A training step outside inspection steps never makes the host wait for the device.
 
 On a GPU this runs under torch.cuda.set_sync_debug_mode("error"); without one, under the CPU stand-in that raises on
-the same ops (yolotr/engine/sync_check.py), with the optimizer and guard code path the GPU uses (fused, found_inf).
+the same ops (yolotr/debug/sync_check.py), with the optimizer and guard code path the GPU uses (fused, found_inf).
 """
 
 import pytest
 import torch
 
 from tests.engine.conftest import check, read_jsonl, run_train
-from yolotr.engine.sync_check import HostSyncDetector, HostSyncError
+from yolotr.debug.sync_check import HostSyncDetector, HostSyncError
 
 
 @pytest.mark.parametrize(

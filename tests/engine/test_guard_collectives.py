@@ -46,14 +46,14 @@ def _norm_by_hand(cfg) -> float:
 
     data = load_data_yaml(cfg.data)
     torch.manual_seed(cfg.run.seed)
-    model = DetectionModel(cfg.model, nc=data.nc, transformer=cfg.transformer or None)
+    model = DetectionModel(cfg.model, nc=data.nc, transformer=cfg.transformer.as_yaml())
     model.train()
     grads = []
     for rank in range(2):
         stream = TrainStream(data.train, global_batch_size=8, rank=rank, world_size=2, seed=cfg.run.seed,
                              imgsz=cfg.train.imgsz, augment=cfg.augment, num_workers=0)
         batch = next(iter(stream))
-        replica = DetectionModel(cfg.model, nc=data.nc, transformer=cfg.transformer or None)
+        replica = DetectionModel(cfg.model, nc=data.nc, transformer=cfg.transformer.as_yaml())
         replica.load_state_dict(model.state_dict())
         replica.train()
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from yolotr.engine.ema import ModelEMA
-from yolotr.engine.guard import BufferGuard, guarded_step
+from yolotr.debug.sync_check import no_host_sync
 from yolotr.engine.optim import build_optimizer, build_param_groups
-from yolotr.engine.sync_check import no_host_sync
+from yolotr.guard.ema import ModelEMA
+from yolotr.guard.step import BufferGuard, guarded_step
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -140,11 +140,11 @@ def test_weight_decay_changed_on_resume_is_the_new_runs(train_config, tmp_path):
     script = (
         "import sys, json\n"
         "from yolotr.config import load_config\n"
-        "from yolotr.engine.backend import setup_backend\n"
+        "from yolotr.engine.runtime import setup_runtime\n"
         "from yolotr.engine.trainer import Trainer\n"
         "cfg = load_config(sys.argv[1], ['train.weight_decay=0.05'])\n"
-        "trainer = Trainer(cfg, setup_backend(cfg))\n"
-        "trainer.io.start()\n"
+        "trainer = Trainer(cfg, setup_runtime(cfg))\n"
+        "trainer.start()\n"
         "print(json.dumps([trainer.step, sorted({g['weight_decay'] for g in trainer.optimizer.param_groups})]))\n"
     )
     result = subprocess.run([sys.executable, "-c", script, str(config)], cwd=REPO, capture_output=True, text=True,

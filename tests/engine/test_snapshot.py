@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from yolotr.checkpoint.host_stage import HostStager
-from yolotr.engine.ema import ModelEMA
-from yolotr.engine.snapshot import restore_snapshot, take_snapshot
+from yolotr.guard.ema import ModelEMA
+from yolotr.guard.snapshot import restore_snapshot, take_snapshot
 
 
 def _train(model, optimizer, steps: int) -> None:

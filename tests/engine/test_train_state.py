@@ -1,10 +1,9 @@
 """What a checkpoint's state looks like: the optimizer keyed by parameter name, as DCP lays it out."""
 
 import torch
-
 from torch.distributed.checkpoint.state_dict import get_state_dict
 
-from yolotr.checkpoint.train_state import OptimizerStateByName
+from yolotr.checkpoint.checkpointer import OptimizerStateByName
 from yolotr.engine.optim import build_optimizer, build_param_groups
 from yolotr.model.yolo import DetectionModel
 

@@ -8,8 +8,8 @@ import io
 import numpy as np
 import pytest
 
-from yolotr.eval import fitness
 from yolotr.eval.coco_eval import EvalResult, evaluate_detections
+from yolotr.track.fitness import fitness
 
 NAMES = ["cat", "dog", "bird"]
 

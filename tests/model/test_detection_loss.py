@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from yolotr.config.model import LossHyp
-from yolotr.engine.sync_check import no_host_sync
+from yolotr.debug.sync_check import no_host_sync
 from yolotr.model.loss import ComputeLoss, bbox_iou
 from yolotr.model.yolo import DetectionModel
 

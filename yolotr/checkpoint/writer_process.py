@@ -19,7 +19,9 @@ import sys
 import traceback
 from pathlib import Path
 
+from yolotr.checkpoint.files import write_rank_files
 from yolotr.checkpoint.host_stage import HostStager
+from yolotr.checkpoint.manager import CheckpointError
 
 # Launchers and Slurm signal the whole process group; the writer leaves the reaction to the trainer.
 _IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -29,8 +31,6 @@ def _serve(conn) -> None:
     """The writer's loop: ("buffers", {dtype: tensor}), ("save", tmp, rank, layout | None, plain, meta), ("stop",)."""
     for sig in _IGNORED_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-    from yolotr.checkpoint.train_state import write_rank_files
-
     buffers, layout = None, None
     while True:
         try:
@@ -63,8 +63,6 @@ class WriterProcess:
         self.failed: str | None = None  # why it is not used any more (the thread writes instead)
 
     def write(self, stager: HostStager, plain: list, meta: dict, rank: int, tmp: Path) -> list[Path]:
-        from yolotr.checkpoint.manager import CheckpointError
-
         if self.failed is None and stager.shared:  # not shared: /dev/shm had no room (host_stage.py)
             try:
                 return self._write_in_process(stager, plain, meta, rank, tmp)
@@ -135,8 +133,6 @@ class ThreadWriter:
     """`checkpoint.writer: thread`: the files are written by the checkpoint manager's background thread itself."""
 
     def write(self, stager: HostStager, plain: list, meta: dict, rank: int, tmp: Path) -> list[Path]:
-        from yolotr.checkpoint.train_state import write_rank_files
-
         stager.publish()
         return write_rank_files(stager.layout.rebuild(stager.buffers, plain), meta, rank, tmp)
 

@@ -12,7 +12,7 @@
     producers.py     the DataLoader workers' side: positions → read → decode → augment → collate
     augment.py       YOLOv5's augmentations (mosaic, affine, HSV, flip) on uint8 images
     coco_gt.py       COCO ground truth of a val split for pycocotools
-    ledger.py        the per-sample ledger for auditing exactly-once delivery
+    boxes.py         the (N,6) target layout and the letterbox inverse (network pixels -> original pixels)
 """
 
 import cv2

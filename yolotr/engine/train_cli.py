@@ -38,18 +38,18 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"])))
 
     from yolotr.distributed import destroy_process_group
-    from yolotr.engine.backend import setup_backend
+    from yolotr.engine.runtime import setup_runtime
     from yolotr.engine.trainer import Trainer
 
     os.makedirs(cfg.run.dir, exist_ok=True)
-    backend = setup_backend(cfg)
-    trainer = Trainer(cfg, backend)
+    runtime = setup_runtime(cfg)
+    trainer = Trainer(cfg, runtime)
     code = trainer.fit()
     import multiprocessing
 
     for child in multiprocessing.active_children():  # a DataLoader worker left behind by an error path: it ignores
         child.kill()  # SIGTERM (producers.py), and multiprocessing's exit would wait for it forever
-    backend.accelerator.wait_for_everyone()
-    backend.accelerator.end_training()
+    runtime.accelerator.wait_for_everyone()
+    runtime.accelerator.end_training()
     destroy_process_group()
     return code

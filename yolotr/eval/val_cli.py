@@ -10,7 +10,7 @@ import contextlib
 import json
 import sys
 
-from yolotr.eval import fitness
+from yolotr.track.fitness import fitness
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from yolotr.data.boxes import letterbox_to_original, xyxy_to_coco_xywh
 from yolotr.distributed import broadcast_from_rank0, gather_to_rank0, rank
-from yolotr.eval.boxes import letterbox_to_original, xyxy_to_coco_xywh
 from yolotr.eval.coco_eval import EvalResult, evaluate_detections
 
 

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from yolotr.eval import fitness
+from yolotr.track.fitness import fitness
 
 
 def print_summary(records: list[dict[str, Any]]) -> str:

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from yolotr.eval.boxes import targets_of_image
+from yolotr.data.boxes import targets_of_image
 from yolotr.track.wandb_reader import wait_until_complete
 
 DEFAULT_WANDB_HOST = "https://api.wandb.ai"

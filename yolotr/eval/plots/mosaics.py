@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid
 
-from yolotr.eval.boxes import targets_of_image
+from yolotr.data.boxes import targets_of_image
 from yolotr.eval.plots.drawing import as_uint8_image, draw_boxes, save_image
 
 GAP = 4  # white pixels between a label panel and its prediction panel

@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from yolotr.errors import UsageError
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", type=Path, help="a run folder (its newest valid checkpoint) or a checkpoint folder")
@@ -17,12 +19,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_checkpoint(source: Path) -> Path:
-    from yolotr.checkpoint.manager import CheckpointManager, verify
+    from yolotr.checkpoint.manager import CheckpointManager, verify  # torch: not for `--help`
 
     if (source / "manifest.json").is_file():
         problem = verify(source)
         if problem:
-            raise SystemExit(f"{source}: {problem}")
+            raise UsageError(f"{source}: {problem}")
         return source
     run_checkpoints = source / "checkpoints"
     if run_checkpoints.is_dir():
@@ -30,13 +32,12 @@ def resolve_checkpoint(source: Path) -> Path:
         found = manager.newest_valid(warn=lambda m: print(f"warning: {m}", file=sys.stderr))
         if found is not None:
             return found
-    raise SystemExit(f"{source}: neither a checkpoint folder (manifest.json) nor a run folder with a valid checkpoint")
+    raise UsageError(f"{source}: neither a checkpoint folder (manifest.json) nor a run folder with a valid checkpoint")
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch.distributed.checkpoint as dcp
-
-    from yolotr.checkpoint.train_state import read_meta
+    # Imported when the command runs, so that `yolotr --help` does not load torch.
+    from yolotr.checkpoint.files import load_tensors, read_meta
     from yolotr.checkpoint.weights_file import save_weights
     from yolotr.model.yolo import DetectionModel
 
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     has_ema = meta["config"]["train"]["ema"]
     if has_ema:
         template["ema"] = DetectionModel(meta["model_yaml"]).state_dict()
-    dcp.load(template, checkpoint_id=checkpoint / "state", no_dist=True)
+    load_tensors(template, checkpoint)
     out = save_weights(
         args.out,
         model_state=template["model"],

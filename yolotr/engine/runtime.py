@@ -19,7 +19,9 @@ from yolotr.distributed import init_process_group
 
 
 @dataclass
-class Backend:
+class Runtime:
+    """This process's place in the job: its rank, its device, and the data-parallel kind the job runs."""
+
     accelerator: object  # accelerate.Accelerator
     kind: str  # "single", "ddp" or "deepspeed"
     rank: int
@@ -36,24 +38,12 @@ class Backend:
         return self.world_size > 1
 
 
-def prepare_ddp(backend: Backend, module: torch.nn.Module) -> torch.nn.Module:
-    """`module` wrapped by Accelerate in DistributedDataParallel when there are several ranks, as is otherwise."""
-    if not backend.distributed:
-        return module
-    ddp = backend.accelerator.prepare(module)
-    if hasattr(ddp, "_set_ddp_runtime_logging_sample_rate"):
-        # DDP times its first 10 iterations and then every 100th with CUDA events that the host waits on at the
-        # next forward (reducer_cuda.cpp): a sync torch's sync check does not report. Now only the first 10.
-        ddp._set_ddp_runtime_logging_sample_rate(2**31 - 1)
-    return ddp
-
-
 def wants_deepspeed(cfg: Config) -> bool:
     launched_with = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     return cfg.distributed.backend == "deepspeed" or (cfg.distributed.backend == "auto" and launched_with)
 
 
-def setup_backend(cfg: Config) -> Backend:
+def setup_runtime(cfg: Config) -> Runtime:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
@@ -81,7 +71,7 @@ def setup_backend(cfg: Config) -> Backend:
         plugin = _deepspeed_plugin(cfg)
     accelerator = Accelerator(mixed_precision="no", kwargs_handlers=kwargs, deepspeed_plugin=plugin, cpu=not on_gpu and not deepspeed)
     kind = "deepspeed" if deepspeed else ("ddp" if accelerator.num_processes > 1 else "single")
-    return Backend(
+    return Runtime(
         accelerator=accelerator,
         kind=kind,
         rank=accelerator.process_index,
@@ -107,7 +97,7 @@ def _deepspeed_plugin(cfg: Config):
     ds_config["train_micro_batch_size_per_gpu"] = cfg.train.batch_size // int(os.environ.get("WORLD_SIZE", "1"))
     ds_config.pop("train_batch_size", None)
     ds_config["gradient_accumulation_steps"] = 1  # the trainer sets its own accumulation before prepare()
-    # fp32 master weights and gradients; yolotr autocasts the forward to bf16 itself (see deepspeed_path.py).
+    # fp32 master weights and gradients; yolotr autocasts the forward to bf16 itself (see engine/backends/deepspeed.py).
     for section in ("bf16", "fp16", "torch_autocast"):
         if ds_config.get(section, {}).get("enabled"):
             print(f"[yolotr] {path}: '{section}' is ignored: yolotr runs DeepSpeed with fp32 master weights and "

@@ -1,12 +1,6 @@
-"""The step guard: one verdict per optimizer step, the same on every rank, decided on the device.
-
-How every rank reaches the same verdict without a collective of its own (plain DDP):
-  * DDP all-reduces the gradients during backward, so after backward every rank holds the *same bits*. The global
-    norm computed locally from them is the global norm, identical on all ranks, and so is "is it finite?".
-  * Whatever else must be agreed (the mean loss for spike detection, "a rank wants to stop", "a rank saw a non-finite
-    loss") rides in that same all-reduce as the gradient of a tiny `consensus` parameter (see ConsensusPayload).
-Under DeepSpeed the engine computes the global norm across ZeRO partitions and skips non-finite steps itself; its
-overflow flag is all-reduced over the data-parallel group, so `was_step_applied()` agrees on every rank.
+"""The guarded optimizer step: one verdict per step, the same on every rank (consensus.py says why), decided on the
+device. Under DeepSpeed the engine skips non-finite steps itself; its overflow flag is all-reduced over the
+data-parallel group, so `was_step_applied()` agrees on every rank.
 
 A skipped step is skipped by *selection*, never by multiplying by zero (0·NaN = NaN), in one of two ways:
   * on a GPU the optimizer is fused and takes a `found_inf` tensor: when it is 1 the kernel leaves parameters and
@@ -22,64 +16,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.utils import clip_grads_with_norm_, get_total_norm
-
-
-class ConsensusPayload:
-    """Slots of the consensus parameter's gradient. Each rank adds its local values in a gradient hook; DDP's
-    all-reduce averages them, so after backward every rank reads the cross-rank mean."""
-
-    STOP = 0  # > 0: at least one rank received a preemption signal
-    LOSS = 1  # mean total loss (then box, obj, cls) across ranks
-    BOX, OBJ, CLS = 2, 3, 4
-    LOCAL_BAD = 5  # > 0: at least one rank had a non-finite loss or local gradient
-    SIZE = 6
-
-
-class ConsensusModule(nn.Module):
-    """Wraps the detector so that DDP also all-reduces the consensus parameter. It is excluded from the optimizer,
-    the gradient norm and every saved weights file."""
-
-    def __init__(self, detector: nn.Module):
-        super().__init__()
-        self.detector = detector
-        self.consensus = nn.Parameter(torch.zeros(ConsensusPayload.SIZE))
-        self.payload = torch.zeros(ConsensusPayload.SIZE)
-        # A tensor hook on a leaf runs before gradient accumulation, hence before DDP copies the gradient into its
-        # bucket: the payload is averaged with the real gradients, at no extra collective.
-        self.consensus.register_hook(lambda grad: grad + self.payload.to(grad.device))
-
-    def forward(self, images: torch.Tensor):
-        return self.detector(images)
-
-    def tie(self, loss: torch.Tensor) -> torch.Tensor:
-        """Makes the consensus parameter part of the graph (DDP requires every parameter to get a gradient)."""
-        return loss + self.consensus.sum() * 0.0
-
-
-def install_local_check_hook(ddp: nn.Module, local_bad: torch.Tensor) -> None:
-    """Makes DDP record in `local_bad` whether this rank's *local* gradient was non-finite before it is averaged
-    (provenance only: the verdict comes from the averaged gradient). A device-side flag: no host sync."""
-    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-
-    def hook(process_group, bucket):
-        torch.logical_or(local_bad, ~torch.isfinite(bucket.buffer()).all(), out=local_bad)
-        return allreduce_hook(process_group, bucket)
-
-    ddp.register_comm_hook(None, hook)
-
-
-def install_local_gradient_check(model: nn.Module, local_bad: torch.Tensor) -> None:
-    """The same record for DeepSpeed, which reduces gradients in hooks of its own where no comm hook can look: a
-    tensor hook per parameter sees the local gradient before it is accumulated and reduced. Installed after the fault
-    injector's hook (tensor hooks run in order). Costs a few small kernels per parameter; DeepSpeed's step waits for
-    its overflow flag on the host anyway."""
-
-    def check(grad: torch.Tensor) -> None:
-        torch.logical_or(local_bad, ~torch.isfinite(grad).all(), out=local_bad)
-
-    for param in model.parameters():
-        if param.requires_grad:
-            param.register_hook(check)
 
 
 class BufferGuard:
@@ -150,3 +86,14 @@ def guarded_step(
     else:
         buffers.restore(buffers_before)
     return grad_norm, skipped
+
+
+def unguarded_step(params: list[nn.Parameter], optimizer: torch.optim.Optimizer, *,
+                   max_norm: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stability study's baseline (guard.enabled: false): clip if asked, and step whatever the gradients hold."""
+    grads = [p.grad for p in params if p.grad is not None]
+    grad_norm = get_total_norm(grads, foreach=True).float()
+    if max_norm > 0:
+        clip_grads_with_norm_(params, max_norm, grad_norm, foreach=True)
+    optimizer.step()
+    return grad_norm, torch.zeros((), dtype=torch.bool, device=grad_norm.device)

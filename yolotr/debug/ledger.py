@@ -42,5 +42,24 @@ class LedgerWriter:
         self.close()
 
 
+def keep_steps_up_to(path: str | Path, step: int) -> None:
+    """On resume from `step`: the ledger lists the samples whose update the run *kept*, so lines of later steps
+    (trained by the crashed run, then lost with it) go, before any rank appends again. Rewritten atomically."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines(keepends=True) if _step_of(line) <= step]
+    partial = path.with_suffix(".partial")
+    partial.write_text("".join(kept))
+    partial.replace(path)
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError):
+        return 1 << 62  # a line cut by the crash: not kept
+
+
 def read_ledger(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -8,16 +8,21 @@ import torch
 from torch import nn
 
 from yolotr.config.run import FaultsConfig
+from yolotr.model.transformer import TRANSFORMER_TYPES
 
 
 class FaultInjector:
-    def __init__(self, cfg: FaultsConfig, rank: int):
+    """The run's fault drills (`faults.*`), with their hooks installed on `model`; inert when none is configured."""
+
+    def __init__(self, cfg: FaultsConfig, rank: int, model: nn.Module):
         self.cfg = cfg
         self.rank = rank
         self._nan_loss = {step for r, step in cfg.nan_loss_at if r == rank}
         self._nan_grad = {step for r, step in cfg.nan_grad_at if r == rank}
         self._grad_armed = False
         self._step = 0
+        self._install_grad(model)
+        self._install_forward(model)
 
     def nan_loss(self, step: int) -> bool:
         if step in self._nan_loss:
@@ -34,18 +39,16 @@ class FaultInjector:
         self._step = step
         self._grad_armed = step in self._nan_grad
 
-    def install_forward(self, model: nn.Module) -> None:
+    def _install_forward(self, model: nn.Module) -> None:
         """`faults.nan_forward_at`: the first Transformer block's output becomes NaN on armed steps — a non-finite
         *forward*, as exploding attention produces it."""
         steps = {step for r, step in self.cfg.nan_forward_at if r == self.rank}
         if not steps:
             return
-        from yolotr.model.transformer import TRANSFORMER_TYPES
-
         block = next(m for m in model.modules() if isinstance(m, TRANSFORMER_TYPES))
         block.register_forward_hook(lambda m, i, out: out * float("nan") if self._step in steps else None)
 
-    def install(self, model: nn.Module) -> None:
+    def _install_grad(self, model: nn.Module) -> None:
         """A hook on the first parameter's gradient poisons it on armed steps. Tensor hooks run before gradient
         accumulation, so the NaN enters this rank's *local* gradient before DDP all-reduces it."""
         if not self._nan_grad:

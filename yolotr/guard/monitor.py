@@ -19,7 +19,7 @@ import torch
 
 from yolotr.config.run import GuardConfig
 from yolotr.distributed import all_gather_object
-from yolotr.engine.guard import ConsensusPayload
+from yolotr.guard.consensus import ConsensusPayload
 
 
 @dataclass

@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
+
+from yolotr.distributed import is_distributed
 
 
 def _hash_tensors(items) -> str:
@@ -45,15 +48,22 @@ def optimizer_sum(optimizer: torch.optim.Optimizer) -> float:
     return total
 
 
-def append_digest(path: Path, *, step: int, rank: int, model: nn.Module, optimizer, tag: str, engine=None,
-                  ema: nn.Module | None = None) -> None:
-    if engine is not None:  # DeepSpeed: this rank's ZeRO partition, and the sum over all partitions
-        from yolotr.engine.deepspeed_path import optimizer_partition_sum
+def zero_partition_sum(zero_optimizer) -> float:
+    """Sum of every optimizer-state tensor over all ZeRO partitions: a world-size independent fingerprint."""
+    total = torch.zeros((), dtype=torch.float64)
+    for state in zero_optimizer.optimizer.state.values():
+        for value in state.values():
+            if torch.is_tensor(value) and value.dtype.is_floating_point and value.numel() > 1:
+                total += value.detach().double().sum().cpu()
+    if is_distributed():
+        dist.all_reduce(total)
+    return float(total)
 
-        base = engine.optimizer.optimizer
-        opt_digest, opt_sum = optimizer_digest(base), optimizer_partition_sum(engine)
-    else:
-        opt_digest, opt_sum = optimizer_digest(optimizer), optimizer_sum(optimizer)
+
+def append_digest(path: Path, *, step: int, rank: int, tag: str, model: nn.Module, optimizer: tuple[str, float],
+                  ema: nn.Module | None = None) -> None:
+    """One line of digests.jsonl; `optimizer` is the step backend's (sha256, moment sum) of its optimizer state."""
+    opt_digest, opt_sum = optimizer
     record = {
         "tag": tag,
         "step": step,

@@ -1,0 +1,101 @@
+"""Validation during training, the best weights, and the run's plots: a hook (engine/hooks.py).
+
+The EMA weights are validated every `val.every_epochs` epochs and after the last step; every rank predicts its share
+of the val split and rank 0 scores it (eval/validator.py). A validation of an epoch saves a checkpoint carrying its
+fitness, and a better fitness exports `weights/best.safetensors`. An epoch whose validation was due when a preemption
+stopped the run is validated after the resume (the pending epoch is part of the trainer's checkpointed state).
+"""
+
+from __future__ import annotations
+
+import json
+
+from yolotr.data.coco_gt import coco_ground_truth
+from yolotr.data.val_stream import ValStream
+from yolotr.engine.hooks import HookBase
+from yolotr.eval.plots.labels import plot_labels
+from yolotr.eval.plots.mosaics import plot_train_batch, plot_val_predictions
+from yolotr.eval.plots.pr_curves import plot_pr_curves
+from yolotr.eval.plots.results import plot_results
+from yolotr.eval.validator import predict_batch, validate
+from yolotr.track.fitness import fitness
+
+
+class EvalHook(HookBase):
+    def __init__(self) -> None:
+        self._ground_truth = None
+
+    def before_train(self) -> None:
+        if self.trainer.val_pending is not None:  # preempted at the end of an epoch, before validating it
+            self._validate_pending()
+
+    def after_epoch(self, epoch: int) -> None:
+        every = self.trainer.cfg.val.every_epochs
+        if every > 0 and (epoch + 1) % every == 0:
+            self.trainer.val_pending = epoch  # checkpointed: a preemption now validates after the resume
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if t.step == t.cfg.train.log_every and t.runtime.is_main:
+            self._plot_first_batch()
+        if t.val_pending is not None:
+            self._validate_pending()
+
+    def after_train(self) -> None:
+        self.validate(self.trainer.epoch, final=True)
+
+    def on_stop(self, code: int) -> None:
+        t = self.trainer
+        if t.runtime.is_main:
+            plot_results(t.run_dir / "metrics.jsonl", t.run_dir / "results.png")
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _validate_pending(self) -> None:
+        self.validate(self.trainer.val_pending)
+        self.trainer.val_pending = None
+
+    def validate(self, epoch: int, final: bool = False) -> None:
+        t = self.trainer
+        t.sync_buffers()  # every rank validates its shard with the same BatchNorm statistics
+        names = list(t.data.names)
+        if self._ground_truth is None:
+            self._ground_truth = coco_ground_truth(t.data.val, names)
+        stream = ValStream(t.data.val, rank=t.runtime.rank, world_size=t.runtime.world_size,
+                           batch_size=t.cfg.val.batch_size, imgsz=t.cfg.train.imgsz)
+        model = t.ema.module if t.ema is not None else t.model
+        result = validate(model, stream, self._ground_truth, names, device=t.device, conf_thres=t.cfg.val.conf_thres,
+                          iou_thres=t.cfg.val.iou_thres, max_det=t.cfg.val.max_det)
+        score = fitness(result)
+        improved = t.best_fitness is None or score > t.best_fitness
+        if improved:
+            t.best_fitness = score
+        if t.runtime.is_main:
+            summary = {k: v for k, v in result.summary().items() if k not in ("kind", "time")}
+            t.logger.log("val", step=t.step, epoch=epoch, final=final, fitness=score, **summary)
+            (t.run_dir / "val_last.json").write_text(json.dumps(result.to_dict()))
+            self._plot_val(stream, model, result)
+        if not final:
+            t.save_checkpoint(fitness=score)
+        if improved:
+            t.export_weights(t.run_dir / "weights" / "best.safetensors")
+
+    def _plot_first_batch(self) -> None:
+        t = self.trainer
+        if t.first_batch is None:
+            return
+        names = list(t.data.names)
+        plot_train_batch(t.first_batch.images, t.first_batch.targets, names, t.run_dir / "train_batch0.jpg")
+        plot_labels(t.first_batch.targets, names, t.run_dir / "labels.jpg")
+
+    def _plot_val(self, stream, model, result) -> None:
+        t = self.trainer
+        names = list(t.data.names)
+        plot_pr_curves(result, names, t.run_dir / "PR_curve.png")
+        plot_results(t.run_dir / "metrics.jsonl", t.run_dir / "results.png")
+        batch = next(iter(stream), None)
+        if batch is None:
+            return
+        preds = predict_batch(model, batch.images, device=t.device, conf_thres=0.25, iou_thres=0.45, max_det=300,
+                              multi_label=False)
+        plot_val_predictions(batch.images, preds, batch.targets, names, t.run_dir / "val_pred.jpg")
+        t.logger.log_images(batch.images, preds, batch.targets, names, step=t.step)

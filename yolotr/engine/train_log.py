@@ -1,0 +1,89 @@
+"""The `train` records of metrics.jsonl: one every `train.log_every` steps, over the steps judged since the last one.
+
+Steps are judged in windows (guard/monitor.py), so a record only ever describes judged steps; on a GPU with
+`guard.check_every > train.log_every` a record waits for its steps' verdicts. At any stop (the end, a preemption, a
+divergence) the last partial window is written too, so the records, the summary and the stop event agree.
+Corrupt samples that the stream skipped are reported here as well: key and reason, on stderr from the rank that met
+them, as events from rank 0.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+from yolotr.guard.monitor import StepOutcome
+from yolotr.track.loggers import RunLogger
+from yolotr.track.progress import Progress
+
+
+class TrainLog:
+    def __init__(self, logger: RunLogger, *, rank: int, world_size: int, progress: Progress | None) -> None:
+        self.logger = logger
+        self.rank = rank
+        self.world_size = world_size
+        self.progress = progress
+        self.window: list[StepOutcome] = []
+        self.images_total = 0
+        self._window_started = time.perf_counter()
+        self._data_errors_seen = 0
+
+    def restart_clock(self) -> None:
+        """At the first step: the first record's img/s covers training, not the start-up before it."""
+        self._window_started = time.perf_counter()
+
+    def add(self, outcomes: list[StepOutcome]) -> None:
+        self.window += outcomes
+
+    def write(self, *, step: int, epoch: int, optimizer, stream, skipped_steps: int, rollbacks: int,
+              quarantined: int) -> bool:
+        """One `train` record over the judged steps of the window. Returns False when no step has been judged yet
+        (the window then stays open, and so does its clock)."""
+        self.report_data_errors(stream, step)
+        outcomes, self.window = self.window, []
+        if not outcomes:
+            return False
+        elapsed = time.perf_counter() - self._window_started
+        self._window_started = time.perf_counter()
+        images = sum(o.images for o in outcomes) * self.world_size
+        self.images_total += images
+        finite = [o for o in outcomes if not o.skipped]
+
+        def mean(attr: str) -> float | None:  # a window of skipped steps has no loss: null, a bare NaN is not json
+            return sum(getattr(o, attr) for o in finite) / len(finite) if finite else None
+
+        last_norm = outcomes[-1].grad_norm
+        record = self.logger.log(
+            "train",
+            step=step,
+            epoch=epoch,
+            loss=mean("loss"),
+            box=mean("box"),
+            obj=mean("obj"),
+            cls=mean("cls"),
+            grad_norm=last_norm if math.isfinite(last_norm) else None,  # skip events say which
+            lr=[g["lr"] for g in optimizer.param_groups],
+            lr_groups=[g.get("name", str(i)) for i, g in enumerate(optimizer.param_groups)],
+            skipped_steps=skipped_steps,
+            rollbacks=rollbacks,
+            quarantined=quarantined,
+            data_errors=sum(stream.counters().get("errors", {}).values()),
+            images_per_s=images / max(elapsed, 1e-9),
+        )
+        if record is not None and self.progress is not None:
+            self.progress.update(step=step, epoch=epoch, loss=record["loss"], images_per_s=record["images_per_s"],
+                                 skipped=skipped_steps)
+        return True
+
+    def report_data_errors(self, stream, step: int) -> None:
+        """Corrupt samples the stream skipped since the last report."""
+        total = stream.counters()["errors_total"]
+        fresh, self._data_errors_seen = total - self._data_errors_seen, total
+        for key, reason in stream.error_log[-fresh:] if fresh > 0 else []:
+            print(f"[yolotr rank {self.rank}] skipped corrupt sample {key}: {reason}", file=sys.stderr)
+            self.logger.event(event="data_error", step=step, key=key, reason=reason)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
