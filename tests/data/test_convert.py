@@ -15,7 +15,7 @@ import yaml
 from yolotr.cli import main
 from yolotr.data.decode import decode_sample
 from yolotr.data.errors import DataSpecError
-from yolotr.data.shard_cli import convert
+from yolotr.data.convert_dataset import convert
 from yolotr.data.shard_reader import ShardReader
 from yolotr.data.spec import load_data_yaml
 
@@ -194,4 +194,4 @@ def test_shard_cli_names_the_file_and_key_of_a_bad_source(tmp_path, capsys):
                  str(tmp_path / "out")])
 
     assert code == 2
-    assert "data.yaml: key 'train'" in capsys.readouterr().out
+    assert "data.yaml: key 'train'" in capsys.readouterr().err

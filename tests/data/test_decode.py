@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from yolotr.data.decode import decode_image, decode_sample
-from yolotr.data.shard_cli import convert
+from yolotr.data.convert_dataset import convert
 from yolotr.data.shard_reader import ShardReader
 from yolotr.data.spec import load_data_yaml
 from yolotr.eval.sources import _read_image

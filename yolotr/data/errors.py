@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from yolotr.errors import UsageError
 
-class DataSpecError(ValueError):
-    """A data yaml, an index or a source dataset is malformed; the message names the file and the key."""
+
+class DataSpecError(UsageError, ValueError):
+    """A data yaml, an index or a source dataset is malformed or missing; the message names the file and the key."""
 
 
 class StreamStateError(ValueError):

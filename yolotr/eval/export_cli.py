@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, help="weights file (.safetensors or weights-only .pt)")
@@ -19,6 +17,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from yolotr.checkpoint.weights_file import load_weights
     from yolotr.eval.export import DEFAULT_OPSET, check_parity, export_onnx, onnx_op_counts
     from yolotr.model.transformer import TRANSFORMER_TYPES

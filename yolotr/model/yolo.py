@@ -24,12 +24,13 @@ import torch
 import yaml
 from torch import nn
 
+from yolotr.errors import UsageError
 from yolotr.model.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus
 from yolotr.model.detect import Detect
 from yolotr.model.transformer import C3TR, TRANSFORMER_C3_TYPES, C3TRv5, TransformerConfig
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(UsageError, ValueError):
     """A model yaml (or dict) that cannot be built; the message names the file, the layer index and the problem."""
 
     def __init__(self, source: str, problem: str, layer: int | None = None) -> None:
