@@ -14,8 +14,10 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from yolotr.errors import UsageError
 
-class ConfigError(ValueError):
+
+class ConfigError(UsageError, ValueError):
     """A config value that cannot be used. The message always names the key path (and the file when known)."""
 
     def __init__(self, key: str, problem: str, source: str | None = None):
