@@ -58,6 +58,8 @@ def _split_labels(split: SplitIndex, names: Sequence[str]) -> np.ndarray:
     sizes = {image["id"]: (image["width"], image["height"]) for image in gt["images"]}
     rows = []
     for ann in gt["annotations"]:
+        if ann.get("iscrowd"):  # a crowd region is not a box the model learns
+            continue
         width, height = sizes[ann["image_id"]]
         x, y, w, h = ann["bbox"]
         rows.append([ann["category_id"], (x + w / 2) / width, (y + h / 2) / height, w / width, h / height])
