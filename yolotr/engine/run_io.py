@@ -387,12 +387,12 @@ class RunIO:
 
     def _plot_val(self, stream, model, result) -> None:
         from yolotr.eval.plots.mosaics import plot_val_predictions
-        from yolotr.eval.plots.pr_curves import plot_pr_curves
         from yolotr.eval.plots.results import plot_results
+        from yolotr.eval.plots.run import plot_validation
         from yolotr.eval.validator import predict_batch
 
         names = list(self.t.data.names)
-        plot_pr_curves(result, names, self.dir / "PR_curve.png")
+        plot_validation(result, self.dir)  # PR, F1, P, R curves and the confusion matrix
         plot_results(self.dir / "metrics.jsonl", self.dir / "results.png")
         batch = next(iter(stream), None)
         if batch is None:
