@@ -60,8 +60,11 @@ def test_every_option_of_every_command_has_a_description():
 
 
 def test_train_accepts_options_between_and_after_its_overrides(tmp_path, capsys):
+    data = tmp_path / "data.yaml"
+    data.write_text("train: t\nval: v\nnames: [a]\n")  # --print-config checks that the file exists, not its splits
+
     code = main(["train", "--config", "configs/train/demo.yaml", "model=configs/models/yolotr-n.yaml",
-                 "--resume", "none", "run.dir=" + str(tmp_path / "r"), "--print-config", "train.epochs=2"])
+                 "--resume", "none", f"data={data}", f"run.dir={tmp_path / 'r'}", "--print-config", "train.epochs=2"])
 
     printed = capsys.readouterr().out
     assert code == 0
