@@ -140,6 +140,22 @@ def test_plot_cli_names_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert capsys.readouterr().err == f"yolotr plot: error: {tmp_path}: no metrics.jsonl; is this a yolotr run folder?\n"
 
 
+def test_labels_of_a_split_are_every_box_of_its_shards_or_of_an_even_sample_of_them(synth_data):
+    from yolotr.data.coco_gt import coco_ground_truth
+    from yolotr.data.spec import load_data_yaml
+    from yolotr.eval.plots.labels import split_label_rows
+
+    spec = load_data_yaml(synth_data)
+    names = list(spec.names)
+
+    rows, read = split_label_rows(spec.val, names, max_images=1000)
+    sampled, read_sampled = split_label_rows(spec.val, names, max_images=3)
+
+    assert read == spec.val.num_samples == 9
+    assert len(rows) == len(coco_ground_truth(spec.val, names)["annotations"]) > 9  # every box, not a batch's
+    assert read_sampled == 3 and 0 < len(sampled) < len(rows)
+
+
 def test_labels_plot_of_a_whole_split(synth_data, tmp_path):
     from yolotr.data.spec import load_data_yaml
 
