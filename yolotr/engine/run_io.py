@@ -383,7 +383,7 @@ class RunIO:
         if batch is None:
             return
         plot_train_batch(batch.images, batch.targets, list(self.t.data.names), self.dir / "train_batch0.jpg")
-        plot_labels(batch.targets, list(self.t.data.names), self.dir / "labels.jpg")
+        plot_labels(self.t.data.train, list(self.t.data.names), self.dir / "labels.jpg")  # the set's, not the batch's
 
     def _plot_val(self, stream, model, result) -> None:
         from yolotr.eval.plots.mosaics import plot_val_predictions
