@@ -88,6 +88,10 @@ class RunIO:
                 from tqdm import tqdm
 
                 self.progress = tqdm(total=t.total_steps, initial=t.step, unit="step", dynamic_ncols=True)
+            elif self.cfg.train.progress_bar:  # a log file: a line per epoch and per minute instead of a bar
+                from yolotr.track.progress_lines import LineProgress
+
+                self.progress = LineProgress(total=t.total_steps, initial=t.step)
         # The state the run starts from is good by definition: the first rollback target.
         from yolotr.engine.snapshot import take_snapshot
 
