@@ -113,8 +113,9 @@ def test_export_cli_prints_the_table_of_every_format(tiny_weights, tmp_path, cap
 
     printed = capsys.readouterr().out
     assert code == 0
-    assert "| Format | File | Size (MB) | Latency (ms/batch) | Max abs diff vs PyTorch | Tolerance | Parity |" in printed
-    for name in ("| pytorch | tiny.safetensors |", "| onnx | tiny.onnx |", "| torchscript | tiny.torchscript |"):
+    assert "| Format | File | Runtime | Size (MB) | Latency (ms/batch) | Max abs diff vs PyTorch |" in printed
+    for name in ("| pytorch | tiny.safetensors | PyTorch (cpu, fp32) |", "| onnx | tiny.onnx | onnxruntime |",
+                 "| torchscript | tiny.torchscript | TorchScript (cpu) |"):
         assert name in printed
 
 

@@ -60,6 +60,8 @@ class ExportRow:
     """Median wall time of one batch (including the host↔device copies, as a caller sees it)."""
     parity: list[ParityReport] = field(default_factory=list)
     tolerance: Tolerance | None = None
+    runtime: str = ""
+    """What ran it (onnxruntime on the CPU or CUDA, OpenVINO on the CPU, ...)."""
 
     @property
     def max_abs_error(self) -> float | None:
@@ -86,15 +88,17 @@ class ExportReport:
     def table(self) -> str:
         """Markdown: one row per format, PyTorch first (its latency is the reference)."""
         lines = [f"Input {list(self.input_shape)} on {self.device} ({self.threads} threads):", "",
-                 "| Format | File | Size (MB) | Latency (ms/batch) | Max abs diff vs PyTorch | Tolerance | Parity |",
-                 "| --- | --- | ---: | ---: | ---: | --- | --- |"]
+                 "| Format | File | Runtime | Size (MB) | Latency (ms/batch) | Max abs diff vs PyTorch | Tolerance "
+                 "| Parity |",
+                 "| --- | --- | --- | ---: | ---: | ---: | --- | --- |"]
         for row in self.rows:
             latency = f"{row.latency_ms:.1f}" if row.latency_ms is not None else "-"
             error = f"{row.max_abs_error:.2g}" if row.max_abs_error is not None else "-"
             tolerance = row.tolerance.describe() if row.tolerance else "-"
             verdict = "-" if not row.parity else "OK" if row.ok else "MISMATCH"
             name = row.path.name if row.path else "-"
-            lines.append(f"| {row.format} | {name} | {row.size_mb:.1f} | {latency} | {error} | {tolerance} | {verdict} |")
+            lines.append(f"| {row.format} | {name} | {row.runtime} | {row.size_mb:.1f} | {latency} | {error} | "
+                         f"{tolerance} | {verdict} |")
         return "\n".join(lines)
 
 
@@ -127,8 +131,9 @@ def export(
     inputs = _parity_inputs(settings.batch, imgsz, stride, settings.dynamic)
     reference = _Reference(model, settings.nms, inputs)
     weights_path = Path(loaded.meta["path"]) if loaded.meta.get("path") else None
+    torch_runtime = reference.torch_runtime(device)
     rows = [ExportRow("pytorch", weights_path, formats.path_size_mb(weights_path) if weights_path else 0.0,
-                      _latency(reference.torch_runtime(device), inputs[0], settings.latency_runs))]
+                      _latency(torch_runtime, inputs[0], settings.latency_runs), runtime=torch_runtime.name)]
 
     onnx_path = None
     needs_onnx = {"onnx", "openvino", "engine"} & set(settings.formats)
@@ -194,7 +199,7 @@ class _Reference:
                 kept = non_max_suppression(decoded, self.nms.conf_thres, self.nms.iou_thres, max_det=self.nms.max_det)
                 return [k.cpu().numpy() for k in kept]
 
-        return formats.Runtime("PyTorch", run, sync=formats.device_sync(device))
+        return formats.Runtime(f"PyTorch ({device.type}, fp32)", run, sync=formats.device_sync(device))
 
 
 def _checked_row(name: str, path: Path, runtime: formats.Runtime, reference: _Reference, inputs: list[torch.Tensor],
@@ -213,7 +218,7 @@ def _checked_row(name: str, path: Path, runtime: formats.Runtime, reference: _Re
                                     max(p.max_rel_error for p in parts), all(p.ok for p in parts), tolerance,
                                     runtime.name, detections))
     latency = _latency(runtime, inputs[0], settings.latency_runs)
-    return ExportRow(name, path, formats.path_size_mb(path), latency, reports, tolerance)
+    return ExportRow(name, path, formats.path_size_mb(path), latency, reports, tolerance, runtime.name)
 
 
 def _latency(runtime: formats.Runtime, images: torch.Tensor, runs: int) -> float | None:
