@@ -2,7 +2,8 @@
 # The deploy checks that need an NVIDIA GPU, in one go (about 7 minutes on one H200). Each writes OUT_DIR/<name>.txt
 # (6 files):
 #
-#   bash benchmarks/gpu_deploy_check.sh OUT_DIR     PYTHON=... picks the interpreter (default python3)
+#   bash benchmarks/gpu_deploy_check.sh OUT_DIR     PYTHON=... picks the interpreter (default python3);
+#                                                   PRECISIONS="fp16" skips the fp32 table
 #
 #   env          GPU, torch, onnxruntime providers, whether TensorRT is installed
 #   gpu_tests    tests/eval/test_export_formats.py's GPU cases: TorchScript fp16, TensorRT fp32 and fp16 + NMS
@@ -30,7 +31,7 @@ engine=""
 
 timeout 90 "$py" -m pytest -q -p no:cacheprovider tests/eval/test_export_formats.py -k gpu -rs >"$out/gpu_tests.txt" 2>&1
 echo "exit $?" >>"$out/gpu_tests.txt"
-for precision in fp32 fp16; do
+for precision in ${PRECISIONS:-fp16 fp32}; do
     half=""
     [ "$precision" = fp16 ] && half="--half"
     timeout 130 "$py" benchmarks/bench_export.py --cfg configs/models/yolotr-s.yaml --imgsz 640 --device cuda \
