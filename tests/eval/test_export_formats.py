@@ -3,6 +3,8 @@ TensorRT, each run and checked against PyTorch, and the CLI's table of sizes and
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnxruntime
 import pytest
@@ -82,7 +84,9 @@ def test_torchscript_and_onnx_rows_carry_size_latency_and_their_difference(tiny_
     for row in report.rows[1:]:
         assert row.path.parent == tmp_path and row.size_mb > 0 and row.latency_ms > 0
         assert row.max_abs_error is not None and row.max_abs_error < 1e-3
-    loaded = torch.jit.load(str(tmp_path / "tiny.torchscript"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream, still widely deployed
+        loaded = torch.jit.load(str(tmp_path / "tiny.torchscript"))
     assert loaded(torch.rand(1, 3, 64, 64)).shape == (1, 3 * (8 * 8 + 4 * 4), 8)
 
 
