@@ -1,8 +1,13 @@
 """The `yolotr` command line.
 
-Each command lives in the module of the concern it belongs to. That module exposes
-`configure_parser(parser)` and `run(args) -> int`; it is imported only when its command runs,
-so `yolotr data check` does not pay for importing DeepSpeed.
+Each command lives in a light `*_cli` module beside the concern it belongs to. That module exposes
+`configure_parser(parser)` and `run(args) -> int` and imports nothing heavy at its top: the whole parser tree is
+built from them, so `yolotr <anything> --help` answers without importing torch, and a command's heavy modules are
+imported only inside its `run`.
+
+Options may stand anywhere among a command's positional arguments (`yolotr train --config C data=D --resume auto`),
+as ultralytics accepts them. A `YolotrError` raised by library code becomes one line on stderr and its exit code
+(2 for usage, 1 for a runtime failure); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,58 +15,69 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from types import ModuleType
 
 from yolotr.errors import YolotrError
 
 # (command path, module, one-line help). A command path of two words is a sub-command group.
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("train",), "yolotr.engine.train_cli", "train a detector (single process, torchrun, accelerate, deepspeed)"),
-    (("val",), "yolotr.eval.val_cli", "COCO mAP of a weights file on a data yaml"),
-    (("predict",), "yolotr.eval.predict_cli", "draw and save detections for images, folders or shards"),
-    (("export",), "yolotr.eval.export_cli", "export weights to ONNX and check parity with onnxruntime"),
+    (("val",), "yolotr.eval.val_cli", "COCO mAP, per-class table, confusion matrix and curves of a weights file"),
+    (("predict",), "yolotr.eval.predict_cli", "detect on images, folders, globs, lists, videos, webcams, streams, shards"),
+    (("export",), "yolotr.eval.export_cli", "export weights to ONNX (optionally with NMS), TorchScript, OpenVINO, TensorRT"),
     (("export-weights",), "yolotr.checkpoint.export_weights_cli", "consolidate a run or checkpoint into one weights file"),
     (("plot",), "yolotr.eval.plot_cli", "redraw a run's plots from metrics.jsonl"),
-    (("model", "info"), "yolotr.model.info", "layer table, parameters and GFLOPs of a model yaml"),
+    (("model", "info"), "yolotr.model.info_cli", "layer table, parameters and GFLOPs of a model yaml"),
     (("data", "synth"), "yolotr.data.synth_cli", "write the synthetic detection set as shards"),
     (("data", "shard"), "yolotr.data.shard_cli", "convert a YOLO-txt or COCO dataset into shards"),
     (("data", "check"), "yolotr.data.check_cli", "verify shards against their index"),
     (("study", "stability"), "yolotr.study.stability", "the NaN stability ablation study"),
 ]
+GROUP_HELP = {"model": "model commands", "data": "dataset commands", "study": "studies"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[tuple[str, ...], tuple[argparse.ArgumentParser, ModuleType]]]:
+    """The top-level parser and, per command path, its own parser and module."""
     parser = argparse.ArgumentParser(prog="yolotr", description=__doc__.splitlines()[0])
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
-    for path, module, help_text in COMMANDS:
+    commands = {}
+    for path, module_name, help_text in COMMANDS:
         if len(path) == 1:
-            sub = top.add_parser(path[0], help=help_text)
+            sub = top.add_parser(path[0], help=help_text, description=help_text)
         else:
             if path[0] not in groups:
-                group = top.add_parser(path[0], help=f"{path[0]} commands")
+                group = top.add_parser(path[0], help=GROUP_HELP[path[0]], description=GROUP_HELP[path[0]])
                 groups[path[0]] = group.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
-            sub = groups[path[0]].add_parser(path[1], help=help_text)
-        sub.set_defaults(_module=module, _command=path)
-        # Parsers are configured lazily in main(); only the chosen command's module is imported.
-        sub.set_defaults(_parser=sub)
-    return parser
+            sub = groups[path[0]].add_parser(path[1], help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        module.configure_parser(sub)
+        commands[path] = (sub, module)
+    return parser, commands
+
+
+def find_command(argv: list[str], commands) -> tuple[tuple[str, ...] | None, list[str]]:
+    """The command path that `argv` starts with, and the rest of it; (None, argv) when it names no command."""
+    for length in (2, 1):
+        if tuple(argv[:length]) in commands:
+            return tuple(argv[:length]), argv[length:]
+    return None, argv
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    # First pass finds the command; the second parses its own options once its module is loaded.
-    first_pass = [a for a in argv if a not in ("-h", "--help")]
-    if not first_pass or first_pass[0].startswith("-"):
-        return int(parser.parse_args(argv) is None)
-    known, _ = parser.parse_known_args(first_pass)
-    module = importlib.import_module(known._module)
-    module.configure_parser(known._parser)
-    args = parser.parse_args(argv)
+    parser, commands = build_parser()
+    path, rest = find_command(argv, commands)
+    if path is None:  # top-level or group help, or a usage error: argparse prints it and exits
+        parser.parse_args(argv)
+        return 2
+    command_parser, module = commands[path]
+    # Intermixed: the positional overrides of `train` may come before, between and after its options.
+    args = command_parser.parse_intermixed_args(rest)
     try:
         return int(module.run(args) or 0)
-    except YolotrError as error:  # the user's to act on: one line, no traceback
-        print(f"yolotr {' '.join(known._command)}: {error}", file=sys.stderr)
+    except YolotrError as error:
+        print(f"yolotr {' '.join(path)}: error: {error}", file=sys.stderr)
         return error.exit_code
 
 

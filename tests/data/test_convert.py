@@ -15,7 +15,7 @@ import yaml
 from yolotr.cli import main
 from yolotr.data.decode import decode_sample
 from yolotr.data.errors import DataSpecError
-from yolotr.data.shard_cli import convert
+from yolotr.data.convert_dataset import convert
 from yolotr.data.shard_reader import ShardReader
 from yolotr.data.spec import load_data_yaml
 
@@ -155,8 +155,11 @@ def test_coco_dataset_becomes_shards_with_contiguous_class_ids(coco_dataset, tmp
     boxes, classes = train["x1"][1].boxes, train["x1"][1].classes
     np.testing.assert_allclose(boxes, [[10, 5, 30, 15], [50, 30, 60, 40]])  # the second clipped to 60x40
     assert classes.tolist() == [2, 1]
-    assert train["x2"][1].classes.tolist() == [2]  # its crowd annotation left out
-    assert "1 crowd annotations" in " ".join(report.notes)
+    assert train["x2"][1].classes.tolist() == [2]  # its crowd annotation is not a box to train on ...
+    assert train["x2"][1].crowd_classes.tolist() == [1]  # ... but a crowd region, clipped like a box
+    np.testing.assert_allclose(train["x2"][1].crowd_boxes, [[50, 30, 60, 40]])
+    assert train["x1"][1].crowd_classes.tolist() == []
+    assert "1 crowd annotations (iscrowd=1) kept as crowd regions" in " ".join(report.notes)
     assert {e.source: e.reason for e in report.excluded} == {"sized_wrong.jpg": "image_size_mismatch",
                                                              "gone.jpg": "missing_file"}
     assert sorted(read_split(spec.val)) == ["y"]
@@ -194,4 +197,4 @@ def test_shard_cli_names_the_file_and_key_of_a_bad_source(tmp_path, capsys):
                  str(tmp_path / "out")])
 
     assert code == 2
-    assert "data.yaml: key 'train'" in capsys.readouterr().out
+    assert "data.yaml: key 'train'" in capsys.readouterr().err

@@ -12,10 +12,10 @@ import yaml
 from PIL import Image
 
 from yolotr.data.decode import decode_image, decode_sample
-from yolotr.data.shard_cli import convert
+from yolotr.data.convert_dataset import convert
 from yolotr.data.shard_reader import ShardReader
 from yolotr.data.spec import load_data_yaml
-from yolotr.eval.sources import _read_image
+from yolotr.eval.sources import read_image
 
 ROTATE_90_CW = 6  # EXIF orientation: the stored pixels are shown turned 90° clockwise
 
@@ -80,6 +80,6 @@ def test_prediction_reads_images_as_training_does(tmp_path, name):
         grey16 = (np.arange(48 * 64, dtype=np.uint32).reshape(48, 64) * 21).astype(np.uint16)
         Image.fromarray(grey16).save(path)
         expected = np.repeat((grey16 >> 8).astype(np.uint8)[..., None], 3, axis=2)
-    image = _read_image(path)
+    image = read_image(path)
     assert image.dtype == np.uint8 and image.shape == expected.shape
     assert np.abs(image.astype(int) - expected.astype(int)).mean() < 2

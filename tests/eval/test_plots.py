@@ -127,16 +127,33 @@ def test_plot_cli_redraws_results_and_pr_curve_from_the_run_folder(tmp_path, cap
 
     assert main(["plot", str(tmp_path)]) == 0
 
-    assert capsys.readouterr().out.split() == [str(tmp_path / "results.png"), str(tmp_path / "PR_curve.png")]
-    assert_valid_image(tmp_path / "results.png", "PNG")
-    assert_valid_image(tmp_path / "PR_curve.png", "PNG")
+    pngs = ["results.png", "PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png", "confusion_matrix.png"]
+    assert capsys.readouterr().out.split() == [str(tmp_path / png) for png in pngs]
+    for png in pngs:
+        assert_valid_image(tmp_path / png, "PNG")
 
 
-def test_plot_cli_names_a_folder_that_is_not_a_run(tmp_path):
+def test_plot_cli_names_a_folder_that_is_not_a_run(tmp_path, capsys):
     from yolotr.cli import main
 
-    with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
-        main(["plot", str(tmp_path)])
+    assert main(["plot", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"yolotr plot: error: {tmp_path}: no metrics.jsonl; is this a yolotr run folder?\n"
+
+
+def test_labels_of_a_split_are_every_box_of_its_shards_or_of_an_even_sample_of_them(synth_data):
+    from yolotr.data.coco_gt import coco_ground_truth
+    from yolotr.data.spec import load_data_yaml
+    from yolotr.eval.plots.labels import split_label_rows
+
+    spec = load_data_yaml(synth_data)
+    names = list(spec.names)
+
+    rows, read = split_label_rows(spec.val, names, max_images=1000)
+    sampled, read_sampled = split_label_rows(spec.val, names, max_images=3)
+
+    assert read == spec.val.num_samples == 9
+    assert len(rows) == len(coco_ground_truth(spec.val, names)["annotations"]) > 9  # every box, not a batch's
+    assert read_sampled == 3 and 0 < len(sampled) < len(rows)
 
 
 def test_labels_plot_of_a_whole_split(synth_data, tmp_path):

@@ -72,13 +72,16 @@ def test_predictions_json_is_coco_results_that_pycocotools_loads(tiny_weights, i
     assert not list(out.glob("*.png"))  # --no-images
 
 
-def test_a_single_image_source_and_a_missing_source(tiny_weights, image_folder, tmp_path):
+def test_a_single_image_source_and_a_missing_source(tiny_weights, image_folder, tmp_path, capsys):
     weights, _ = tiny_weights
 
     assert predict(weights, image_folder / "a.png", tmp_path / "one") == 0
     assert (tmp_path / "one" / "a.png").is_file()
-    with pytest.raises(FileNotFoundError, match="nowhere.png does not exist"):
-        predict(weights, tmp_path / "nowhere.png", tmp_path / "none")
+    capsys.readouterr()
+
+    assert predict(weights, tmp_path / "nowhere.png", tmp_path / "none") == 2
+    assert capsys.readouterr().err == f"yolotr predict: error: --source {tmp_path / 'nowhere.png'} does not exist\n"
+    assert not (tmp_path / "none").exists()
 
 
 def test_predicting_on_val_shards_uses_the_ground_truth_image_ids(tiny_weights, synth_data, tmp_path):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 
@@ -91,3 +94,15 @@ def test_a_file_is_written_whole_or_not_at_all(tmp_path, make_tiny_model):
     path = save(tmp_path / "w.safetensors", make_tiny_model())
 
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"] and path.stat().st_size > 0
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_weights_files_are_readable_by_the_group_as_the_umask_allows(tmp_path, suffix, make_tiny_model):
+    model = make_tiny_model()
+    previous = os.umask(0o022)
+    try:
+        path = save(tmp_path / f"w{suffix}", model)
+    finally:
+        os.umask(previous)
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # like every other file of a run, not -rw-------

@@ -9,11 +9,14 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from yolotr.data.check import SplitCheck, check_split
 from yolotr.data.errors import DataSpecError
 from yolotr.data.index import INDEX_FILE, SplitIndex, load_index
 from yolotr.data.spec import parse_names, read_yaml_mapping, resolve_split
+
+if TYPE_CHECKING:
+    from yolotr.data.check import SplitCheck
 
 _SPLITS = ("train", "val", "test")
 
@@ -25,11 +28,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        names, splits = load_splits(args.dir)
-    except DataSpecError as err:
-        print(f"error: {err}")
-        return 2
+    from yolotr.data.check import check_split  # decodes images: imports torch
+
+    names, splits = load_splits(args.dir)
     results = {name: check_split(split) for name, split in splits.items()}
     if args.json:
         print(json.dumps({"ok": all(r.ok for r in results.values()),

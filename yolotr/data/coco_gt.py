@@ -1,7 +1,8 @@
 """COCO-format ground truth of a val split, for pycocotools.
 
 Image ids are positions in the val index (the same as `ValBatch.image_ids`), boxes are in original pixels (xywh),
-category ids are class indices.
+category ids are class indices. Crowd regions of a COCO conversion come back as `iscrowd: 1` annotations, which
+COCOeval uses to ignore the detections inside them.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ def coco_ground_truth(split: SplitIndex, names: list[str], *, exclude_image_ids:
             except SampleError:
                 continue
             images.append({"id": image_id, "file_name": key, "width": label.width, "height": label.height})
-            for (x1, y1, x2, y2), cls in zip(label.boxes.tolist(), label.classes.tolist()):
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls),
-                                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                                    "iscrowd": 0})
+            for crowd, boxes, classes in ((0, label.boxes, label.classes), (1, label.crowd_boxes, label.crowd_classes)):
+                for (x1, y1, x2, y2), cls in zip(boxes.tolist(), classes.tolist()):
+                    annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls),
+                                        "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                                        "iscrowd": crowd})
     finally:
         reader.close()
     return {"info": {"description": f"yolotr ground truth of {split.index_file}"}, "licenses": [],

@@ -29,6 +29,7 @@ class Candidate:
     source: str  # the image path as the report and the label's "source" show it (relative to the dataset root)
     read_labels: LabelReader
     declared_size: tuple[int, int] | None = None  # (width, height) the annotation file states, if any
+    read_crowd: LabelReader | None = None  # COCO's crowd regions (iscrowd=1), kept apart from the boxes
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,11 @@ def build_record(candidate: Candidate, *, nc: int) -> tuple[SampleRecord, int, i
                                                  f"{candidate.declared_size[1]}, the image is {width}x{height}")
     boxes, classes = candidate.read_labels(width, height)
     cleaned = clean_boxes(boxes, classes, width=width, height=height, nc=nc)
+    crowd = DetectionLabel(np.zeros((0, 4)), np.zeros(0, dtype=np.int64), width, height, candidate.source)
+    if candidate.read_crowd is not None:
+        crowd = clean_boxes(*candidate.read_crowd(width, height), width=width, height=height, nc=nc)
     label = DetectionLabel(boxes=cleaned.boxes, classes=cleaned.classes, width=width, height=height,
-                           source=candidate.source)
+                           source=candidate.source, crowd_boxes=crowd.boxes, crowd_classes=crowd.classes)
     return SampleRecord(key=candidate.key, image=data, image_ext=ext, label=label), cleaned.clipped, cleaned.dropped
 
 

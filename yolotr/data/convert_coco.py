@@ -3,7 +3,8 @@
 `--src` is one instances json or a folder holding `annotations/instances_<split>*.json` (COCO's layout). The split
 of a file is its name without `instances_` and a trailing year: `instances_val2017.json` → `val`. Category ids
 (COCO's are 1..90 with gaps) become class indices 0..K-1 in increasing id order. Crowd annotations (`iscrowd: 1`)
-are left out, as YOLOv5's COCO labels do, and counted in the report's notes.
+are kept apart as crowd regions (labels.py): training leaves them out, as YOLOv5's COCO labels do, and COCO
+evaluation ignores the detections that fall in them, as COCO's own evaluation does. The report's notes count them.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def read_coco_dataset(src: Path, *, images_dir: Path | None = None) -> CocoSourc
             raise DataSpecError(f"{file}: a second annotation file for split '{split}'")
         splits[split] = candidates
         if crowd:
-            notes.append(f"{split}: {crowd} crowd annotations (iscrowd=1) left out")
+            notes.append(f"{split}: {crowd} crowd annotations (iscrowd=1) kept as crowd regions: not trained on, "
+                         "ignored by COCO evaluation")
     return CocoSource(names=names or [], category_ids=ids, splits=splits, notes=notes)
 
 
@@ -99,11 +101,8 @@ def _image_root(file: Path, folder: str, doc: dict, images_dir: Path | None) -> 
 
 def _candidates(doc: dict, file: Path, class_of: dict[int, int], root: Path) -> tuple[list[Candidate], int]:
     boxes_of: dict[int, list[list[float]]] = defaultdict(list)
-    crowd = 0
+    crowd_of: dict[int, list[list[float]]] = defaultdict(list)
     for number, annotation in enumerate(doc["annotations"]):
-        if annotation.get("iscrowd", 0):
-            crowd += 1
-            continue
         try:
             image_id, category = int(annotation["image_id"]), int(annotation["category_id"])
             x, y, w, h = (float(v) for v in annotation["bbox"])
@@ -111,20 +110,23 @@ def _candidates(doc: dict, file: Path, class_of: dict[int, int], root: Path) -> 
             raise DataSpecError(f"{file}: key 'annotations[{number}]': needs image_id, category_id and a 4-number "
                                 f"bbox ({err!r})") from None
         # An unknown category id becomes class -1, which validation reports as out of range for that image.
-        boxes_of[image_id].append([class_of.get(category, -1), x, y, x + w, y + h])
+        target = crowd_of if annotation.get("iscrowd", 0) else boxes_of
+        target[image_id].append([class_of.get(category, -1), x, y, x + w, y + h])
     images = sorted(doc["images"], key=lambda image: str(image.get("file_name", "")))
     keys = unique_keys(str(Path(str(image.get("file_name", ""))).with_suffix("")) for image in images)
     candidates = []
     for key, image in zip(keys, images):
         try:
             rows = np.asarray(boxes_of.get(int(image["id"]), []), dtype=np.float64).reshape(-1, 5)
+            crowd_rows = np.asarray(crowd_of.get(int(image["id"]), []), dtype=np.float64).reshape(-1, 5)
             size = (int(image["width"]), int(image["height"]))
         except (KeyError, TypeError, ValueError) as err:
             raise DataSpecError(f"{file}: key 'images': {image!r} needs id, file_name, width and height "
                                 f"({err!r})") from None
         candidates.append(Candidate(key=key, image_path=root / str(image["file_name"]), source=str(image["file_name"]),
-                                    read_labels=_fixed_labels(rows), declared_size=size))
-    return candidates, crowd
+                                    read_labels=_fixed_labels(rows), declared_size=size,
+                                    read_crowd=_fixed_labels(crowd_rows) if len(crowd_rows) else None))
+    return candidates, sum(len(rows) for rows in crowd_of.values())
 
 
 def _fixed_labels(rows: np.ndarray):

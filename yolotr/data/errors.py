@@ -12,7 +12,7 @@ from yolotr.errors import EXIT_DATA, UsageError, YolotrError
 
 
 class DataSpecError(UsageError):
-    """A data yaml, an index or a source dataset is malformed; the message names the file and the key."""
+    """A data yaml, an index or a source dataset is malformed or missing; the message names the file and the key."""
 
 
 class StreamStateError(UsageError):

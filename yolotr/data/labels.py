@@ -2,7 +2,9 @@
 
 A shard sample's label member (`<key>.json`) is
 `{"boxes": [[x1, y1, x2, y2], ...], "classes": [int, ...], "width": W, "height": H, "source": str}` with boxes in
-pixels of the original image (edge coordinates: a box around the whole image is [0, 0, W, H]).
+pixels of the original image (edge coordinates: a box around the whole image is [0, 0, W, H]). COCO's crowd regions
+(`iscrowd: 1`) are kept apart, in `crowd_boxes` and `crowd_classes` (present only when there are some, so that other
+labels keep their bytes): training never sees them, and COCO evaluation ignores the detections that fall in them.
 
 Converters *clean* labels (clip boxes to the image, drop boxes left with no area, reject the sample for anything that
 cannot be repaired); the stream *checks* them strictly, because a shard written by `yolotr data shard` never holds a
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,6 +35,8 @@ class DetectionLabel:
     width: int
     height: int
     source: str
+    crowd_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # (m, 4) float64, COCO iscrowd regions
+    crowd_classes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # (m,) int64
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,9 @@ def encode_label(label: DetectionLabel) -> bytes:
         "height": int(label.height),
         "source": label.source,
     }
+    if len(label.crowd_classes):
+        doc["crowd_boxes"] = [[round(float(v), _BOX_DECIMALS) for v in box] for box in label.crowd_boxes]
+        doc["crowd_classes"] = [int(c) for c in label.crowd_classes]
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
@@ -95,25 +102,35 @@ def parse_label(data: bytes | memoryview, *, nc: int) -> DetectionLabel:
     width, height = doc["width"], doc["height"]
     if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
         raise SampleError("invalid_label", f"width/height must be positive integers, got {width!r}/{height!r}")
+    boxes, classes = _checked_boxes(doc, "boxes", "classes", width, height, nc)
+    crowd_boxes, crowd_classes = _checked_boxes(doc, "crowd_boxes", "crowd_classes", width, height, nc)
+    source = doc.get("source", "")
+    return DetectionLabel(boxes=boxes, classes=classes, width=width, height=height,
+                          source=source if isinstance(source, str) else str(source), crowd_boxes=crowd_boxes,
+                          crowd_classes=crowd_classes)
+
+
+def _checked_boxes(doc: dict, boxes_key: str, classes_key: str, width: int, height: int,
+                   nc: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 4) float64 boxes and (n,) int64 classes of `doc[boxes_key]`, `doc[classes_key]` (absent: none)."""
     try:
-        boxes = np.asarray(doc["boxes"], dtype=np.float64).reshape(-1, 4)
-        classes = np.asarray(doc["classes"], dtype=np.float64).reshape(-1)
+        boxes = np.asarray(doc.get(boxes_key, []), dtype=np.float64).reshape(-1, 4)
+        classes = np.asarray(doc.get(classes_key, []), dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as err:
-        raise SampleError("invalid_label", f"boxes/classes are not numeric lists: {err}") from None
+        raise SampleError("invalid_label", f"{boxes_key}/{classes_key} are not numeric lists: {err}") from None
     if len(boxes) != len(classes):
-        raise SampleError("invalid_label", f"{len(boxes)} boxes but {len(classes)} classes")
+        raise SampleError("invalid_label", f"{len(boxes)} {boxes_key} but {len(classes)} {classes_key}")
     if not np.isfinite(boxes).all():
-        raise SampleError("nonfinite_box", f"boxes {boxes[~np.isfinite(boxes).all(1)].tolist()}")
+        raise SampleError("nonfinite_box", f"{boxes_key} {boxes[~np.isfinite(boxes).all(1)].tolist()}")
     negative = (boxes < 0).any(1) | (boxes[:, 2:] < boxes[:, :2]).any(1)  # (n,)
     if negative.any():
-        raise SampleError("negative_box", f"boxes {boxes[negative].tolist()}")
+        raise SampleError("negative_box", f"{boxes_key} {boxes[negative].tolist()}")
     limit = np.array([width, height, width, height]) + _BORDER_SLACK_PX
     if (boxes > limit).any():
-        raise SampleError("box_outside_image", f"boxes {boxes[(boxes > limit).any(1)].tolist()} in {width}x{height}")
+        raise SampleError("box_outside_image", f"{boxes_key} {boxes[(boxes > limit).any(1)].tolist()} in "
+                                               f"{width}x{height}")
     _check_classes(classes, nc)
-    source = doc.get("source", "")
-    return DetectionLabel(boxes=boxes, classes=classes.astype(np.int64), width=width, height=height,
-                          source=source if isinstance(source, str) else str(source))
+    return boxes, classes.astype(np.int64)
 
 
 def _check_classes(classes: np.ndarray, nc: int) -> None:

@@ -162,4 +162,11 @@ def iterate_loader(dataset: IterableDataset, *, num_workers: int, pin_memory: bo
         shutdown = getattr(iterator, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()
+        # A worker still busy with a batch outlives the shutdown's joins, and ignores its SIGTERM (see above). torch
+        # has forgotten its pid by now, so killing it raises nothing; left alive, it would be killed later by
+        # `yolotr train`'s exit, while a loader may still watch it ("DataLoader worker is killed by signal").
+        for worker in getattr(iterator, "_workers", []):
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
         del iterator

@@ -9,15 +9,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from yolotr.data.convert import ConversionReport, write_split
-from yolotr.data.convert_coco import read_coco_dataset
-from yolotr.data.convert_yolo import read_yolo_dataset
-from yolotr.data.errors import DataSpecError
-from yolotr.data.index import INDEX_FILE
-from yolotr.data.spec import read_yaml_mapping, write_data_yaml
-
-REPORT_FILE = "report.json"
-
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.splitlines()[0]
@@ -33,57 +24,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        report = convert(args.format, args.src, args.out, samples_per_shard=args.samples_per_shard,
-                         shard_bytes=args.shard_bytes, images_dir=args.images)
-    except DataSpecError as err:
-        print(f"error: {err}")
-        return 2
+    from yolotr.data.convert_dataset import REPORT_FILE, convert
+
+    report = convert(args.format, args.src, args.out, samples_per_shard=args.samples_per_shard,
+                     shard_bytes=args.shard_bytes, images_dir=args.images)
     print(report.summary())
     print(f"wrote {args.out / 'data.yaml'} and {args.out / REPORT_FILE}")
     return 0
-
-
-def convert(fmt: str, src: Path, out: Path, *, samples_per_shard: int = 1000, shard_bytes: int | None = None,
-            images_dir: Path | None = None) -> ConversionReport:
-    """Converts a dataset; returns the report (also written to OUT/report.json)."""
-    if samples_per_shard < 1:
-        raise DataSpecError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
-    if fmt == "yolo":
-        source = read_yolo_dataset(src)
-        names, splits, notes, category_ids = source.names, source.splits, [], None
-    elif fmt == "coco":
-        source = read_coco_dataset(src, images_dir=images_dir)
-        names, splits, notes = source.names, source.splits, source.notes
-        category_ids = source.category_ids
-    else:
-        raise DataSpecError(f"--format: unknown format {fmt!r}")
-    out = Path(out)
-    data_yaml = out / "data.yaml"
-    earlier = _earlier_splits(data_yaml, names, converted=set(splits))  # refuses before anything is overwritten
-    report = ConversionReport(notes=list(notes))
-    for split, candidates in splits.items():
-        write_split(candidates, out, split=split, nc=len(names), names=names, report=report,
-                    samples_per_shard=samples_per_shard, shard_bytes=shard_bytes)
-    write_data_yaml(data_yaml, names=names, splits={**earlier, **{s: f"{s}/{INDEX_FILE}" for s in splits}},
-                    category_ids=category_ids)
-    missing = [s for s in ("train", "val") if s not in earlier and s not in splits]
-    if missing:
-        report.notes.append(f"{data_yaml} has no {' and no '.join(missing)} split yet: training needs both; convert "
-                            "the other annotations into the same --out (the yaml then lists both)")
-    report.write(out / REPORT_FILE)
-    return report
-
-
-def _earlier_splits(data_yaml: Path, names: list[str], *, converted: set[str]) -> dict[str, str]:
-    """Splits an earlier conversion into the same folder wrote (e.g. COCO's train json, then its val json), kept in
-    data.yaml next to this conversion's; refused when that folder holds a dataset with other classes."""
-    if not data_yaml.is_file():
-        return {}
-    doc = read_yaml_mapping(data_yaml, "data yaml", "names and splits")
-    if list(doc.get("names") or []) != list(names):
-        raise DataSpecError(f"{data_yaml}: this folder already holds a dataset with the classes {doc.get('names')}, "
-                            f"not {list(names)}: choose another --out")
-    return {split: doc[split] for split in ("train", "val", "test")
-            if split not in converted and isinstance(doc.get(split), str)
-            and (data_yaml.parent / doc[split]).is_file()}

@@ -11,8 +11,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import webdataset as wds
-
 from yolotr.data.index import INDEX_FILE, SplitIndex, scan_shard, write_index
 from yolotr.data.labels import DetectionLabel, encode_label
 
@@ -59,6 +57,8 @@ def write_shards(samples: Iterable[SampleRecord], out_dir: str | Path, *, nc: in
     A new shard starts after `samples_per_shard` samples or once a shard holds `shard_bytes` bytes of payload.
     Old shards in `out_dir` are removed first so that the index and the folder always agree.
     """
+    import webdataset as wds  # here, not at the top: it imports torch, which `yolotr data synth --help` need not
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("shard-*.tar"):

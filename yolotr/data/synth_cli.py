@@ -7,6 +7,7 @@ import inspect
 from pathlib import Path
 
 from yolotr.data.synth import SHAPES, write_synthetic_dataset
+from yolotr.errors import UsageError
 
 _DEFAULTS = {name: p.default for name, p in inspect.signature(write_synthetic_dataset).parameters.items()}
 
@@ -30,8 +31,7 @@ def run(args: argparse.Namespace) -> int:
         data_yaml = write_synthetic_dataset(args.out, train=args.train, val=args.val, classes=args.classes,
                                             imgsz=args.imgsz, seed=args.seed, samples_per_shard=args.samples_per_shard)
     except ValueError as err:
-        print(f"error: {err}")
-        return 2
+        raise UsageError(str(err)) from err
     print(f"wrote {args.train} train and {args.val} val images of {args.classes} classes to {args.out}; "
           f"data yaml: {data_yaml}")
     return 0

@@ -15,8 +15,8 @@ from yolotr.data.val_stream import ValStream
 from yolotr.engine.hooks import HookBase
 from yolotr.eval.plots.labels import plot_labels
 from yolotr.eval.plots.mosaics import plot_train_batch, plot_val_predictions
-from yolotr.eval.plots.pr_curves import plot_pr_curves
 from yolotr.eval.plots.results import plot_results
+from yolotr.eval.plots.run import plot_validation
 from yolotr.eval.validator import predict_batch, validate
 from yolotr.track.fitness import fitness
 
@@ -85,12 +85,12 @@ class EvalHook(HookBase):
             return
         names = list(t.data.names)
         plot_train_batch(t.first_batch.images, t.first_batch.targets, names, t.run_dir / "train_batch0.jpg")
-        plot_labels(t.first_batch.targets, names, t.run_dir / "labels.jpg")
+        plot_labels(t.data.train, names, t.run_dir / "labels.jpg")  # the set's boxes, not the first batch's
 
     def _plot_val(self, stream, model, result) -> None:
         t = self.trainer
         names = list(t.data.names)
-        plot_pr_curves(result, names, t.run_dir / "PR_curve.png")
+        plot_validation(result, t.run_dir)  # PR, F1, P and R curves, and the confusion matrix
         plot_results(t.run_dir / "metrics.jsonl", t.run_dir / "results.png")
         batch = next(iter(stream), None)
         if batch is None:

@@ -8,7 +8,11 @@ Exit codes: 0 done; 2 bad config (before any process group starts); 3 diverged (
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from pathlib import Path
+
+from yolotr.errors import YolotrError
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -43,10 +47,18 @@ def run(args: argparse.Namespace) -> int:
 
     os.makedirs(cfg.run.dir, exist_ok=True)
     runtime = setup_runtime(cfg)
-    trainer = Trainer(cfg, runtime)
+    try:
+        trainer = Trainer(cfg, runtime)
+    except YolotrError as error:  # e.g. a data yaml whose split is missing: the run folder says why, like any exit
+        if runtime.is_main:
+            exit_json = {"exit_code": error.exit_code, "reason": str(error), "step": 0}
+            (Path(cfg.run.dir) / "exit.json").write_text(json.dumps(exit_json))
+        raise
     code = trainer.fit()
+    import gc
     import multiprocessing
 
+    gc.collect()  # a DataLoader iterator held in a reference cycle is shut down now, by torch, while it still can
     for child in multiprocessing.active_children():  # a DataLoader worker left behind by an error path: it ignores
         child.kill()  # SIGTERM (producers.py), and multiprocessing's exit would wait for it forever
     runtime.accelerator.wait_for_everyone()

@@ -8,6 +8,9 @@ matcher: for each class, the point of its interpolated 101-point PR curve at IoU
 `precision` and `recall` are the means of those points over the classes that have ground truth.
 Classes without any ground-truth box in the evaluated images have no AP and are left out of the
 per-class dicts (COCOeval leaves them out of the mean too).
+
+Beside the PR curves: precision, recall and F1 against the confidence threshold (curves.py, from the same matches)
+and the confusion matrix with background (confusion.py), for the plots YOLOv5 users look for.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from yolotr.eval.confusion import confusion_matrix
+from yolotr.eval.curves import confidence_curves
+
+# Fields drawn as plots, left out of the summary (metrics.jsonl records, `val --json`).
+PLOT_FIELDS = ("pr_recall", "pr_curves", "conf_axis", "p_curves", "r_curves", "f1_curves", "confusion", "names")
 IOU_50 = 0  # index of IoU 0.5 in COCOeval's iouThrs (0.50, 0.55, ..., 0.95)
 AREA_ALL = 0  # index of area range "all"
 MAX_DETS_LAST = -1  # index of maxDets 100, the one COCO's mAP uses
@@ -40,6 +48,17 @@ class EvalResult:
     """Recall axis (COCOeval's 101 recThrs) of `pr_curves`."""
     pr_curves: dict[str, list[float]] = field(default_factory=dict)
     """Class name → interpolated precision at each of `pr_recall`, IoU 0.5."""
+    conf_axis: list[float] = field(default_factory=list)
+    """Confidence thresholds (0, 0.01, ..., 1) of the three curves below."""
+    p_curves: dict[str, list[float]] = field(default_factory=dict)
+    """Class name → precision of the detections scoring ≥ each of `conf_axis`, IoU 0.5."""
+    r_curves: dict[str, list[float]] = field(default_factory=dict)
+    f1_curves: dict[str, list[float]] = field(default_factory=dict)
+    confusion: list[list[int]] = field(default_factory=list)
+    """(nc+1)×(nc+1) counts, rows predicted class, columns true class, the last of each background (conf > 0.25,
+    IoU > 0.45, as YOLOv5)."""
+    names: list[str] = field(default_factory=list)
+    """Every class name, in class order (the plots' labels; the dicts above hold only classes with ground truth)."""
     n_images: int = 0
     n_detections: int = 0
 
@@ -52,9 +71,10 @@ class EvalResult:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def summary(self) -> dict[str, Any]:
-        """Everything but the PR curves: what `yolotr val --json` prints and `val` records carry."""
+        """Everything but the curves and the matrix: what `yolotr val --json` prints and `val` records carry."""
         data = self.to_dict()
-        del data["pr_recall"], data["pr_curves"]
+        for key in PLOT_FIELDS:
+            del data[key]
         return data
 
 
@@ -86,8 +106,10 @@ def evaluate_detections(
 
     wanted = set(image_ids)
     detections = [dict(d) for d in detections if d["image_id"] in wanted]  # loadRes adds keys in place
-    result = EvalResult(n_images=len(image_ids), n_detections=len(detections))
+    result = EvalResult(n_images=len(image_ids), n_detections=len(detections), names=list(names))
     result.per_class_instances = _instances_per_class(gt, wanted, names)
+    shown = {**gt, "annotations": [a for a in gt["annotations"] if a["image_id"] in wanted]}
+    result.confusion = confusion_matrix(shown, detections, len(names)).tolist()
     if not detections:
         zeros = {name: 0.0 for name in result.per_class_instances}
         result.per_class_ap50, result.per_class_ap = dict(zeros), dict(zeros)
@@ -128,6 +150,13 @@ def evaluate_detections(
     if result.per_class_precision:
         result.precision = float(np.mean(list(result.per_class_precision.values())))
         result.recall = float(np.mean(list(result.per_class_recall.values())))
+    thresholds, curves = confidence_curves(evaluator, IOU_50)
+    result.conf_axis = thresholds.tolist()
+    for category_id, curve in curves.items():
+        name = names[category_id]
+        result.p_curves[name] = curve["precision"].tolist()
+        result.r_curves[name] = curve["recall"].tolist()
+        result.f1_curves[name] = curve["f1"].tolist()
     return result
 
 

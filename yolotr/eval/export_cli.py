@@ -1,58 +1,86 @@
-"""`yolotr export --weights W --format onnx [--imgsz N] [--dynamic] [--out FILE]`, checked with onnxruntime."""
+"""`yolotr export --weights W [--format onnx,torchscript,openvino,engine] [--nms] [--half] [--dynamic] [--out PATH]`
+
+Each format is written, run on the same seeded images as the PyTorch model, checked against it within a stated
+tolerance, and timed; a table of sizes, latencies and differences ends the output. Exit 1 when a format does not
+match PyTorch, or when an ONNX graph lost the attention of the model's transformer blocks.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import torch
+FORMAT_CHOICES = ("onnx", "torchscript", "openvino", "engine")
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    chosen = tuple(f.strip().lower() for f in text.split(",") if f.strip())
+    unknown = [f for f in chosen if f not in FORMAT_CHOICES]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown format {','.join(unknown) or text!r} (choose from "
+                                         f"{', '.join(FORMAT_CHOICES)}, comma-separated)")
+    return chosen
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__.split("\n\n")[1].replace("\n", " ")
     parser.add_argument("--weights", required=True, help="weights file (.safetensors or weights-only .pt)")
-    parser.add_argument("--format", choices=["onnx"], default="onnx")
+    parser.add_argument("--format", type=_formats, default=("onnx",), metavar="onnx[,torchscript,openvino,engine]",
+                        help="formats to write (default onnx); engine is TensorRT (a CUDA GPU and its wheel)")
     parser.add_argument("--imgsz", type=int, default=None, help="input size (default: the weights' training size)")
+    parser.add_argument("--batch", type=int, default=1, help="batch size of a fixed graph, and the one timed")
     parser.add_argument("--dynamic", action="store_true", help="symbolic batch, height and width")
-    parser.add_argument("--out", default=None, help="output file (default: the weights path with .onnx)")
+    parser.add_argument("--half", action="store_true",
+                        help="fp16 for GPU targets (ONNX and TorchScript in fp16, TensorRT fp16 kernels)")
+    parser.add_argument("--nms", action="store_true",
+                        help="end the graph in ONNX NonMaxSuppression: outputs detections (B,max_det,6) "
+                             "[x1,y1,x2,y2,conf,class] and num_detections (B,)")
+    parser.add_argument("--conf", type=float, default=0.25, help="with --nms: confidence threshold (default 0.25)")
+    parser.add_argument("--iou", type=float, default=0.45, help="with --nms: IoU threshold (default 0.45)")
+    parser.add_argument("--max-det", type=int, default=300, help="with --nms: detections per image (default 300)")
+    parser.add_argument("--device", default="cpu", help="where TorchScript, TensorRT (cuda) and the timings run")
+    parser.add_argument("--out", default=None,
+                        help="output folder, or the file name when one format is asked for (default: next to the "
+                             "weights, e.g. best.onnx, best_openvino_model/)")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's choice for yolotr)")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per format (median reported; 0: no timing)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from yolotr.checkpoint.weights_file import load_weights
-    from yolotr.eval.export import DEFAULT_OPSET, check_parity, export_onnx, onnx_op_counts
-    from yolotr.model.transformer import TRANSFORMER_TYPES
+    from yolotr.eval.export import DEFAULT_OPSET, onnx_op_counts
+    from yolotr.eval.export_nms import NmsSettings
+    from yolotr.eval.exporter import ExportSettings, export
 
-    loaded = load_weights(args.weights, device="cpu")
-    model = loaded.model
-    imgsz = args.imgsz or loaded.imgsz
-    stride = int(model.stride.max())
-    if imgsz % stride:
-        raise SystemExit(f"--imgsz {imgsz} must be a multiple of the model's largest stride {stride}")
-    out = Path(args.out) if args.out else Path(args.weights).with_suffix(".onnx")
-
-    export_onnx(model, out, imgsz, dynamic=args.dynamic, opset=args.opset or DEFAULT_OPSET)
-    print(f"exported {out} ({out.stat().st_size / 1e6:.1f} MB)")
-
-    generator = torch.Generator().manual_seed(0)
-    inputs = [torch.rand(1, 3, imgsz, imgsz, generator=generator)]
-    if args.dynamic:  # another batch size and a non-square shape, through the same graph
-        inputs.append(torch.rand(2, 3, imgsz, imgsz + stride, generator=generator))
-    reports = check_parity(model, out, inputs)
-    for report in reports:
-        print(report.line())
-
-    transformer_blocks = sum(isinstance(m, TRANSFORMER_TYPES) for m in model.modules())
-    ops = onnx_op_counts(out)
-    attention_ops = ops.get("Softmax", 0) + ops.get("Attention", 0)
-    print(
-        f"graph: {sum(ops.values())} nodes, {attention_ops} attention softmax ops; "
-        f"model: {transformer_blocks} transformer blocks"
+    settings = ExportSettings(
+        formats=args.format, imgsz=args.imgsz, batch=args.batch, dynamic=args.dynamic, half=args.half,
+        nms=NmsSettings(args.conf, args.iou, args.max_det) if args.nms else None,
+        opset=args.opset or DEFAULT_OPSET, device=args.device, latency_runs=args.runs,
     )
-    if transformer_blocks and not attention_ops:
-        print(f"error: {out} has no attention ops although the model has transformer blocks", file=sys.stderr)
-        return 1
-    if not all(report.ok for report in reports):
-        print(f"error: {out} does not match PyTorch within rel 1e-4; do not deploy it", file=sys.stderr)
-        return 1
-    return 0
+    report = export(args.weights, settings, out=args.out)
+    for row in report.rows[1:]:
+        print(f"exported {row.path} ({row.size_mb:.1f} MB)")
+        for parity in row.parity:
+            print(f"  {parity.line()}")
+    status = 0
+    onnx_rows = [row for row in report.rows if row.format == "onnx"]
+    if onnx_rows:
+        blocks = report.transformer_blocks
+        ops = onnx_op_counts(onnx_rows[0].path)
+        attention = ops.get("Softmax", 0) + ops.get("Attention", 0)
+        print(f"graph: {sum(ops.values())} nodes, {attention} attention softmax ops, "
+              f"{ops.get('NonMaxSuppression', 0)} NonMaxSuppression; model: {blocks} transformer blocks")
+        if blocks and not attention:
+            print(f"error: {onnx_rows[0].path} has no attention ops although the model has transformer blocks",
+                  file=sys.stderr)
+            status = 1
+    if any(parity.detections == 0 for row in report.rows for parity in row.parity):
+        print(f"note: the check images (seeded noise) give no detections at --conf {args.conf}: the NMS graph was "
+              "compared on empty outputs only", file=sys.stderr)
+    print()
+    print(report.table())
+    for row in report.rows:
+        if not row.ok:
+            print(f"error: {row.path} does not match PyTorch within {row.tolerance.describe()}; do not deploy it",
+                  file=sys.stderr)
+            status = 1
+    return status

@@ -1,4 +1,4 @@
-"""`yolotr plot RUN`: redraw a run's results.png (and PR_curve.png) from its files."""
+"""`yolotr plot RUN`: redraw a run's results.png and validation plots (PR, F1, P, R curves, confusion matrix)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""`yolotr val --weights W --data DATA [--json]`: COCO mAP of a weights file on a data yaml's val split.
+"""`yolotr val --weights W --data DATA [--json] [--out DIR]`: COCO mAP of a weights file on a data yaml's val split.
 
+Prints YOLOv5's table (an `all` row, then one per class). With --out, rank 0 also writes the validation plots (PR,
+F1, P and R curves, the confusion matrix with background) and val.json, every number and curve of the result.
 Runs as one process or under torchrun (every rank predicts its share; rank 0 prints).
 """
 
@@ -9,7 +11,9 @@ import argparse
 import contextlib
 import json
 import sys
+from pathlib import Path
 
+from yolotr.errors import UsageError
 from yolotr.track.fitness import fitness
 
 
@@ -24,6 +28,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="data loading workers per process")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: this rank's GPU, else CPU)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the metrics (rank 0)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the plots (PR_curve, F1/P/R_curve, confusion_matrix) and val.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +46,13 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps({**result.summary(), "fitness": fitness(result)}))
             else:
                 print(format_table(result, names))
+            if args.out is not None:
+                from yolotr.eval.plots.run import plot_validation
+
+                args.out.mkdir(parents=True, exist_ok=True)
+                (args.out / "val.json").write_text(json.dumps(result.to_dict()))
+                written = plot_validation(result, args.out)
+                print(f"wrote {args.out / 'val.json'} and {', '.join(p.name for p in written)}", file=sys.stderr)
     finally:
         process.close()
     return 0
@@ -56,7 +69,7 @@ def _evaluate(args: argparse.Namespace, process):
     spec = load_data_yaml(args.data)
     names = list(spec.names)
     if len(names) != len(loaded.names):
-        raise SystemExit(f"{args.weights} predicts {len(loaded.names)} classes but {args.data} has {len(names)}")
+        raise UsageError(f"{args.weights} predicts {len(loaded.names)} classes but {args.data} has {len(names)}")
     if names != loaded.names:
         warning = f"class names differ between {args.weights} and {args.data}; using the data's"
         print(f"[yolotr] warning: {warning}", file=sys.stderr)

@@ -17,7 +17,24 @@ from yolotr.distributed import broadcast_from_rank0, gather_to_rank0, rank
 from yolotr.eval.coco_eval import EvalResult, evaluate_detections
 
 
+def network_input(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """uint8 (B,3,H,W) → float (B,3,H,W) in [0,1] on `device`. The uint8 crosses to the device (4x less traffic
+    than float); the division runs there."""
+    return images.to(device, non_blocking=True).float() / 255
+
+
 @torch.no_grad()
+def decoded_predictions(
+    model: torch.nn.Module, x: torch.Tensor, autocast_dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """The eval-mode forward's decoded boxes (B,N,5+nc) in fp32, before NMS."""
+    autocast = contextlib.nullcontext() if autocast_dtype is None else torch.autocast(x.device.type, dtype=autocast_dtype)
+    with autocast:
+        output = model(x)
+    decoded = output[0] if isinstance(output, (tuple, list)) else output  # (B,N,5+nc)
+    return decoded.float()
+
+
 def predict_batch(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -28,19 +45,14 @@ def predict_batch(
     max_det: int,
     multi_label: bool,
     autocast_dtype: torch.dtype | None = None,
+    classes: list[int] | None = None,
 ) -> list[torch.Tensor]:
     """NMS'd detections per image, (n,6) x1,y1,x2,y2,conf,cls in the pixels of `images` (uint8 (B,3,H,W))."""
     from yolotr.model.nms import non_max_suppression
 
-    device = torch.device(device)
-    # uint8 crosses to the device (4x less traffic than float); the division runs there.
-    x = images.to(device, non_blocking=True).float() / 255  # (B,3,H,W) in [0,1]
-    autocast = contextlib.nullcontext() if autocast_dtype is None else torch.autocast(device.type, dtype=autocast_dtype)
-    with autocast:
-        output = model(x)
-    decoded = output[0] if isinstance(output, (tuple, list)) else output  # (B,N,5+nc)
+    decoded = decoded_predictions(model, network_input(images, device), autocast_dtype)
     return non_max_suppression(
-        decoded.float(), conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det, multi_label=multi_label
+        decoded, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det, multi_label=multi_label, classes=classes
     )
 
 

@@ -1,4 +1,4 @@
-"""`yolotr model info`: the layer table, parameter count and GFLOPs of a model yaml (YOLOv5's model summary).
+"""The model summary (YOLOv5's): the layer table, parameter count and GFLOPs of a DetectionModel.
 
 FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode` on a batch of 1. It counts 2 FLOPs per
 multiply-accumulate for convolutions and matrix products, the convention of YOLOv5's "GFLOPs" (thop's MACs x 2),
@@ -10,10 +10,7 @@ the meta device, so no arithmetic is done.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import sys
 
 import torch
 from torch import nn
@@ -21,7 +18,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from yolotr.model.transformer import TRANSFORMER_TYPES
-from yolotr.model.yolo import DetectionModel, ModelConfigError
+from yolotr.model.yolo import DetectionModel
 
 
 def count_flops(model: nn.Module, imgsz: tuple[int, int], in_channels: int = 3) -> int:
@@ -86,27 +83,3 @@ def format_summary(summary: dict) -> str:
         f"({summary['transformer_params']:,} in Transformer blocks), {summary['gflops']:.1f} GFLOPs at {height}x{width}"
     )
     return "\n".join(lines)
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.description = "Print the layer table, parameters and GFLOPs of a model yaml."
-    parser.add_argument("--cfg", required=True, help="model yaml, e.g. configs/models/yolotr-s.yaml")
-    parser.add_argument(
-        "--imgsz", type=int, nargs="+", default=[640], metavar="N", help="image size for GFLOPs: N, or H W"
-    )
-    parser.add_argument("--nc", type=int, default=None, help="number of classes (overrides the yaml's nc)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-
-
-def run(args: argparse.Namespace) -> int:
-    if len(args.imgsz) > 2:
-        print(f"yolotr model info: error: --imgsz takes N or H W, got {args.imgsz}", file=sys.stderr)
-        return 2
-    try:
-        model = DetectionModel(args.cfg, nc=args.nc)
-        summary = model_summary(model, tuple(args.imgsz * 2)[:2])
-    except (ModelConfigError, OSError, ValueError) as error:
-        print(f"yolotr model info: error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary) if args.json else format_summary(summary))
-    return 0

@@ -1,45 +1,33 @@
-"""Rank 0's view of training on the console: a progress bar on a terminal, a line now and then in a log file.
-
-Without a terminal (Slurm output, `> train.log`) a bar would be a flood of carriage returns, and nothing at all leaves
-a person watching the file blind until the run summary: a line every `interval_s` seconds instead, as YOLOv5 prints.
-"""
+"""Rank 0's view of training on the console: tqdm's bar on a terminal; in a log file (Slurm output,
+`> train.log`), where a bar would be a flood of carriage returns, a line per epoch and per minute
+(track/progress_lines.py). Both take the same calls: `n`, `set_postfix`, `refresh`, `close`."""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import TextIO
 
 from tqdm import tqdm
 
+from yolotr.track.progress_lines import LineProgress
+
 
 class Progress:
-    def __init__(self, total: int, initial: int, *, enabled: bool, interval_s: float = 30.0,
-                 stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.total = total
-        self.interval_s = interval_s
-        self._bar = None
-        self._last_line = float("-inf")
-        self.enabled = enabled
-        if enabled and self.stream.isatty():
-            self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=self.stream)
+    def __init__(self, total: int, initial: int, *, enabled: bool, stream: TextIO | None = None) -> None:
+        stream = stream or sys.stderr
+        self._view = None
+        if enabled:
+            self._view = (tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=stream)
+                          if stream.isatty() else LineProgress(total=total, initial=initial, stream=stream))
 
     def update(self, *, step: int, epoch: int, loss: float | None, images_per_s: float, skipped: int) -> None:
-        if not self.enabled:
+        if self._view is None:
             return
-        loss_text = "skipped" if loss is None else f"{loss:.3f}"
-        if self._bar is not None:
-            self._bar.n = step
-            self._bar.set_postfix(epoch=epoch, loss=loss_text, ips=f"{images_per_s:.0f}", skips=skipped)
-            self._bar.refresh()
-            return
-        now = time.monotonic()
-        if now - self._last_line >= self.interval_s or step == self.total:
-            self._last_line = now
-            print(f"[yolotr] step {step}/{self.total}  epoch {epoch}  loss {loss_text}  "
-                  f"{images_per_s:.0f} img/s  skipped {skipped}", file=self.stream, flush=True)
+        self._view.n = step
+        self._view.set_postfix(epoch=epoch, loss="skipped" if loss is None else f"{loss:.3f}",
+                               ips=f"{images_per_s:.0f}", skips=skipped)
+        self._view.refresh()
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        if self._view is not None:
+            self._view.close()

@@ -13,15 +13,24 @@ from matplotlib.figure import Figure
 from yolotr.data.index import SplitIndex
 from yolotr.eval.plots.drawing import class_color
 
+# Labels of at most this many images are read for a split's labels.jpg: enough for its statistics, and quick even
+# for COCO (each sample is read whole, image included).
+MAX_SPLIT_IMAGES = 2000
 
-def plot_labels(targets: torch.Tensor | np.ndarray | SplitIndex, names: Sequence[str], out_jpg: str | os.PathLike) -> Path:
+
+def plot_labels(targets: torch.Tensor | np.ndarray | SplitIndex, names: Sequence[str], out_jpg: str | os.PathLike,
+                max_images: int = MAX_SPLIT_IMAGES) -> Path:
     """Class histogram, centre (x, y) and size (w, h) distributions of a set of labels.
 
     targets: (N,6) [img_idx, cls, cx, cy, w, h] as the data stream yields them, or (N,5) [cls, cx, cy, w, h],
-    coordinates normalised to the image; or a whole split (every label of its shards is read).
+    coordinates normalised to the image; or a split, whose labels are read: all of them for up to `max_images`
+    images, else those of `max_images` images spread evenly over it (the title says which).
     """
+    scope = ""
     if isinstance(targets, SplitIndex):
-        targets = _split_labels(targets, names)
+        total = targets.num_samples
+        targets, read = split_label_rows(targets, names, max_images)
+        scope = f" in all {read:,} images" if read == total else f" in {read:,} of {total:,} images (evenly spaced)"
     labels = np.asarray(targets.detach().cpu() if isinstance(targets, torch.Tensor) else targets, dtype=np.float64)
     if labels.ndim != 2 or labels.shape[1] not in (5, 6):
         raise ValueError(f"{out_jpg}: labels must be (N,5) or (N,6), got shape {labels.shape}")
@@ -35,7 +44,7 @@ def plot_labels(targets: torch.Tensor | np.ndarray | SplitIndex, names: Sequence
     counts = np.bincount(classes, minlength=len(names))
     histogram.bar(range(len(names)), counts, color=[np.array(class_color(i)) / 255 for i in range(len(names))])
     histogram.set_xticks(range(len(names)), names, rotation=90 if len(names) > 10 else 0, fontsize=8)
-    histogram.set(ylabel="instances", title=f"{len(classes)} boxes")
+    histogram.set(ylabel="instances", title=f"{len(classes):,} boxes{scope}")
 
     # Square bins over the unit square: a 2-D histogram stays readable for millions of boxes.
     bins = 50
@@ -50,15 +59,27 @@ def plot_labels(targets: torch.Tensor | np.ndarray | SplitIndex, names: Sequence
     return out_jpg
 
 
-def _split_labels(split: SplitIndex, names: Sequence[str]) -> np.ndarray:
-    """(N,5) [cls, cx, cy, w, h] normalised, from the labels of every sample of a split."""
-    from yolotr.data.coco_gt import coco_ground_truth
+def split_label_rows(split: SplitIndex, names: Sequence[str], max_images: int) -> tuple[np.ndarray, int]:
+    """(N,5) [cls, cx, cy, w, h] normalised, from the labels of up to `max_images` samples spread evenly over the split
+    (each sample is read whole from its shard, so a COCO-sized split is sampled, not read), and how many were read.
+    Crowd regions are not boxes the model learns: left out."""
+    from yolotr.data.errors import SampleError
+    from yolotr.data.labels import parse_label
+    from yolotr.data.shard_reader import ShardReader
 
-    gt = coco_ground_truth(split, list(names))  # the data side's reader of every label, boxes in pixels
-    sizes = {image["id"]: (image["width"], image["height"]) for image in gt["images"]}
-    rows = []
-    for ann in gt["annotations"]:
-        width, height = sizes[ann["image_id"]]
-        x, y, w, h = ann["bbox"]
-        rows.append([ann["category_id"], (x + w / 2) / width, (y + h / 2) / height, w / width, h / height])
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    ids = np.unique(np.linspace(0, split.num_samples - 1, min(max_images, split.num_samples)).round().astype(int))
+    rows, read = [], 0
+    reader = ShardReader(split)
+    try:
+        for global_id in ids.tolist():
+            try:
+                label = parse_label(reader.read(global_id)["json"], nc=len(names))
+            except (SampleError, KeyError):  # a damaged sample: `yolotr data check` reports those
+                continue
+            read += 1
+            scale = np.array([label.width, label.height, label.width, label.height], dtype=np.float64)
+            xyxy = label.boxes / scale  # (n,4) normalised
+            rows.append(np.column_stack([label.classes, (xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]]))
+    finally:
+        reader.close()
+    return (np.concatenate(rows) if rows else np.zeros((0, 5))), read
