@@ -40,10 +40,10 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from yolotr.config.augment import AugmentConfig  # noqa: E402
 from yolotr.data.augment import augment_into, sample_rng  # noqa: E402
 from yolotr.data.batch import allocate_images, targets_tensor  # noqa: E402
+from yolotr.data.convert_dataset import convert  # noqa: E402
 from yolotr.data.convert_yolo import read_yolo_label  # noqa: E402
 from yolotr.data.decode import DecodedSample, decode_image  # noqa: E402
 from yolotr.data.labels import DetectionLabel  # noqa: E402
-from yolotr.data.convert_dataset import convert  # noqa: E402
 from yolotr.data.spec import load_data_yaml  # noqa: E402
 from yolotr.data.stream import TrainStream  # noqa: E402
 from yolotr.data.synth import render_image  # noqa: E402

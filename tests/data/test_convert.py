@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from yolotr.cli import main
+from yolotr.data.convert_dataset import convert
 from yolotr.data.decode import decode_sample
 from yolotr.data.errors import DataSpecError
-from yolotr.data.convert_dataset import convert
 from yolotr.data.shard_reader import ShardReader
 from yolotr.data.spec import load_data_yaml
 

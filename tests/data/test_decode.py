@@ -11,8 +11,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from yolotr.data.decode import decode_image, decode_sample
 from yolotr.data.convert_dataset import convert
+from yolotr.data.decode import decode_image, decode_sample
 from yolotr.data.shard_reader import ShardReader
 from yolotr.data.spec import load_data_yaml
 from yolotr.eval.sources import read_image

@@ -20,8 +20,16 @@ import torch
 from yolotr.checkpoint.weights_file import LoadedWeights, load_weights
 from yolotr.errors import UsageError
 from yolotr.eval import export_formats as formats
-from yolotr.eval.export import (DEFAULT_OPSET, FP16_TOLERANCE, FP32_TOLERANCE, DecodedOutput, ParityReport,
-                                Tolerance, compare, export_onnx)
+from yolotr.eval.export import (
+    DEFAULT_OPSET,
+    FP16_TOLERANCE,
+    FP32_TOLERANCE,
+    DecodedOutput,
+    ParityReport,
+    Tolerance,
+    compare,
+    export_onnx,
+)
 from yolotr.eval.export_nms import NmsSettings, canonical_order, reference_detections
 from yolotr.model.nms import non_max_suppression
 from yolotr.model.transformer import TRANSFORMER_TYPES
