@@ -14,6 +14,7 @@ from typing import Literal
 
 import yaml
 
+from yolotr import cfg as presets
 from yolotr.data.augment import AugmentConfig
 from yolotr.engine.config_tree import ConfigError, apply_override, from_dict, to_dict
 from yolotr.model.loss import LossHyp
@@ -202,8 +203,8 @@ class DebugConfig:
 
 @dataclass
 class Config:
-    model: str = "configs/models/yolotr-n.yaml"
-    """Model yaml in YOLOv5's format."""
+    model: str = "yolotr-n.yaml"
+    """Model yaml in YOLOv5's format, or the name of a shipped preset (yolotr-s, yolov5s.yaml, ...)."""
     data: str = "datasets/synth/data.yaml"
     """Data yaml (shards + index), written by `yolotr data synth` or `yolotr data shard`."""
     run: RunConfig = field(default_factory=RunConfig)
@@ -282,6 +283,7 @@ def validate(cfg: Config, source: str | None = None) -> None:
 
 def load_config(file: str | os.PathLike | None, overrides: list[str] = (), *, check_files: bool = True) -> Config:
     """Reads `file` (yaml, safe_load), applies `key.path=value` overrides, builds and validates the tree."""
+    file = presets.find_file(str(file), "train") if file else None
     source = str(file) if file else "defaults"
     data: dict = {}
     if file:
@@ -295,16 +297,32 @@ def load_config(file: str | os.PathLike | None, overrides: list[str] = (), *, ch
             raise ConfigError("<root>", f"not valid YAML: {exc}", source) from None
         if not isinstance(data, dict):
             raise ConfigError("<root>", "the config file must hold a mapping", source)
+        _paths_beside(data, Path(file).parent)
     for override in overrides:
         apply_override(data, override)
     if overrides:
         source = f"{source} + command-line overrides"
     cfg = from_dict(Config, data, source=source)
+    cfg.model = presets.find_file(cfg.model, "models")
     if check_files:
         validate(cfg, source)
     else:
         _validate_values_only(cfg, source)
     return cfg
+
+
+# Keys whose relative paths, written in a config file, mean "beside this file" when something exists there.
+PATH_KEYS = ("model", "data", "distributed.deepspeed_config")
+
+
+def _paths_beside(data: dict, config_dir: Path) -> None:
+    for key in PATH_KEYS:
+        *sections, name = key.split(".")
+        node = data
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(name), str):
+            node[name] = presets.beside(node[name], config_dir)
 
 
 def _validate_values_only(cfg: Config, source: str) -> None:

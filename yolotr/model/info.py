@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from yolotr.cfg import find_file
 from yolotr.model.transformer import TRANSFORMER_TYPES
 from yolotr.model.yolo import DetectionModel, ModelConfigError
 
@@ -90,7 +91,7 @@ def format_summary(summary: dict) -> str:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = "Print the layer table, parameters and GFLOPs of a model yaml."
-    parser.add_argument("--cfg", required=True, help="model yaml, e.g. configs/models/yolotr-s.yaml")
+    parser.add_argument("--cfg", required=True, help="model yaml or preset name, e.g. yolotr-s or configs/models/x.yaml")
     parser.add_argument(
         "--imgsz", type=int, nargs="+", default=[640], metavar="N", help="image size for GFLOPs: N, or H W"
     )
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"yolotr model info: error: --imgsz takes N or H W, got {args.imgsz}", file=sys.stderr)
         return 2
     try:
-        model = DetectionModel(args.cfg, nc=args.nc)
+        model = DetectionModel(find_file(args.cfg, "models"), nc=args.nc)
         summary = model_summary(model, tuple(args.imgsz * 2)[:2])
     except (ModelConfigError, OSError, ValueError) as error:
         print(f"yolotr model info: error: {error}", file=sys.stderr)
