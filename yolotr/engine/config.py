@@ -78,6 +78,11 @@ class TrainConfig:
     """Write a train record (and read device-side counters on GPU) every this many optimizer steps."""
     progress_bar: bool = True
     """Rank-0 progress bar on the console."""
+    weights: str | None = None
+    """Start from these weights (a yolotr weights file or checkpoint, or a yolov5 .pt): every tensor whose layer,
+    name and shape match the model is loaded, the rest start fresh. Ignored when the run resumes."""
+    freeze: int | list[int] = 0
+    """Layers that keep their starting weights, as YOLOv5's --freeze: N freezes layers 0..N-1, a list those layers."""
 
 
 @dataclass
@@ -204,7 +209,8 @@ class DebugConfig:
 @dataclass
 class Config:
     model: str = "yolotr-n.yaml"
-    """Model yaml in YOLOv5's format, or the name of a shipped preset (yolotr-s, yolov5s.yaml, ...)."""
+    """Model yaml in YOLOv5's format, a shipped preset name (yolotr-s, yolov5s.yaml, ...), or a weights file (its
+    architecture, and its weights unless train.weights names others)."""
     data: str = "datasets/synth/data.yaml"
     """Data yaml (shards + index), written by `yolotr data synth` or `yolotr data shard`."""
     run: RunConfig = field(default_factory=RunConfig)
@@ -251,6 +257,9 @@ def validate(cfg: Config, source: str | None = None) -> None:
     _positive("train.weight_decay", t.weight_decay, source, allow_zero=True)
     _positive("guard.max_norm", cfg.guard.max_norm, source, allow_zero=True)
     _positive("guard.check_every", cfg.guard.check_every, source)
+    frozen = cfg.train.freeze if isinstance(cfg.train.freeze, list) else [cfg.train.freeze]
+    if any(layer < 0 for layer in frozen):
+        raise ConfigError("train.freeze", f"layer numbers must be >= 0, got {cfg.train.freeze}", source)
     if t.imgsz % 32:
         raise ConfigError("train.imgsz", f"must be a multiple of 32 (the largest stride), got {t.imgsz}", source)
     if not 0 < t.lrf <= 1:
@@ -275,9 +284,8 @@ def validate(cfg: Config, source: str | None = None) -> None:
     for i, name in enumerate(cfg.checkpoint.preempt_signals):
         if not hasattr(signal, name):
             raise ConfigError(f"checkpoint.preempt_signals[{i}]", f"unknown signal {name!r}", source)
-    for key in ("model", "data"):
-        path = getattr(cfg, key)
-        if not Path(path).is_file():
+    for key, path in (("model", cfg.model), ("data", cfg.data), ("train.weights", cfg.train.weights)):
+        if path is not None and not Path(path).exists():
             raise ConfigError(key, f"file not found: {path}", source)
 
 
@@ -312,7 +320,7 @@ def load_config(file: str | os.PathLike | None, overrides: list[str] = (), *, ch
 
 
 # Keys whose relative paths, written in a config file, mean "beside this file" when something exists there.
-PATH_KEYS = ("model", "data", "distributed.deepspeed_config")
+PATH_KEYS = ("model", "data", "train.weights", "distributed.deepspeed_config")
 
 
 def _paths_beside(data: dict, config_dir: Path) -> None:
@@ -326,12 +334,13 @@ def _paths_beside(data: dict, config_dir: Path) -> None:
 
 
 def _validate_values_only(cfg: Config, source: str) -> None:
-    model, data = cfg.model, cfg.data
+    model, data, weights = cfg.model, cfg.data, cfg.train.weights
     cfg.model = cfg.data = __file__  # file existence is checked later, once the data has been made
+    cfg.train.weights = None
     try:
         validate(cfg, source)
     finally:
-        cfg.model, cfg.data = model, data
+        cfg.model, cfg.data, cfg.train.weights = model, data, weights
 
 
 def dump_config(cfg: Config) -> str:
