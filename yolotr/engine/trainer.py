@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from yolotr.checkpoint.host_stage import HostStager
+from yolotr.checkpoint.pretrained import build_model
 from yolotr.data.spec import load_data_yaml
 from yolotr.data.stream import DataErrorBudgetExceeded, TrainStream
 from yolotr.engine.backend import Backend, prepare_ddp
@@ -35,7 +36,6 @@ from yolotr.engine.optim import Schedule, build_optimizer, build_param_groups
 from yolotr.engine.preemption import PREEMPTION
 from yolotr.engine.snapshot import restore_snapshot, take_snapshot
 from yolotr.model.loss import ComputeLoss
-from yolotr.model.yolo import DetectionModel
 
 EXIT_OK = 0
 EXIT_DIVERGED = 3  # the rollback budget is exhausted
@@ -61,7 +61,10 @@ class Trainer:
         self.data = load_data_yaml(cfg.data)
 
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank (DDP also broadcasts them)
-        self.model = DetectionModel(cfg.model, nc=self.data.nc, transformer=cfg.transformer or None).to(self.device)
+        # The model yaml's architecture, or a weights file's; train.weights transferred layer by layer; frozen layers.
+        model, self.transfer = build_model(cfg.model, cfg.train.weights, nc=self.data.nc, freeze=cfg.train.freeze,
+                                           transformer=cfg.transformer or None, verbose=backend.is_main)
+        self.model = model.to(self.device)
         self.model.names = list(self.data.names)
         self.wrapper = ConsensusModule(self.model).to(self.device)
         self.wrapper.payload = self.wrapper.payload.to(self.device)  # a plain attribute: DDP must not broadcast it
