@@ -27,6 +27,7 @@ class CocoSource:
     category_ids: list[int]  # COCO's id of each contiguous class
     splits: dict[str, list[Candidate]]
     notes: list[str]
+    files: list[Path]  # the annotation files read
 
 
 def read_coco_dataset(src: Path, *, images_dir: Path | None = None) -> CocoSource:
@@ -53,7 +54,7 @@ def read_coco_dataset(src: Path, *, images_dir: Path | None = None) -> CocoSourc
         splits[split] = candidates
         if crowd:
             notes.append(f"{split}: {crowd} crowd annotations (iscrowd=1) left out")
-    return CocoSource(names=names or [], category_ids=ids, splits=splits, notes=notes)
+    return CocoSource(names=names or [], category_ids=ids, splits=splits, notes=notes, files=files)
 
 
 def _load(file: Path) -> dict:
