@@ -212,7 +212,11 @@ class Config:
     """Model yaml in YOLOv5's format, a shipped preset name (yolotr-s, yolov5s.yaml, ...), or a weights file (its
     architecture, and its weights unless train.weights names others)."""
     data: str = "datasets/synth/data.yaml"
-    """Data yaml (shards + index), written by `yolotr data synth` or `yolotr data shard`."""
+    """Shard data yaml (`yolotr data synth` / `yolotr data shard`), a YOLO-format data.yaml, or a COCO json or folder
+    (these two are converted into shards on first use, into data_cache)."""
+    data_cache: str | None = None
+    """Where shards made from a YOLO data.yaml or a COCO json are kept. None: `.yolotr/` beside the dataset
+    (~/.cache/yolotr when that folder is read-only)."""
     run: RunConfig = field(default_factory=RunConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossHyp = field(default_factory=LossHyp)
@@ -320,7 +324,7 @@ def load_config(file: str | os.PathLike | None, overrides: list[str] = (), *, ch
 
 
 # Keys whose relative paths, written in a config file, mean "beside this file" when something exists there.
-PATH_KEYS = ("model", "data", "train.weights", "distributed.deepspeed_config")
+PATH_KEYS = ("model", "data", "data_cache", "train.weights", "distributed.deepspeed_config")
 
 
 def _paths_beside(data: dict, config_dir: Path) -> None:

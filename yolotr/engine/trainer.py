@@ -17,6 +17,7 @@ import torch
 
 from yolotr.checkpoint.host_stage import HostStager
 from yolotr.checkpoint.pretrained import build_model
+from yolotr.data.dataset_cache import resolve_data
 from yolotr.data.spec import load_data_yaml
 from yolotr.data.stream import DataErrorBudgetExceeded, TrainStream
 from yolotr.engine.backend import Backend, prepare_ddp
@@ -58,7 +59,7 @@ class Trainer:
         self.backend = backend
         self.device = backend.device
         self.run_dir = Path(cfg.run.dir)
-        self.data = load_data_yaml(cfg.data)
+        self.data = load_data_yaml(resolve_data(cfg.data, cfg.data_cache))  # a YOLO / COCO source: its cached shards
 
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank (DDP also broadcasts them)
         # The model yaml's architecture, or a weights file's; train.weights transferred layer by layer; frozen layers.
