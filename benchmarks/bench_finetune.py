@@ -4,9 +4,10 @@
 2. on synthetic set B (4 shapes, another seed: other images, other class count), train the same recipe from scratch
    and from A's weights (`train.weights`: every layer but the 8-class head transfers), for several run seeds each;
 3. print mAP@0.5 per epoch (mean and min–max over seeds), the epoch at which each fine-tuned run first reaches the
-   scratch runs' mean final mAP@0.5, and draw the curves (docs/finetune.png).
+   scratch runs' mean final mAP@0.5, and draw the curves (docs/finetune.png, the numbers in docs/finetune.json).
 
     OMP_WAIT_POLICY=PASSIVE nice -n 10 .venv/bin/python benchmarks/bench_finetune.py [--seeds 0 1 2] [--epochs 12]
+    python benchmarks/bench_finetune.py --workers 6                                        # one GPU
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,10 +98,12 @@ def main() -> None:
     weights = work / "pretrain-a" / "weights" / "last.safetensors"
 
     curves: dict[str, list[list[float]]] = {"from scratch": [], "fine-tuned from A": []}
+    numbers = args.out.with_suffix(".json")
     for seed in args.seeds:
         print(f"set B (4 classes, seed 202), run seed {seed}", flush=True)
         curves["from scratch"].append(train(work / f"scratch-{seed}", data_b, args.epochs, seed, args))
         curves["fine-tuned from A"].append(train(work / f"finetune-{seed}", data_b, args.epochs, seed, args, weights))
+        numbers.write_text(json.dumps({"seeds": args.seeds, "command": " ".join(sys.argv), "map50": curves}) + "\n")
 
     target = statistics.mean(run[-1] for run in curves["from scratch"])
     print(f"\n## mAP@0.5 on set B per epoch: mean (min–max) over run seeds {args.seeds}\n")
