@@ -8,6 +8,7 @@
 
     OMP_WAIT_POLICY=PASSIVE nice -n 10 .venv/bin/python benchmarks/bench_finetune.py [--seeds 0 1 2] [--epochs 12]
     python benchmarks/bench_finetune.py --workers 6                                        # one GPU
+    python benchmarks/bench_finetune.py --replot docs/finetune.json   # table and image from a run's numbers
 """
 
 from __future__ import annotations
@@ -77,6 +78,23 @@ def plot(curves: dict[str, list[list[float]]], target: float, out: Path) -> None
     fig.savefig(out)
 
 
+def summarize(curves: dict[str, list[list[float]]], seeds: list[int], out: Path) -> None:
+    """Prints the per-epoch table and the epochs-to-target, and draws the curves into `out`."""
+    epochs = len(curves["from scratch"][0])
+    target = statistics.mean(run[-1] for run in curves["from scratch"])
+    print(f"\n## mAP@0.5 on set B per epoch: mean (min–max) over run seeds {seeds}\n")
+    print("| epoch | from scratch | fine-tuned from A |\n|---:|---|---|")
+    for epoch in range(epochs):
+        cells = [f"{statistics.mean(v):.3f} ({min(v):.3f}–{max(v):.3f})"
+                 for v in ([run[epoch] for run in runs] for runs in curves.values())]
+        print(f"| {epoch + 1} | {cells[0]} | {cells[1]} |")
+    reached = [first_epoch_reaching(run, target) for run in curves["fine-tuned from A"]]
+    print(f"\nscratch runs' mean final mAP@0.5 (epoch {epochs}): {target:.3f}")
+    print(f"fine-tuned runs first reach it at epoch: {reached} (of {epochs})")
+    plot(curves, target, out)
+    print(f"curves: {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds of each arm")
@@ -88,7 +106,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "finetune.png")
     parser.add_argument("--work", type=Path, default=None, help="folder for data and runs (default: a temp folder)")
+    parser.add_argument("--replot", type=Path, default=None, help="only summarize and draw a run's numbers (json)")
     args = parser.parse_args()
+    if args.replot is not None:
+        numbers = json.loads(args.replot.read_text())
+        summarize(numbers["map50"], numbers["seeds"], args.out)
+        return
     work = args.work or Path(tempfile.mkdtemp(prefix="yolotr-finetune-"))
     sizes = dict(train=args.train, val=args.val, imgsz=args.imgsz)
     data_a = synth(work / "synth-a", classes=8, seed=101, **sizes)
@@ -103,20 +126,11 @@ def main() -> None:
         print(f"set B (4 classes, seed 202), run seed {seed}", flush=True)
         curves["from scratch"].append(train(work / f"scratch-{seed}", data_b, args.epochs, seed, args))
         curves["fine-tuned from A"].append(train(work / f"finetune-{seed}", data_b, args.epochs, seed, args, weights))
-        numbers.write_text(json.dumps({"seeds": args.seeds, "command": " ".join(sys.argv), "map50": curves}) + "\n")
+        done = args.seeds[: len(curves["from scratch"])]  # the runs so far: a cut-short run keeps what it measured
+        numbers.write_text(json.dumps({"seeds": done, "command": " ".join(sys.argv), "map50": curves}) + "\n")
 
-    target = statistics.mean(run[-1] for run in curves["from scratch"])
-    print(f"\n## mAP@0.5 on set B per epoch: mean (min–max) over run seeds {args.seeds}\n")
-    print("| epoch | from scratch | fine-tuned from A |\n|---:|---|---|")
-    for epoch in range(args.epochs):
-        cells = [f"{statistics.mean(v):.3f} ({min(v):.3f}–{max(v):.3f})"
-                 for v in ([run[epoch] for run in runs] for runs in curves.values())]
-        print(f"| {epoch + 1} | {cells[0]} | {cells[1]} |")
-    reached = [first_epoch_reaching(run, target) for run in curves["fine-tuned from A"]]
-    print(f"\nscratch runs' mean final mAP@0.5 (epoch {args.epochs}): {target:.3f}")
-    print(f"fine-tuned runs first reach it at epoch: {reached} (of {args.epochs})")
-    plot(curves, target, args.out)
-    print(f"curves: {args.out}; runs and data in {work}")
+    summarize(curves, args.seeds, args.out)
+    print(f"runs and data in {work}")
 
 
 if __name__ == "__main__":
