@@ -22,6 +22,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from yolotr import __version__
 from yolotr.checkpoint.manager import CheckpointError, write_json_durably
+from yolotr.checkpoint.resume_config import config_differences, describe
 from yolotr.engine.config_tree import to_dict
 
 
@@ -173,6 +174,11 @@ def _refuse_incompatible(trainer, path: Path, meta: dict) -> None:
     if meta.get("backend") == "deepspeed" and trainer.engine is None:
         raise CheckpointError(f"{path}: written with DeepSpeed, this run is without: its optimizer state is laid out "
                               "differently; resume with distributed.backend=deepspeed")
+    changed = config_differences(saved, to_dict(trainer.cfg))
+    if changed:
+        raise CheckpointError(f"{path}: this run's config differs from the checkpoint's where a resume cannot change "
+                              f"it: {describe(changed)}. Resume with the checkpoint's values, or start a new run "
+                              "(checkpoint.resume=none; train.weights=<this checkpoint> starts from its weights)")
 
 
 def _load_state(trainer, path: Path) -> None:

@@ -129,8 +129,10 @@ class CheckpointConfig:
     writer: Literal["process", "thread"] = "process"
     """Who serialises the files: a writer process per rank (the GIL-bound serialisation stays out of the training
     loop; needs shared memory, e.g. `docker run --shm-size`), or the background thread of the trainer itself."""
-    resume: str = "auto"
-    """auto: newest valid checkpoint of the run folder, fresh start when none; none: always fresh; or a path."""
+    resume: str = "none"
+    """none: a new run, in run.dir or the next free run.dir2, run.dir3, ... (a Slurm requeue or an elastic restart of
+    the same job continues its own run); auto: continue the newest run of run.dir from its newest valid checkpoint;
+    or the path of a run folder or checkpoint to continue."""
     preempt_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
     """Signals that request checkpoint-and-exit (exit code 75), agreed across ranks at the next step."""
 
