@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts `yolotr train` under torchrun's elastic agent: a crashed worker (or a lost node) restarts the whole group,
-# up to --max-restarts times, and every restart resumes from the newest valid checkpoint of the run folder by itself
-# (`--resume auto`), so the same command serves the first start and every restart.
+# up to --max-restarts times, and every restart resumes its run folder's newest valid checkpoint by itself (a restart,
+# TORCHELASTIC_RESTART_COUNT > 0, continues the folder its job started). Running the script again starts a new run
+# (runs/exp2, ...) unless `--resume` is given.
 #
 #   launch/torchrun_elastic.sh [--nnodes MIN:MAX] [--procs N] [--max-restarts N] [--rdzv-endpoint HOST:PORT]
 #                              [--rdzv-id ID] [--] TRAIN_ARGS...
@@ -11,7 +12,8 @@
 #   --max-restarts N       restarts of the worker group before giving up (default 3; env MAX_RESTARTS)
 #   --rdzv-endpoint H:P    c10d rendezvous: host:port of any one node, the same on all (default 127.0.0.1:29400;
 #                          env RDZV_ENDPOINT)
-#   --rdzv-id ID           names the job, the same on all nodes (default yolotr; env RDZV_ID, else SLURM_JOB_ID)
+#   --rdzv-id ID           names the job, the same on all nodes (default yolotr; env RDZV_ID, else SLURM_JOB_ID); a
+#                          restart finds its run folder by it
 #
 # Multi-node: run the same line on every node, e.g. launch/torchrun_elastic.sh --nnodes 2:4 --rdzv-endpoint node1:29400.
 # Data-parallel on CPU works unchanged (gloo): yolotr's backend sets what accelerate needs under torchrun.
@@ -40,7 +42,6 @@ if [ -z "$procs" ]; then
 fi
 use_cpu_threads "$procs"
 
-# `--resume auto` first: a --resume the user gives after it wins.
 exec "$venv_bin/torchrun" --nnodes="$nnodes" --nproc-per-node="$procs" --max-restarts="$max_restarts" \
     --rdzv-backend=c10d --rdzv-endpoint="$rdzv_endpoint" --rdzv-id="$rdzv_id" \
-    -m yolotr train --resume auto "$@"
+    -m yolotr train "$@"

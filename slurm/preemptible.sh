@@ -8,8 +8,9 @@
 #                                         the batch shell (`#SBATCH --signal=B:USR1@T` before the time limit, or
 #                                         `scancel --signal=USR1 --batch JOB`) is forwarded to it; the trainer agrees
 #                                         on a step, checkpoints and exits 75. Then: trainer exit 75 → `scontrol
-#                                         requeue` (the job comes back with SLURM_RESTART_COUNT+1 and `--resume auto`
-#                                         continues the run folder and its W&B run id); anything else → the job exits
+#                                         requeue` (the job comes back with SLURM_RESTART_COUNT+1, which makes the
+#                                         trainer continue the run folder this job started, recorded in its job.json,
+#                                         and its W&B run id); anything else → the job exits
 #                                         with the trainer's own code.
 #
 # Why the batch shell must catch the signal: `--signal=B:` reaches only this shell, and a bash that waits in the

@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"eval"},
     {"guard", "debug"},
     {"engine"},
-    {"study"},
+    {"study", "api"},
     {"cli"},
     {"__main__"},
 ]
@@ -96,7 +96,9 @@ def test_imports_point_down_the_layers(module):
 
 
 def test_no_module_imports_itself_back_through_others():
-    graph = {m: {t for t in targets if t in MODULES} for m, targets in EDGES.items()}
+    # The root package's `YOLO` attribute imports the API on first use only (yolotr/__init__.py), so that every
+    # module may read `yolotr.__version__`: its edges do not take part in circles.
+    graph = {m: {t for t in targets if t in MODULES} if m != "yolotr" else set() for m, targets in EDGES.items()}
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def visit(node: str, path: list[str]) -> None:

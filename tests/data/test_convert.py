@@ -62,7 +62,7 @@ def yolo_dataset(tmp_path) -> Path:
     write_image(train / "short_row.jpg", 32, 32)
     (root / "labels/train/short_row.txt").write_text("0 0.5 0.5\n")
     (train / "broken.jpg").write_bytes(write_image(tmp_path / "x.jpg", 32, 32)[:200])  # truncated JPEG
-    (train / "picture.bmp").write_bytes(b"BM" + bytes(100))  # a format we do not store
+    (train / "picture.bmp").write_bytes(b"BM" + bytes(100))  # a BMP header and no image
     write_image(val / "v.jpg", 48, 64)
     (root / "labels/val").mkdir(parents=True)
     (root / "labels/val/v.txt").write_text("1 0.5 0.5 0.5 0.5\n")
@@ -99,7 +99,40 @@ def test_invalid_yolo_samples_are_excluded_and_reported_with_their_reason(yolo_d
     excluded = {Path(e["source"]).name: e["reason"] for e in json.loads((out / "report.json").read_text())["excluded"]}
     assert excluded == {"bad_class.jpg": "class_out_of_range", "nan.jpg": "nonfinite_box",
                         "short_row.jpg": "malformed_label_row", "broken.jpg": "invalid_image",
-                        "picture.bmp": "unsupported_image_format"}
+                        "picture.bmp": "invalid_image"}
+
+
+def test_every_image_type_pil_decodes_is_stored_as_lossless_png_of_its_pixels(tmp_path):
+    root = tmp_path / "yolo"
+    written = {}
+    for name, fmt in (("bitmap.bmp", ".bmp"), ("scan.tif", ".tiff"), ("photo.webp", ".webp")):
+        write_image(root / "images/train" / name, 40, 30, fmt)
+        written[Path(name).stem] = cv2.cvtColor(cv2.imread(str(root / "images/train" / name)), cv2.COLOR_BGR2RGB)
+        (root / "labels/train").mkdir(parents=True, exist_ok=True)
+        (root / "labels/train" / f"{Path(name).stem}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (root / "images/train/notes.tiff").write_bytes(b"not an image at all")
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/train",
+                                                    "names": ["thing"]}))
+    report = convert("yolo", root / "data.yaml", tmp_path / "out")
+
+    assert report.reencoded == 6  # three images, in train and in val
+    assert [(Path(e.source).name, e.reason) for e in report.excluded if e.split == "train"] == [
+        ("notes.tiff", "unsupported_image_format")]
+    spec = load_data_yaml(tmp_path / "out/data.yaml")
+    reader = ShardReader(spec.train)
+    for global_id, key in enumerate(spec.train.keys):
+        members = reader.read(global_id)
+        sample = decode_sample(key, members, nc=1)
+        assert bytes(members["png"][:4]) == b"\x89PNG"
+        np.testing.assert_array_equal(sample.image, written[key.rsplit("_", 1)[-1]])  # lossless: the same pixels
+    reader.close()
+
+
+def test_a_label_file_without_its_image_is_reported(yolo_dataset, tmp_path):
+    (yolo_dataset / "labels/train/deleted_image.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    report = convert("yolo", yolo_dataset / "data.yaml", tmp_path / "out")
+    orphans = [e for e in report.excluded if e.reason == "label_without_image"]
+    assert [(e.split, Path(e.source).name) for e in orphans] == [("train", "deleted_image.txt")]
 
 
 def test_the_same_input_gives_byte_identical_shards_and_index(yolo_dataset, tmp_path):

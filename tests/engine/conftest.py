@@ -56,7 +56,9 @@ def train_config(tmp_path, tiny_data, tiny_model):
                       "num_workers": 0, "optimizer": "sgd", "lr0": 0.01, "warmup_epochs": 0.0, "log_every": 1,
                       "progress_bar": False},
             "val": {"every_epochs": 0, "batch_size": 8},
-            "checkpoint": {"every": 1000, "keep_last": 3},
+            # These tests run a command again to continue it, so they opt in to resuming (the default, none, starts
+            # a new run in the next free folder).
+            "checkpoint": {"every": 1000, "keep_last": 3, "resume": "auto"},
             "wandb": {"enabled": False},
             "debug": {"rank_digests": True},
         }

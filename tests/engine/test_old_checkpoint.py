@@ -36,7 +36,7 @@ def test_a_checkpoint_of_version_0_1_0_resumes_bitwise_at_its_step_and_data_posi
     work = _copy_fixture(tmp_path)
     old_digest = next(r for r in read_jsonl(work / "run" / "digests.jsonl") if r["tag"] == "checkpoint")
 
-    result = run_train(work / "train.yaml", launcher="single")
+    result = run_train(work / "train.yaml", "checkpoint.resume=auto", launcher="single")
 
     check(result)
     records = read_jsonl(work / "run" / "metrics.jsonl")

@@ -89,7 +89,7 @@ def test_a_notice_during_start_up_is_kept_and_the_first_step_checkpoints_and_exi
     proc = subprocess.Popen([sys.executable, "-m", "yolotr", "train", "--config", str(config)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        _wait_for(run_dir.is_dir, proc)  # made before the backend, the model and the data stream are set up
+        _wait_for(run_dir.is_dir, proc)  # made before the model and the data stream are set up
         proc.send_signal(signal.SIGUSR1)
         output = proc.communicate(timeout=240)[0]
     finally:

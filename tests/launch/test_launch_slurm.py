@@ -68,7 +68,8 @@ def test_1_node_script_trains_with_2_processes_to_the_end(slurm, train_config, t
 
 def test_multinode_script_trains_as_one_job_over_2_nodes_and_the_notice_reaches_every_node(slurm, train_config,
                                                                                           tmp_path):
-    config = train_config(train={"max_steps": 40})
+    # resume none (the default): the requeued job (SLURM_RESTART_COUNT=1) finds its own run folder by its job id.
+    config = train_config(train={"max_steps": 40}, checkpoint={"resume": "none"})
     run_dir = tmp_path / "run"
 
     # One process per node: a world of 2 exists only if both nodes' launchers joined the rendezvous.
@@ -89,7 +90,7 @@ def test_multinode_script_trains_as_one_job_over_2_nodes_and_the_notice_reaches_
 
 def test_preemption_notice_checkpoints_requeues_and_the_requeued_job_resumes_at_that_step(slurm, train_config, tmp_path):
     # 60 steps: enough that the notice lands long before the end even on an idle machine, short enough to finish.
-    config = train_config(train={"max_steps": 60}, wandb={"enabled": True})
+    config = train_config(train={"max_steps": 60}, wandb={"enabled": True}, checkpoint={"resume": "none"})
     run_dir = tmp_path / "run"
     job = _submit(slurm, "train_1node.sbatch", config, out_dir=tmp_path, WANDB_MODE="offline")
 

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_checkpoint_to_the_end(train_config, tmp_path):
-    config = train_config(train={"max_steps": 20}, checkpoint={"every": 4})
+    # resume none (the default): the restart is recognised by TORCHELASTIC_RESTART_COUNT and continues its own folder.
+    config = train_config(train={"max_steps": 20}, checkpoint={"every": 4, "resume": "none"})
     run_dir = tmp_path / "run"
     cmd = ["bash", "launch/torchrun_elastic.sh", "--procs", "2", "--max-restarts", "1",
            "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--", "--config", str(config)]

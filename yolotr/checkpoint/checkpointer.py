@@ -35,6 +35,8 @@ from yolotr import __version__
 from yolotr.checkpoint.files import load_tensors, load_tensors_only, read_meta
 from yolotr.checkpoint.host_stage import HostStager
 from yolotr.checkpoint.manager import CheckpointError, CheckpointManager, CommitStats
+from yolotr.checkpoint.resume_config import config_differences
+from yolotr.checkpoint.resume_config import describe as describe_differences
 from yolotr.checkpoint.writer_process import ThreadWriter, WriterProcess
 from yolotr.config import Config
 from yolotr.config.tree import to_dict
@@ -202,6 +204,12 @@ class Checkpointer:
         if meta.get("backend") == "deepspeed" and self.states["optimizer"].kind != "deepspeed":
             raise CheckpointError(f"{path}: written with DeepSpeed, this run is without: its optimizer state is laid "
                                   "out differently; resume with distributed.backend=deepspeed")
+        changed = config_differences(saved, self._config)
+        if changed:
+            raise CheckpointError(f"{path}: this run's config differs from the checkpoint's where a resume cannot "
+                                  f"change it: {describe_differences(changed)}. Resume with the checkpoint's values, or "
+                                  "start a new run (checkpoint.resume=none; train.weights=<this checkpoint> starts from "
+                                  "its weights)")
 
 
 def _rng_state() -> dict:

@@ -4,18 +4,28 @@ Format (version 1):
 - `.safetensors`: tensors `model.<name>` and, when an EMA exists, `ema.<name>`; string metadata `format`
   ("yolotr"), `version`, `model_yaml`, `names`, `imgsz` and `extra` (the last four as JSON).
 - `.pt`: one dict of plain tensors/containers with the same fields, loadable with
-  `torch.load(weights_only=True)`. Nothing else is ever unpickled: a full-pickle checkpoint is refused.
+  `torch.load(weights_only=True)`.
+
+`read_weights_file` (and so `val`, `predict`, `export` and `train.weights`) also reads a yolotr training checkpoint
+(`RUN/checkpoints/step-N`, or a run folder: its newest valid one) and an ultralytics/yolov5 `.pt` (released or a
+user's last.pt / best.pt, full or stripped), through an unpickler that rebuilds tensors and plain containers only
+and refuses anything else by name (`yolov5_pickle.py`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from yolotr.checkpoint.checkpoint_weights import read_checkpoint_weights
+from yolotr.checkpoint.yolov5_pickle import as_yolotr_yaml, read_yolov5_checkpoint
+from yolotr.model.transfer import with_head_aliases
 
 FORMAT_NAME = "yolotr"
 FORMAT_VERSION = 1
@@ -32,6 +42,8 @@ class WeightsFile:
     names: list[str]
     imgsz: int
     extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form: the training step and config for yolotr files; `source_format` ("yolov5", "yolotr-checkpoint")
+    and `strides` for the others."""
     version: int = FORMAT_VERSION
 
 
@@ -92,8 +104,11 @@ def save_weights(
 
 
 def read_weights_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> WeightsFile:
-    """Parse a weights file into its parts, validating every field (errors name the file and the key)."""
+    """Parse a weights file (or a training checkpoint, or a yolov5 .pt) into its parts, validating every field
+    (errors name the file and the key)."""
     path = Path(path)
+    if path.is_dir():
+        return _from_checkpoint(path)
     _check_suffix(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
@@ -112,6 +127,8 @@ def read_weights_file(path: str | os.PathLike, device: str | torch.device = "cpu
     else:
         try:
             header = torch.load(path, map_location=device, weights_only=True)
+        except pickle.UnpicklingError:  # pickled modules: a yolov5 checkpoint, or a file to refuse naming its global
+            return _from_yolov5(path)
         except Exception as error:  # torch raises UnpicklingError with a long explanation
             raise ValueError(f"{path}: not a weights-only .pt file (refusing to unpickle it): {error}") from error
         if not isinstance(header, dict) or "tensors" not in header:
@@ -134,6 +151,33 @@ def read_weights_file(path: str | os.PathLike, device: str | torch.device = "cpu
         imgsz=int(header["imgsz"]),
         extra=dict(header["extra"] or {}),
         version=int(header["version"]),
+    )
+
+
+def _from_yolov5(path: Path) -> WeightsFile:
+    checkpoint = read_yolov5_checkpoint(path)
+    model_yaml = as_yolotr_yaml(checkpoint.model_yaml)
+    ema = checkpoint.ema_state
+    return WeightsFile(
+        model_state=with_head_aliases(checkpoint.model_state, model_yaml),
+        ema_state=with_head_aliases(ema, model_yaml) if ema is not None else None,
+        model_yaml=model_yaml,
+        names=checkpoint.names,
+        imgsz=checkpoint.meta.get("imgsz") or 640,
+        extra={"source_format": "yolov5", "strides": checkpoint.stride, "epoch": checkpoint.meta.get("epoch"),
+               "date": checkpoint.meta.get("date")},
+    )
+
+
+def _from_checkpoint(path: Path) -> WeightsFile:
+    model_state, ema_state, meta = read_checkpoint_weights(path)
+    return WeightsFile(
+        model_state=model_state,
+        ema_state=ema_state,
+        model_yaml=dict(meta["model_yaml"]),
+        names=[str(n) for n in meta["names"]],
+        imgsz=int(meta["imgsz"]),
+        extra={"source_format": "yolotr-checkpoint", "step": meta["counters"]["step"], "config": meta.get("config")},
     )
 
 

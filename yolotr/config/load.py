@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from yolotr.config.presets import beside, find_file
 from yolotr.config.model import TransformerConfig
 from yolotr.config.run import Config
 from yolotr.config.tree import ConfigError, apply_override, from_dict, to_dict
@@ -45,6 +46,9 @@ def validate(cfg: Config, source: str | None = None) -> None:
     _positive("train.weight_decay", t.weight_decay, source, allow_zero=True)
     _positive("guard.max_norm", cfg.guard.max_norm, source, allow_zero=True)
     _positive("guard.check_every", cfg.guard.check_every, source)
+    frozen = cfg.train.freeze if isinstance(cfg.train.freeze, list) else [cfg.train.freeze]
+    if any(layer < 0 for layer in frozen):
+        raise ConfigError("train.freeze", f"layer numbers must be >= 0, got {cfg.train.freeze}", source)
     if t.imgsz % 32:
         raise ConfigError("train.imgsz", f"must be a multiple of 32 (the largest stride), got {t.imgsz}", source)
     if not 0 < t.lrf <= 1:
@@ -72,14 +76,14 @@ def validate(cfg: Config, source: str | None = None) -> None:
     for i, name in enumerate(cfg.checkpoint.preempt_signals):
         if not hasattr(signal, name):
             raise ConfigError(f"checkpoint.preempt_signals[{i}]", f"unknown signal {name!r}", source)
-    for key in ("model", "data"):
-        path = getattr(cfg, key)
-        if not Path(path).is_file():
+    for key, path in (("model", cfg.model), ("data", cfg.data), ("train.weights", cfg.train.weights)):
+        if path is not None and not Path(path).exists():
             raise ConfigError(key, f"file not found: {path}", source)
 
 
 def load_config(file: str | os.PathLike | None, overrides: list[str] = (), *, check_files: bool = True) -> Config:
     """Reads `file` (yaml, safe_load), applies `key.path=value` overrides, builds and validates the tree."""
+    file = find_file(str(file), "train") if file else None
     source = str(file) if file else "defaults"
     data: dict = {}
     if file:
@@ -93,11 +97,13 @@ def load_config(file: str | os.PathLike | None, overrides: list[str] = (), *, ch
             raise ConfigError("<root>", f"not valid YAML: {exc}", source) from None
         if not isinstance(data, dict):
             raise ConfigError("<root>", "the config file must hold a mapping", source)
+        _paths_beside(data, Path(file).parent)
     for override in overrides:
         apply_override(data, override)
     if overrides:
         source = f"{source} + command-line overrides"
     cfg = from_dict(Config, data, source=source)
+    cfg.model = find_file(cfg.model, "models")
     if check_files:
         validate(cfg, source)
     else:
@@ -105,13 +111,28 @@ def load_config(file: str | os.PathLike | None, overrides: list[str] = (), *, ch
     return cfg
 
 
+# Keys whose relative paths, written in a config file, mean "beside this file" when something exists there.
+PATH_KEYS = ("model", "data", "data_cache", "train.weights", "distributed.deepspeed_config")
+
+
+def _paths_beside(data: dict, config_dir: Path) -> None:
+    for key in PATH_KEYS:
+        *sections, name = key.split(".")
+        node = data
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(name), str):
+            node[name] = beside(node[name], config_dir)
+
+
 def _validate_values_only(cfg: Config, source: str) -> None:
-    model, data = cfg.model, cfg.data
+    model, data, weights = cfg.model, cfg.data, cfg.train.weights
     cfg.model = cfg.data = __file__  # file existence is checked later, once the data has been made
+    cfg.train.weights = None
     try:
         validate(cfg, source)
     finally:
-        cfg.model, cfg.data = model, data
+        cfg.model, cfg.data, cfg.train.weights = model, data, weights
 
 
 def dump_config(cfg: Config) -> str:

@@ -70,6 +70,11 @@ class TrainConfig:
     """Write a train record (and read device-side counters on GPU) every this many optimizer steps."""
     progress_bar: bool = True
     """Rank-0 progress bar on the console."""
+    weights: str | None = None
+    """Start from these weights (a yolotr weights file or checkpoint, or a yolov5 .pt): every tensor whose layer,
+    name and shape match the model is loaded, the rest start fresh. Ignored when the run resumes."""
+    freeze: int | list[int] = 0
+    """Layers that keep their starting weights, as YOLOv5's --freeze: N freezes layers 0..N-1, a list those layers."""
 
 
 @dataclass
@@ -116,8 +121,10 @@ class CheckpointConfig:
     writer: Literal["process", "thread"] = "process"
     """Who serialises the files: a writer process per rank (the GIL-bound serialisation stays out of the training
     loop; needs shared memory, e.g. `docker run --shm-size`), or the background thread of the trainer itself."""
-    resume: str = "auto"
-    """auto: newest valid checkpoint of the run folder, fresh start when none; none: always fresh; or a path."""
+    resume: str = "none"
+    """none: a new run, in run.dir or the next free run.dir2, run.dir3, ... (a Slurm requeue or an elastic restart of
+    the same job continues its own run); auto: continue the newest run of run.dir from its newest valid checkpoint;
+    or the path of a run folder or checkpoint to continue."""
     preempt_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
     """Signals that request checkpoint-and-exit (exit code 75), agreed across ranks at the next step."""
 
@@ -195,10 +202,15 @@ class DebugConfig:
 
 @dataclass
 class Config:
-    model: str = "configs/models/yolotr-n.yaml"
-    """Model yaml in YOLOv5's format."""
+    model: str = "yolotr-n.yaml"
+    """Model yaml in YOLOv5's format, a shipped preset name (yolotr-s, yolov5s.yaml, ...), or a weights file (its
+    architecture, and its weights unless train.weights names others)."""
     data: str = "datasets/synth/data.yaml"
-    """Data yaml (shards + index), written by `yolotr data synth` or `yolotr data shard`."""
+    """Shard data yaml (`yolotr data synth` / `yolotr data shard`), a YOLO-format data.yaml, or a COCO json or folder
+    (these two are converted into shards on first use, into data_cache)."""
+    data_cache: str | None = None
+    """Where shards made from a YOLO data.yaml or a COCO json are kept. None: `.yolotr/` beside the dataset
+    (~/.cache/yolotr when that folder is read-only)."""
     run: RunConfig = field(default_factory=RunConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossHyp = field(default_factory=LossHyp)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolotr.data.decode import decode_image
+from yolotr.data.decode import decode_image, decode_other_format, encode_png
 from yolotr.data.errors import REASONS, SampleError
 from yolotr.data.index import SplitIndex
 from yolotr.data.labels import DetectionLabel, clean_boxes
@@ -30,6 +30,7 @@ class Candidate:
     read_labels: LabelReader
     declared_size: tuple[int, int] | None = None  # (width, height) the annotation file states, if any
     read_crowd: LabelReader | None = None  # COCO's crowd regions (iscrowd=1), kept apart from the boxes
+    label_file: Path | None = None  # YOLO's labels/*.txt of this image (whether it exists or not)
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,13 @@ class ConversionReport:
     boxes_written: int = 0
     boxes_clipped: int = 0  # extended beyond the image, clipped to it
     boxes_dropped: int = 0  # entirely outside the image
+    reencoded: int = 0  # images in formats other than JPEG/PNG, stored as lossless PNG
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
             "written": self.written, "boxes_written": self.boxes_written, "boxes_clipped": self.boxes_clipped,
-            "boxes_dropped_outside_image": self.boxes_dropped, "notes": self.notes,
+            "boxes_dropped_outside_image": self.boxes_dropped, "reencoded_as_png": self.reencoded, "notes": self.notes,
             "excluded": [asdict(e) | {"meaning": REASONS.get(e.reason, "")} for e in self.excluded],
         }
 
@@ -63,6 +65,8 @@ class ConversionReport:
         lines = [f"{split}: {count} samples written" for split, count in self.written.items()]
         lines.append(f"boxes: {self.boxes_written} written, {self.boxes_clipped} clipped to their image, "
                      f"{self.boxes_dropped} dropped (entirely outside their image)")
+        if self.reencoded:
+            lines.append(f"images stored as lossless PNG (not JPEG or PNG at the source): {self.reencoded}")
         lines.append(f"excluded samples: {len(self.excluded)}")
         lines += [f"  [{e.split}] {e.source}: {e.reason}: {e.detail}" for e in self.excluded[:50]]
         if len(self.excluded) > 50:
@@ -71,23 +75,27 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def read_image_file(path: Path) -> tuple[bytes, str]:
-    """The file's bytes and its format ("jpg"/"png"), told by content, not by the file name."""
+def read_image_file(path: Path) -> tuple[bytes, str, np.ndarray | None]:
+    """The bytes to store and their format ("jpg"/"png"), told by content, not by the file name. JPEG and PNG keep
+    their original bytes; any other format PIL decodes (BMP, TIFF, WebP, ...) is stored as lossless PNG of its
+    pixels, which are returned too (None for JPEG/PNG, not decoded yet)."""
     try:
         data = path.read_bytes()
     except OSError as err:
         raise SampleError("missing_file", f"{path}: {err.strerror or err}") from None
     if data[:3] == b"\xff\xd8\xff":
-        return data, "jpg"
+        return data, "jpg", None
     if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return data, "png"
-    raise SampleError("unsupported_image_format", f"{path.name} is neither JPEG nor PNG")
+        return data, "png", None
+    pixels = decode_other_format(data)  # (H, W, 3), upright
+    return encode_png(pixels), "png", pixels
 
 
-def build_record(candidate: Candidate, *, nc: int) -> tuple[SampleRecord, int, int]:
-    """Validates one candidate; returns the record and the number of clipped and dropped boxes."""
-    data, ext = read_image_file(candidate.image_path)
-    height, width = decode_image(data, ext).shape[:2]  # decodable, and its true size
+def build_record(candidate: Candidate, *, nc: int) -> tuple[SampleRecord, int, int, bool]:
+    """Validates one candidate; returns the record, the number of clipped and dropped boxes, and whether the image
+    was re-encoded."""
+    data, ext, pixels = read_image_file(candidate.image_path)
+    height, width = (decode_image(data, ext) if pixels is None else pixels).shape[:2]  # decodable, its true size
     if candidate.declared_size is not None and candidate.declared_size != (width, height):
         raise SampleError("image_size_mismatch", f"the annotations say {candidate.declared_size[0]}x"
                                                  f"{candidate.declared_size[1]}, the image is {width}x{height}")
@@ -98,7 +106,8 @@ def build_record(candidate: Candidate, *, nc: int) -> tuple[SampleRecord, int, i
         crowd = clean_boxes(*candidate.read_crowd(width, height), width=width, height=height, nc=nc)
     label = DetectionLabel(boxes=cleaned.boxes, classes=cleaned.classes, width=width, height=height,
                            source=candidate.source, crowd_boxes=crowd.boxes, crowd_classes=crowd.classes)
-    return SampleRecord(key=candidate.key, image=data, image_ext=ext, label=label), cleaned.clipped, cleaned.dropped
+    record = SampleRecord(key=candidate.key, image=data, image_ext=ext, label=label)
+    return record, cleaned.clipped, cleaned.dropped, pixels is not None
 
 
 def write_split(candidates: Iterable[Candidate], out_dir: Path, *, split: str, nc: int, names: list[str],
@@ -108,7 +117,7 @@ def write_split(candidates: Iterable[Candidate], out_dir: Path, *, split: str, n
     def records() -> Iterator[SampleRecord]:
         for candidate in candidates:
             try:
-                record, clipped, dropped = build_record(candidate, nc=nc)
+                record, clipped, dropped, reencoded = build_record(candidate, nc=nc)
             except SampleError as err:
                 report.excluded.append(Exclusion(split=split, source=candidate.source, reason=err.reason,
                                                  detail=err.detail))
@@ -116,6 +125,7 @@ def write_split(candidates: Iterable[Candidate], out_dir: Path, *, split: str, n
             report.boxes_written += len(record.label.classes)
             report.boxes_clipped += clipped
             report.boxes_dropped += dropped
+            report.reencoded += reencoded
             yield record
 
     index = write_shards(records(), out_dir / split, nc=nc, names=names, samples_per_shard=samples_per_shard,

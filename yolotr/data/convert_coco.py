@@ -28,6 +28,7 @@ class CocoSource:
     category_ids: list[int]  # COCO's id of each contiguous class
     splits: dict[str, list[Candidate]]
     notes: list[str]
+    files: list[Path]  # the annotation files read
 
 
 def read_coco_dataset(src: Path, *, images_dir: Path | None = None) -> CocoSource:
@@ -55,7 +56,7 @@ def read_coco_dataset(src: Path, *, images_dir: Path | None = None) -> CocoSourc
         if crowd:
             notes.append(f"{split}: {crowd} crowd annotations (iscrowd=1) kept as crowd regions: not trained on, "
                          "ignored by COCO evaluation")
-    return CocoSource(names=names or [], category_ids=ids, splits=splits, notes=notes)
+    return CocoSource(names=names or [], category_ids=ids, splits=splits, notes=notes, files=files)
 
 
 def _load(file: Path) -> dict:

@@ -4,9 +4,12 @@ sample with its reason (`yolotr data shard`). Same input, same bytes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from yolotr.data.convert import ConversionReport, write_split
+from tqdm import tqdm
+
+from yolotr.data.convert import Candidate, ConversionReport, Exclusion, write_split
 from yolotr.data.convert_coco import read_coco_dataset
 from yolotr.data.convert_yolo import read_yolo_dataset
 from yolotr.data.errors import DataSpecError
@@ -16,30 +19,57 @@ from yolotr.data.spec import read_yaml_mapping, write_data_yaml
 REPORT_FILE = "report.json"
 
 
+@dataclass(frozen=True)
+class SourceDataset:
+    """A YOLO or COCO dataset as read, before any of its samples is validated."""
+
+    names: list[str]
+    splits: dict[str, list[Candidate]]
+    notes: list[str]
+    category_ids: list[int] | None
+    orphan_labels: dict[str, list[Path]]
+    files: list[Path]
+    """The files that describe it (the data.yaml, the annotation jsons), besides images and label files."""
+
+
+def read_source(fmt: str, src: Path, *, images_dir: Path | None = None) -> SourceDataset:
+    if fmt == "yolo":
+        yolo = read_yolo_dataset(src)
+        return SourceDataset(yolo.names, yolo.splits, [], None, yolo.orphan_labels, [Path(src)])
+    if fmt == "coco":
+        coco = read_coco_dataset(src, images_dir=images_dir)
+        return SourceDataset(coco.names, coco.splits, coco.notes, coco.category_ids, {}, coco.files)
+    raise DataSpecError(f"--format: unknown format {fmt!r}")
+
+
 def convert(fmt: str, src: Path, out: Path, *, samples_per_shard: int = 1000, shard_bytes: int | None = None,
             images_dir: Path | None = None) -> ConversionReport:
     """Converts a dataset; returns the report (also written to OUT/report.json)."""
     if samples_per_shard < 1:
         raise DataSpecError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
-    if fmt == "yolo":
-        source = read_yolo_dataset(src)
-        names, splits, notes, category_ids = source.names, source.splits, [], None
-    elif fmt == "coco":
-        source = read_coco_dataset(src, images_dir=images_dir)
-        names, splits, notes = source.names, source.splits, source.notes
-        category_ids = source.category_ids
-    else:
-        raise DataSpecError(f"--format: unknown format {fmt!r}")
+    source = read_source(fmt, src, images_dir=images_dir)
+    return write_dataset(source, out, samples_per_shard=samples_per_shard, shard_bytes=shard_bytes)
+
+
+def write_dataset(source: SourceDataset, out: Path, *, samples_per_shard: int = 1000, shard_bytes: int | None = None,
+                  progress: bool = False) -> ConversionReport:
+    """Writes every split of `source` as shards into `out`, with data.yaml and report.json; a progress bar per
+    split on stderr when `progress`."""
     out = Path(out)
+    names = source.names
     data_yaml = out / "data.yaml"
-    earlier = _earlier_splits(data_yaml, names, converted=set(splits))  # refuses before anything is overwritten
-    report = ConversionReport(notes=list(notes))
-    for split, candidates in splits.items():
-        write_split(candidates, out, split=split, nc=len(names), names=names, report=report,
+    earlier = _earlier_splits(data_yaml, names, converted=set(source.splits))  # refuses before anything is overwritten
+    report = ConversionReport(notes=list(source.notes))
+    for split, orphans in source.orphan_labels.items():
+        report.excluded += [Exclusion(split=split, source=str(path), reason="label_without_image",
+                                      detail=f"no image of split '{split}' has this label") for path in orphans]
+    for split, candidates in source.splits.items():
+        shown = tqdm(candidates, desc=f"shards: {split}", unit="img", disable=not progress, mininterval=1.0)
+        write_split(shown, out, split=split, nc=len(names), names=names, report=report,
                     samples_per_shard=samples_per_shard, shard_bytes=shard_bytes)
-    write_data_yaml(data_yaml, names=names, splits={**earlier, **{s: f"{s}/{INDEX_FILE}" for s in splits}},
-                    category_ids=category_ids)
-    missing = [s for s in ("train", "val") if s not in earlier and s not in splits]
+    write_data_yaml(data_yaml, names=names, splits={**earlier, **{s: f"{s}/{INDEX_FILE}" for s in source.splits}},
+                    category_ids=source.category_ids)
+    missing = [s for s in ("train", "val") if s not in earlier and s not in source.splits]
     if missing:
         report.notes.append(f"{data_yaml} has no {' and no '.join(missing)} split yet: training needs both; convert "
                             "the other annotations into the same --out (the yaml then lists both)")

@@ -2,7 +2,8 @@
 `labels/*.txt` beside `images/` with one `class cx cy w h` row (normalised) per object.
 
 Follows YOLOv5's conventions: the label of `.../images/x/a.jpg` is `.../labels/x/a.txt`; an image without a label
-file is a background image (no boxes); a row with more than 5 numbers is a polygon (its bounding box is used).
+file is a background image (no boxes); a row with more than 5 numbers is a polygon (its bounding box is used). A label
+file beside the split's labels whose image is not in the split is reported, not silently ignored.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ SPLITS = ("train", "val", "test")
 class YoloSource:
     names: list[str]
     splits: dict[str, list[Candidate]]
+    orphan_labels: dict[str, list[Path]]  # split → label files in its labels/ folders that no image of it has
 
 
 def read_yolo_dataset(data_yaml: Path) -> YoloSource:
@@ -34,14 +36,15 @@ def read_yolo_dataset(data_yaml: Path) -> YoloSource:
     doc = read_yaml_mapping(data_yaml, "YOLO data yaml", "path/train/val/names")
     names = parse_names(doc.get("names"), where=f"{data_yaml}: key 'names'")
     root = _dataset_root(data_yaml, doc.get("path"))
-    splits = {}
+    splits, orphans = {}, {}
     for split in SPLITS:
         if doc.get(split):
             images = _image_files(root, doc[split], where=f"{data_yaml}: key '{split}'")
             splits[split] = _candidates(images, root)
+            orphans[split] = _orphan_labels(splits[split])
     if "train" not in splits:
         raise DataSpecError(f"{data_yaml}: key 'train' is missing")
-    return YoloSource(names=names, splits=splits)
+    return YoloSource(names=names, splits=splits, orphan_labels=orphans)
 
 
 def _dataset_root(data_yaml: Path, path: object) -> Path:
@@ -91,8 +94,18 @@ def label_path(image: Path) -> Path:
 def _candidates(images: list[Path], root: Path) -> list[Candidate]:
     sources = [_relative(image, root) for image in images]
     keys = unique_keys(str(Path(source).with_suffix("")) for source in sources)
-    return [Candidate(key=key, image_path=image, source=source, read_labels=_label_reader(label_path(image)))
+    return [Candidate(key=key, image_path=image, source=source, read_labels=_label_reader(label_path(image)),
+                      label_file=label_path(image))
             for key, image, source in zip(keys, images, sources)]
+
+
+def _orphan_labels(candidates: list[Candidate]) -> list[Path]:
+    """Label files in the folders this split's labels live in that belong to no image of the split (an image
+    deleted, renamed, or in a format not listed in IMAGE_SUFFIXES)."""
+    expected = {c.label_file for c in candidates}
+    folders = {c.label_file.parent for c in candidates}
+    present = {p for folder in folders if folder.is_dir() for p in folder.glob("*.txt")}
+    return sorted(present - expected)
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -7,12 +7,15 @@ them to the device.
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg, decode_png
 
 from yolotr.data.errors import SampleError
@@ -54,6 +57,31 @@ def decode_image(data: bytes | bytearray | memoryview, ext: str) -> np.ndarray:
     if not hwc.is_contiguous():  # decoders that return planar memory
         hwc = hwc.contiguous()
     return hwc.numpy()
+
+
+def decode_other_format(data: bytes) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from any format PIL decodes (BMP, TIFF, WebP, GIF, ...), upright by its EXIF orientation,
+    16-bit greys in their top 8 bits (as cv2.imread). Raises `SampleError`: 'unsupported_image_format' when PIL does
+    not know the format, 'invalid_image' when it knows it but the bytes do not decode."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            image = ImageOps.exif_transpose(opened)
+            if image.mode.startswith("I"):  # 16/32-bit integer grey
+                grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)  # (H, W)
+                return np.repeat(grey[..., None], 3, axis=2)  # (H, W) -> (H, W, 3)
+            return np.array(image.convert("RGB"))  # (H, W, 3)
+    except UnidentifiedImageError:
+        raise SampleError("unsupported_image_format", "not a format PIL decodes") from None
+    except (OSError, ValueError, SyntaxError) as err:  # PIL's plugins raise all three for damaged files
+        raise SampleError("invalid_image", str(err)) from None
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Lossless PNG bytes of an (H, W, 3) RGB image: how shards store the formats they do not keep as they are."""
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))  # OpenCV writes BGR
+    if not ok:
+        raise SampleError("invalid_image", "could not be encoded as PNG")
+    return encoded.tobytes()
 
 
 def decode_sample(key: str, members: Mapping[str, memoryview], *, nc: int) -> DecodedSample:

@@ -73,7 +73,8 @@ REASONS: dict[str, str] = {
     "box_outside_image": "a box extends beyond the image",
     "class_out_of_range": "a class id is not an integer in [0, nc)",
     # converter-only reasons
-    "unsupported_image_format": "only JPEG and PNG are stored (original bytes, no re-encoding)",
+    "unsupported_image_format": "the file is in no image format that PIL or torchvision decodes",
     "missing_file": "the image file does not exist or cannot be read",
     "malformed_label_row": "a label row does not have the expected number of numeric columns",
+    "label_without_image": "a label file in labels/ whose image is not in the split",
 }

@@ -25,8 +25,8 @@ from yolotr.data.index import INDEX_FILE, SplitIndex, load_index, scan_shard
 class DataSpec:
     names: list[str]
     nc: int
-    train: SplitIndex
-    val: SplitIndex
+    train: SplitIndex | None  # None only when the caller did not ask for it (`yolotr val` needs val alone)
+    val: SplitIndex | None
     yaml_file: str
     category_ids: list[int] | None = None  # COCO's own id of each class (a COCO conversion), for results files
 
@@ -45,8 +45,9 @@ def read_yaml_mapping(path: Path, what: str, keys: str) -> dict:
     return doc
 
 
-def load_data_yaml(path: str | Path) -> DataSpec:
-    """Reads a data yaml and the indexes of its splits; errors name the file and the key."""
+def load_data_yaml(path: str | Path, splits: tuple[str, ...] = ("train", "val")) -> DataSpec:
+    """Reads a data yaml and the indexes of its splits (`splits` must be there, the others may be missing); errors
+    name the file and the key."""
     path = Path(path)
     doc = read_yaml_mapping(path, "data yaml", "path/train/val/nc/names")
     names = parse_names(doc.get("names"), where=f"{path}: key 'names'")
@@ -55,19 +56,22 @@ def load_data_yaml(path: str | Path) -> DataSpec:
         raise DataSpecError(f"{path}: key 'nc': {nc!r} does not match the {len(names)} names")
     root = Path(doc.get("path") or ".")
     root = root if root.is_absolute() else path.parent / root
-    splits = {}
+    found: dict[str, SplitIndex | None] = {}
     for split in ("train", "val"):
         if doc.get(split) in (None, ""):
+            if split not in splits:
+                found[split] = None
+                continue
             raise DataSpecError(f"{path}: key '{split}' is missing (an index.json, a shard folder or shard files)")
         index = resolve_split(root, doc[split], where=f"{path}: key '{split}'")
         if index.nc > nc:
             raise DataSpecError(f"{path}: key 'nc': {nc}, but {index.index_file} was written with nc={index.nc}")
-        splits[split] = dataclasses.replace(index, nc=nc, names=names)
+        found[split] = dataclasses.replace(index, nc=nc, names=names)
     category_ids = doc.get("category_ids")
     if category_ids is not None and (not isinstance(category_ids, list) or len(category_ids) != nc
                                      or not all(isinstance(c, int) for c in category_ids)):
         raise DataSpecError(f"{path}: key 'category_ids': expected {nc} integers (COCO's id of each class)")
-    return DataSpec(names=names, nc=nc, train=splits["train"], val=splits["val"], yaml_file=str(path),
+    return DataSpec(names=names, nc=nc, train=found["train"], val=found["val"], yaml_file=str(path),
                     category_ids=category_ids)
 
 

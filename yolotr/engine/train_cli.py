@@ -2,7 +2,8 @@
 `accelerate launch -m yolotr train`, or under torchrun.
 
 Exit codes: 0 done; 2 bad config (before any process group starts); 3 diverged (rollback budget exhausted);
-75 preempted (checkpoint written: requeue and run the same command again, `--resume auto` continues).
+75 preempted (checkpoint written: run the command again with `--resume`; a Slurm requeue or an elastic restart
+continues by itself).
 """
 
 from __future__ import annotations
@@ -18,20 +19,34 @@ from yolotr.errors import YolotrError
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="training config yaml (configs/train/*.yaml); defaults when omitted")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides, values as YAML")
-    parser.add_argument("--resume", help="auto | none | PATH (same as checkpoint.resume=...)")
+    parser.add_argument("--resume", nargs="?", const="auto", metavar="auto|none|PATH",
+                        help="continue a run (same as checkpoint.resume=...); alone: auto, the newest run of run.dir")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
 def run(args: argparse.Namespace) -> int:
+    from yolotr.checkpoint.run_folder import choose_run_folder
     from yolotr.config import dump_config, load_config
 
     overrides = list(args.overrides)
+    if args.resume and "=" in args.resume and not Path(args.resume).exists():
+        overrides.insert(0, args.resume)  # `--resume key=value`: a bare --resume followed by an override
+        args.resume = "auto"
     if args.resume:
         overrides.append(f"checkpoint.resume={args.resume}")
     cfg = load_config(args.config, overrides)
-    if args.print_config:
+    if args.print_config:  # with the run folder this start would take (launch scripts read it)
+        folder = choose_run_folder(cfg.run.dir, cfg.checkpoint.resume)
+        cfg.run.dir, cfg.checkpoint.resume = str(folder.path), folder.resume
         print(dump_config(cfg), end="")
         return 0
+    return train(cfg)
+
+
+def train(cfg) -> int:
+    """One training run of a loaded config, in this process (with the launcher's other ranks, if any): what
+    `yolotr train` does after reading its config, and what `yolotr.YOLO.train()` calls. Returns the exit code."""
+    from yolotr.checkpoint.run_folder import settle_run_folder
     from yolotr.engine.preemption import PREEMPTION
 
     PREEMPTION.install(cfg.checkpoint.preempt_signals)  # before the slow start-up: a notice then is not fatal
@@ -45,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from yolotr.engine.runtime import setup_runtime
     from yolotr.engine.trainer import Trainer
 
-    os.makedirs(cfg.run.dir, exist_ok=True)
     runtime = setup_runtime(cfg)
+    settle_run_folder(cfg)  # a new runs/exp2 ... or the run to resume, chosen by rank 0 for every rank
     try:
         trainer = Trainer(cfg, runtime)
     except YolotrError as error:  # e.g. a data yaml whose split is missing: the run folder says why, like any exit

@@ -18,10 +18,12 @@ import torch
 from yolotr.checkpoint.checkpointer import Checkpointer
 from yolotr.checkpoint.host_stage import HostStager
 from yolotr.checkpoint.manager import CommitStats
+from yolotr.checkpoint.pretrained import build_model
 from yolotr.checkpoint.resume import read_quarantine_file, resume_target, write_quarantine_file
 from yolotr.checkpoint.weights_file import save_weights
 from yolotr.config import Config, dump_config
 from yolotr.config.tree import to_dict
+from yolotr.data.dataset_cache import resolve_data
 from yolotr.data.errors import DataErrorBudgetExceeded
 from yolotr.data.spec import load_data_yaml
 from yolotr.data.stream import TrainStream
@@ -52,7 +54,6 @@ from yolotr.guard.monitor import GuardMonitor, PendingStep, Verdict
 from yolotr.guard.snapshot import restore_snapshot, take_snapshot
 from yolotr.guard.step import BufferGuard
 from yolotr.model.loss import ComputeLoss
-from yolotr.model.yolo import DetectionModel
 from yolotr.track.loggers import RunLogger
 from yolotr.track.metrics import read_metrics
 from yolotr.track.progress import Progress
@@ -91,10 +92,13 @@ class Trainer:
         self.runtime = runtime
         self.device = runtime.device
         self.run_dir = Path(cfg.run.dir)
-        self.data = load_data_yaml(cfg.data)
+        self.data = load_data_yaml(resolve_data(cfg.data, cfg.data_cache))  # a YOLO / COCO source: its cached shards
 
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank (DDP also broadcasts them)
-        self.model = DetectionModel(cfg.model, nc=self.data.nc, transformer=cfg.transformer.as_yaml()).to(self.device)
+        # The model yaml's architecture, or a weights file's; train.weights transferred layer by layer; frozen layers.
+        model, self.transfer = build_model(cfg.model, cfg.train.weights, nc=self.data.nc, freeze=cfg.train.freeze,
+                                           transformer=cfg.transformer.as_yaml(), verbose=runtime.is_main)
+        self.model = model.to(self.device)
         self.model.names = list(self.data.names)
         self.wrapper = ConsensusModule(self.model).to(self.device)
         self.wrapper.payload = self.wrapper.payload.to(self.device)  # a plain attribute: DDP must not broadcast it

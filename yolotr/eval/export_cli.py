@@ -24,7 +24,7 @@ def _formats(text: str) -> tuple[str, ...]:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.split("\n\n")[1].replace("\n", " ")
-    parser.add_argument("--weights", required=True, help="weights file (.safetensors or weights-only .pt)")
+    parser.add_argument("--weights", required=True, help="weights: a yolotr .safetensors or .pt, a run folder or checkpoint, or a yolov5 .pt")
     parser.add_argument("--format", type=_formats, default=("onnx",), metavar="onnx[,torchscript,openvino,engine]",
                         help="formats to write (default onnx); engine is TensorRT (a CUDA GPU and its wheel)")
     parser.add_argument("--imgsz", type=int, default=None, help="input size (default: the weights' training size)")

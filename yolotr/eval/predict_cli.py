@@ -17,7 +17,7 @@ def _classes(text: str) -> list[int]:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="weights file (.safetensors or weights-only .pt)")
+    parser.add_argument("--weights", required=True, help="weights: a yolotr .safetensors or .pt, a run folder or checkpoint, or a yolov5 .pt")
     parser.add_argument(
         "--source", required=True,
         help="an image or video, a folder of them, a glob ('imgs/*.jpg', quoted), a .txt list of paths, a webcam "

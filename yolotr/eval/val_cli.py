@@ -18,8 +18,8 @@ from yolotr.track.fitness import fitness
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="weights file (.safetensors or weights-only .pt)")
-    parser.add_argument("--data", required=True, help="data yaml")
+    parser.add_argument("--weights", required=True, help="weights: a yolotr .safetensors or .pt, a run folder or checkpoint, or a yolov5 .pt")
+    parser.add_argument("--data", required=True, help="data yaml (shards or YOLO format) or a COCO json")
     parser.add_argument("--imgsz", type=int, default=None, help="letterbox size (default: the weights' training size)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch per process")
     parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold")
@@ -61,12 +61,13 @@ def run(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace, process):
     from yolotr.checkpoint.weights_file import load_weights
     from yolotr.data.coco_gt import coco_ground_truth
+    from yolotr.data.dataset_cache import resolve_data
     from yolotr.data.spec import load_data_yaml
     from yolotr.data.stream import ValStream
     from yolotr.eval.validator import validate
 
     loaded = load_weights(args.weights, device=process.device)
-    spec = load_data_yaml(args.data)
+    spec = load_data_yaml(resolve_data(args.data), splits=("val",))
     names = list(spec.names)
     if len(names) != len(loaded.names):
         raise UsageError(f"{args.weights} predicts {len(loaded.names)} classes but {args.data} has {len(names)}")
