@@ -2,7 +2,8 @@
 
 The EMA weights are validated every `val.every_epochs` epochs and after the last step; every rank predicts its share
 of the val split and rank 0 scores it (eval/validator.py). A validation of an epoch saves a checkpoint carrying its
-fitness, and a better fitness exports `weights/best.safetensors`. An epoch whose validation was due when a preemption
+fitness, and a better fitness exports `weights/best.safetensors`. A run stopped for divergence validates its last
+(guarded, finite) weights too. An epoch whose validation was due when a preemption
 stopped the run is validated after the resume (the pending epoch is part of the trainer's checkpointed state).
 """
 
@@ -13,6 +14,7 @@ import json
 from yolotr.data.coco_gt import coco_ground_truth
 from yolotr.data.val_stream import ValStream
 from yolotr.engine.hooks import HookBase
+from yolotr.errors import EXIT_DIVERGED
 from yolotr.eval.plots.labels import plot_labels
 from yolotr.eval.plots.mosaics import plot_train_batch, plot_val_predictions
 from yolotr.eval.plots.results import plot_results
@@ -46,6 +48,8 @@ class EvalHook(HookBase):
 
     def on_stop(self, code: int) -> None:
         t = self.trainer
+        if code == EXIT_DIVERGED:  # the last (guarded, finite) weights: the summary and the study show where it stopped
+            self.validate(t.epoch, final=True)
         if t.runtime.is_main:
             plot_results(t.run_dir / "metrics.jsonl", t.run_dir / "results.png")
 
