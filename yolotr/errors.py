@@ -9,15 +9,23 @@ from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-"""A runtime failure (a crash, a lost node, a full disk): a retry may succeed."""
+"""A runtime failure (a crash, a lost node): a retry may succeed."""
 EXIT_USAGE = 2
 """Bad config, arguments or input files: the same command fails again until the input is fixed."""
 EXIT_DIVERGED = 3
 """Training diverged after the guard's rollback budget (guard.max_rollbacks): a retry diverges again."""
 EXIT_DATA = 4
 """More corrupt samples than train.max_data_error_fraction allows: fix the data."""
+EXIT_NO_VALID_CHECKPOINT = 5
+"""A run to continue has checkpoints and none verifies: start a new run or resume a checkpoint you trust."""
+EXIT_STORAGE = 74
+"""The run folder cannot be written (disk full, read-only, gone; EX_IOERR): free space or fix the folder first."""
 EXIT_PREEMPTED = 75
 """Preempted, checkpoint written (EX_TEMPFAIL): requeue and run the same command again."""
+
+RETRYABLE = (EXIT_FAILURE, EXIT_PREEMPTED)
+"""The exits a launcher retries (and a process killed by a signal): the others fail the same way again. The shell
+launchers hold the same list (launch/launcher_env.sh: retryable); a test keeps them equal."""
 
 
 class YolotrError(Exception):

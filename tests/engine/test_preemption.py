@@ -145,11 +145,11 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one_and_damage_falls
     records = read_jsonl(run_dir / "metrics.jsonl")
     fallback = [r for r in records if r.get("event") == "checkpoint_fallback"]
     assert fallback and "step-00000016" in fallback[-1]["message"] and "sha256" in fallback[-1]["message"]
+    assert "resuming from step-00000012" in fallback[-1]["message"]
     resume = [r for r in records if r.get("event") == "resume"][-1]
     assert resume["step"] == 12
-    # The damaged one is set aside, not deleted, and not picked again; the resumed run's own step 16 is committed.
-    assert resume["set_aside"] == [str(ckpts / "abandoned" / "step-00000016")]
-    assert (ckpts / "abandoned" / "step-00000016" / "manifest.json").is_file()
+    # The damaged one is moved aside, not deleted, and not picked again; the resumed run's own step 16 is committed.
+    assert (ckpts / "damaged" / "step-00000016" / "manifest.json").is_file()
     assert verify(ckpts / "step-00000016") is None
 
 

@@ -111,6 +111,14 @@ class Checkpointer:
         started = time.perf_counter()
         self.manager.wait()  # the previous save may still read the stager's buffers
         _, plain = self._stager.stage({"tensors": self._tensors(), "rng": _rng_state()})
+        # Room for it, where the file system tells: rank 0 writes the state (about the staged bytes, or the last
+        # checkpoint's size when DeepSpeed adds its partitions); the other ranks write their RNG state.
+        if self.rank == 0:
+            staged = sum(b.numel() * b.element_size() for b in self._stager.buffers.values())
+            needed = max(staged, self.manager.size_of_newest())
+        else:
+            needed = 1 << 20
+        self.manager.check_room(needed)
         meta = self._meta()
         backend = self.states["optimizer"]
         self.manager.save(

@@ -29,7 +29,9 @@ def resolve_checkpoint(source: Path) -> Path:
     run_checkpoints = source / "checkpoints"
     if run_checkpoints.is_dir():
         manager = CheckpointManager(source, rank=0, world_size=1, keep_last=0)
-        found = manager.newest_valid(warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+        found, damaged = manager.newest_valid()
+        for path, problem in damaged:
+            print(f"warning: checkpoint {path} is damaged ({problem}); passed over", file=sys.stderr)
         if found is not None:
             return found
     raise UsageError(f"{source}: neither a checkpoint folder (manifest.json) nor a run folder with a valid checkpoint")

@@ -29,7 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from yolotr.distributed import all_ranks, barrier
+from yolotr.checkpoint.storage import StorageError, free_text, room_problem, storage_problem
+from yolotr.distributed import all_gather_object, all_ranks, barrier
 from yolotr.errors import YolotrError
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -120,9 +121,12 @@ class CheckpointManager:
         self._landing: tuple[PendingSave, Path] | None = None  # committed, reported once landed
         self._land_error: BaseException | None = None  # rank 0: the last landing failed; every rank hears at commit
         self.root.mkdir(parents=True, exist_ok=True)
-        if rank == 0:  # saves a crash or a preemption cut short: never committed, never read, checkpoint-sized
-            for leftover in self.root.glob("step-*.tmp"):
-                shutil.rmtree(leftover, ignore_errors=True)
+
+    def remove_unfinished_saves(self) -> None:
+        """Rank 0, once this job holds the run folder (checkpoint/run_lock.py): saves a crash or a preemption cut
+        short are never committed, never read, and checkpoint-sized. Never called by a reader of a live run."""
+        for leftover in self.root.glob("step-*.tmp"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
     # ---------------------------------------------------------------- saving
     def save(
@@ -204,13 +208,7 @@ class CheckpointManager:
         land_error, self._land_error = self._land_error, None
         ok = all_ranks(not pending.error and land_error is None)
         if not ok:
-            if pending.error:
-                problem = "; ".join(f"{type(e).__name__}: {e}" for e in pending.error)
-            else:
-                problem = f"committing the previous checkpoint: {land_error!r}" if land_error else "on another rank"
-            free_gb = shutil.disk_usage(self.root).free / 1e9
-            raise CheckpointError(f"checkpoint step {pending.step} failed: {problem} ({free_gb:.1f} GB free in "
-                                  f"{self.root}; the checkpoints before it are intact)")
+            self._fail(pending.step, [*pending.error, *([land_error] if land_error else [])])
         final = self.root / f"step-{pending.step:08d}"
         if self.rank == 0:
             self._finisher = threading.Thread(target=self._land, args=(pending, final), name="checkpoint-commit",
@@ -221,6 +219,37 @@ class CheckpointManager:
         if not pending.asynchronous:  # a synchronous save returns once its checkpoint is on disk
             self._join_finisher()
         return final
+
+    def _fail(self, step: int | str, errors: list[BaseException]) -> None:
+        """Every rank raises the same error: the storage's own message when that is the cause (EXIT_STORAGE), else
+        what each rank met. Gathered, so that no rank stops with only a transport error."""
+        mine = [(storage_problem(e, self.root), f"{type(e).__name__}: {e}".splitlines()[-1]) for e in errors]
+        found = [(rank, *item) for rank, items in enumerate(all_gather_object(mine)) for item in items]
+        storage = next((message for _, message, _ in found if message), None)
+        which = f"checkpoint step {step}" if isinstance(step, int) else step
+        intact = "the checkpoints before it are intact"
+        if storage is not None:
+            raise StorageError(f"{which} failed: {storage} ({intact})")
+        problems = "; ".join(f"rank {rank}: {text}" for rank, _, text in found)
+        raise CheckpointError(f"{which} failed: {problems} ({free_text(self.root)} in {self.root}; {intact})")
+
+    def check_room(self, needed: int) -> None:
+        """Before a save (every rank): raises `StorageError` on every rank when the folder cannot take `needed` more
+        bytes on some rank (where the file system tells)."""
+        problem = room_problem(self.root, needed)
+        found = [p for p in all_gather_object(problem) if p]
+        if found:
+            raise StorageError(f"{found[0]} (the checkpoints before it are intact)")
+
+    def size_of_newest(self) -> int:
+        """Bytes of the newest committed checkpoint (from its manifest), 0 when there is none."""
+        for path in reversed(self.committed()):
+            try:
+                files = json.loads((path / "manifest.json").read_text())["files"]
+            except (OSError, ValueError, KeyError):
+                continue
+            return sum(int(entry["size"]) for entry in files.values())
+        return 0
 
     def _land(self, pending: PendingSave, final: Path) -> None:
         try:
@@ -283,9 +312,9 @@ class CheckpointManager:
         """Before exit: the pending save written, committed and landed on disk."""
         self.wait()
         self._join_finisher()
-        if self._land_error is not None:
-            error, self._land_error = self._land_error, None
-            raise CheckpointError(f"committing the last checkpoint failed: {error!r}")
+        land_error, self._land_error = self._land_error, None
+        if not all_ranks(land_error is None):
+            self._fail("committing the last checkpoint", [land_error] if land_error else [])
 
     def _prune(self) -> None:
         committed = self.committed()
@@ -311,17 +340,22 @@ class CheckpointManager:
         return max(scored)[2] if scored else None
 
     def set_aside_newer_than(self, step: int) -> list[Path]:
-        """Rank 0, on resuming from `step`: committed checkpoints of later steps (a damaged newest one passed over,
-        or the rest of a run resumed from an earlier point) move to checkpoints/abandoned/. Left in place they would
-        count towards keep_last, so pruning would delete the resumed run's new checkpoints, and `--resume auto`
-        would pick them again at the next restart. Nothing is deleted."""
-        later = [path for path in self.committed() if int(STEP_DIR.match(path.name).group(1)) > step]
+        """Rank 0, on resuming from `step`: committed checkpoints of later steps (the rest of a run resumed from an
+        earlier point) move to checkpoints/abandoned/. Left in place they would count towards keep_last, so pruning
+        would delete the resumed run's new checkpoints, and `--resume auto` would pick them again at the next
+        restart. Nothing is deleted."""
+        return self.move_aside([p for p in self.committed() if int(STEP_DIR.match(p.name).group(1)) > step],
+                               "abandoned")
+
+    def move_aside(self, paths: list[Path], folder: str) -> list[Path]:
+        """Moves committed checkpoints into checkpoints/<folder>/ (never deleted): they no longer count as kept, and
+        no resume picks them. Returns where they went."""
         moved = []
-        for path in later:
-            target = self.root / "abandoned" / path.name
+        for path in paths:
+            target = self.root / folder / path.name
             suffix = 1
             while target.exists():
-                target, suffix = self.root / "abandoned" / f"{path.name}.{suffix}", suffix + 1
+                target, suffix = self.root / folder / f"{path.name}.{suffix}", suffix + 1
             target.parent.mkdir(exist_ok=True)
             os.rename(path, target)
             moved.append(target)
@@ -329,14 +363,15 @@ class CheckpointManager:
             _fsync_dir(self.root)
         return moved
 
-    def newest_valid(self, warn: Callable[[str], None] = print) -> Path | None:
-        """The newest checkpoint whose manifest verifies; damaged ones are reported through `warn` and passed over."""
+    def newest_valid(self) -> tuple[Path | None, list[tuple[Path, str]]]:
+        """The newest checkpoint whose manifest verifies, and the newer ones that did not, with what is wrong."""
+        damaged = []
         for path in reversed(self.committed()):
             problem = verify(path)
             if problem is None:
-                return path
-            warn(f"checkpoint {path} is damaged ({problem}); falling back to the previous one")
-        return None
+                return path, damaged
+            damaged.append((path, problem))
+        return None, damaged
 
 
 def verify(path: Path) -> str | None:
