@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts `yolotr train` data-parallel with the right launcher settings for this machine, GPUs or not.
 #
-#   launch/launch.sh [--procs N] [--deepspeed zero1|zero2] [--nodes N] [--] TRAIN_ARGS...
+#   launch/launch.sh [--procs N] [--deepspeed zero1|zero2] [--nodes N] [--max-restarts N] [--] TRAIN_ARGS...
 #
 #   --procs N       processes on this node (default: number of GPUs, or 2 on a machine without GPUs)
 #   --deepspeed Z   DeepSpeed ZeRO stage Z: launch/accelerate/deepspeed_Z.yaml with configs/deepspeed/Z.json
@@ -9,6 +9,8 @@
 #   --nodes N       machines in the job (default 1). With N > 1, run this once on every machine: it reads its machine
 #                   rank from NODE_RANK (or SLURM_NODEID), and the main process's address from MAIN_ADDR and
 #                   MAIN_PORT (default 29500). launch/accelerate/multi_node.yaml holds the rest.
+#   --max-restarts N  after a crash, start again up to N times, resuming the run (default 0). Only crashes are
+#                   retried; the script exits with the trainer's own exit code (see launcher_env.sh).
 #
 # Examples: launch/launch.sh -- --config configs/train/coco-yolov5.yaml train.epochs=10
 #           launch/launch.sh --deepspeed zero2 -- --config configs/train/demo.yaml
@@ -24,11 +26,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/launcher_env.sh"
 procs=""
 deepspeed=""
 nodes=1
+max_restarts=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --procs) procs="$2"; shift 2 ;;
         --deepspeed) deepspeed="$2"; shift 2 ;;
         --nodes) nodes="$2"; shift 2 ;;
+        --max-restarts) max_restarts="$2"; shift 2 ;;
         --) shift; break ;;
         *) break ;;
     esac
@@ -41,7 +45,7 @@ use_cpu_threads "$procs"
 if [ -z "$deepspeed" ] && [ "$nodes" -eq 1 ] && [ "$procs" -eq 1 ]; then
     # One process needs no launcher, and accelerate's single-process launcher would die on SIGUSR1 without passing
     # it on. yolotr's Accelerator takes its settings in code, so nothing is lost.
-    exec "$venv_bin/python" -m yolotr train "$@"
+    with_restarts "$max_restarts" "$venv_bin/python" -m yolotr train "$@"
 fi
 
 if [ -n "$deepspeed" ]; then
@@ -71,4 +75,4 @@ else
     # Port 0: accelerate picks a free one, so two runs on one machine never collide.
     args+=(--main_process_port "${MAIN_PORT:-0}")
 fi
-exec "$venv_bin/accelerate" launch "${args[@]}" "${extra[@]}" -m yolotr train "$@"
+with_restarts "$max_restarts" "$venv_bin/accelerate" launch "${args[@]}" "${extra[@]}" -m yolotr train "$@"

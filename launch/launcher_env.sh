@@ -34,3 +34,74 @@ use_cpu_threads() {
         export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( cores / procs > 0 ? cores / procs : 1 ))}"
     fi
 }
+
+# The trainer's exit codes a retry can fix (yolotr/errors.py: RETRYABLE; a test keeps the two equal): 1, a crash or a
+# lost node, and 75, a preemption with its checkpoint written. A launcher killed by a signal (> 128) without a code
+# from the trainer counts as a crash. The others fail the same way again and are never retried: 2 usage, 3 diverged,
+# 4 corrupt data, 5 no valid checkpoint, 74 the run folder cannot be written.
+retryable="1 75"
+
+is_retryable() {
+    local code="$1" c
+    [ "$code" -gt 128 ] && return 0
+    for c in $retryable; do [ "$code" -eq "$c" ] && return 0; done
+    return 1
+}
+
+# run_launcher COMMAND...: runs a launcher with YOLOTR_STATUS_FILE set (every node's local rank 0 writes the run
+# folder there once it is settled, and the exit code at the end), and sets $trainer_code (the trainer's own exit code,
+# else the launcher's: torchrun and accelerate turn any worker failure into 1) and $trainer_run_dir.
+run_launcher() {
+    local status=0 status_file child sig
+    status_file=$(mktemp "${TMPDIR:-/tmp}/yolotr-status.XXXXXX")
+    # In the background, so that this shell can pass a preemption or stop signal on to the launcher (a shell waiting
+    # in the foreground runs no trap until its child ends, and would die of SIGUSR1 itself).
+    YOLOTR_STATUS_FILE="$status_file" "$@" &
+    child=$!
+    for sig in TERM INT HUP USR1 USR2; do
+        # shellcheck disable=SC2064  # $child and $sig are meant to be expanded now
+        trap "kill -$sig $child 2>/dev/null || true" "$sig"
+    done
+    while true; do
+        wait "$child" && status=0 || status=$?
+        kill -0 "$child" 2>/dev/null || break  # a trap interrupted `wait` while the launcher still runs
+    done
+    trap - TERM INT HUP USR1 USR2
+    read -r trainer_code trainer_run_dir < <("$venv_bin/python" - "$status_file" "$status" <<'PY'
+import json, sys
+path, launcher = sys.argv[1], sys.argv[2]
+try:
+    status = json.load(open(path))
+except (OSError, ValueError):
+    status = {}
+code = status.get("exit_code")
+print(launcher if code is None else code, status.get("run_dir") or "")
+PY
+)
+    rm -f "$status_file"
+}
+
+# with_restarts MAX COMMAND...: run_launcher, and after a crash (exit 1, or a launcher killed by a signal) run it
+# again up to MAX times, resuming the run folder the first attempt settled on (`--resume RUN_DIR`; the last --resume
+# given wins). A preemption (75) ends the loop: whoever preempted decides (a Slurm requeue, slurm/preemptible.sh).
+# Exits with the trainer's own code.
+with_restarts() {
+    local max="$1" attempt=0 run_dir=""
+    shift
+    local resume=()
+    while true; do
+        run_launcher "$@" "${resume[@]}"
+        run_dir="${trainer_run_dir:-$run_dir}"
+        if [ "$trainer_code" -eq 0 ] || [ "$trainer_code" -eq 75 ] || ! is_retryable "$trainer_code"; then
+            [ "$trainer_code" -eq 0 ] || echo "${0##*/}: training exited with code $trainer_code" >&2
+            exit "$trainer_code"
+        fi
+        if [ "$attempt" -ge "$max" ]; then
+            echo "${0##*/}: training crashed (exit $trainer_code) after $attempt restart(s); giving up" >&2
+            exit "$trainer_code"
+        fi
+        attempt=$((attempt + 1))
+        echo "${0##*/}: training crashed (exit $trainer_code): restart $attempt of $max${run_dir:+, resuming $run_dir}" >&2
+        if [ -n "$run_dir" ]; then resume=(--resume "$run_dir"); fi
+    done
+}

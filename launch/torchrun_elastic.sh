@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Starts `yolotr train` under torchrun's elastic agent: a crashed worker (or a lost node) restarts the whole group,
-# up to --max-restarts times, and every restart resumes its run folder's newest valid checkpoint by itself (a restart,
-# TORCHELASTIC_RESTART_COUNT > 0, continues the folder its job started). Running the script again starts a new run
-# (runs/exp2, ...) unless `--resume` is given.
+# Starts `yolotr train` under torchrun: a crashed worker (or a lost node) ends the attempt, and the whole group is
+# started again, up to --max-restarts times, resuming the run folder's newest valid checkpoint (`--resume RUN_DIR`).
+# Only crashes are retried: an exit a retry cannot fix (a bad config, divergence, corrupt data, no valid checkpoint, a
+# full disk) or a preemption (75) ends the script with the trainer's own exit code (see launcher_env.sh). Running the
+# script again starts a new run (runs/exp2, ...) unless `--resume` is given.
 #
 #   launch/torchrun_elastic.sh [--nnodes MIN:MAX] [--procs N] [--max-restarts N] [--rdzv-endpoint HOST:PORT]
 #                              [--rdzv-id ID] [--] TRAIN_ARGS...
@@ -12,8 +13,8 @@
 #   --max-restarts N       restarts of the worker group before giving up (default 3; env MAX_RESTARTS)
 #   --rdzv-endpoint H:P    c10d rendezvous: host:port of any one node, the same on all (default 127.0.0.1:29400;
 #                          env RDZV_ENDPOINT)
-#   --rdzv-id ID           names the job, the same on all nodes (default yolotr; env RDZV_ID, else SLURM_JOB_ID); a
-#                          restart finds its run folder by it
+#   --rdzv-id ID           names the job, the same on all nodes (default: SLURM_JOB_ID, else one new id per call of
+#                          this script; env RDZV_ID)
 #
 # Multi-node: run the same line on every node, e.g. launch/torchrun_elastic.sh --nnodes 2:4 --rdzv-endpoint node1:29400.
 # Data-parallel on CPU works unchanged (gloo): yolotr's backend sets what accelerate needs under torchrun.
@@ -25,7 +26,7 @@ nnodes="${NNODES:-1:1}"
 procs="${NPROC_PER_NODE:-}"
 max_restarts="${MAX_RESTARTS:-3}"
 rdzv_endpoint="${RDZV_ENDPOINT:-127.0.0.1:29400}"
-rdzv_id="${RDZV_ID:-${SLURM_JOB_ID:-yolotr}}"
+rdzv_id="${RDZV_ID:-${SLURM_JOB_ID:-yolotr-$(hostname)-$$-$(date +%s)}}"
 while [ $# -gt 0 ]; do
     case "$1" in
         --nnodes) nnodes="$2"; shift 2 ;;
@@ -42,6 +43,7 @@ if [ -z "$procs" ]; then
 fi
 use_cpu_threads "$procs"
 
-exec "$venv_bin/torchrun" --nnodes="$nnodes" --nproc-per-node="$procs" --max-restarts="$max_restarts" \
+# Restarts are this script's (with_restarts), not torchrun's: torchrun would restart every failure, a bad config too.
+with_restarts "$max_restarts" "$venv_bin/torchrun" --nnodes="$nnodes" --nproc-per-node="$procs" --max-restarts=0 \
     --rdzv-backend=c10d --rdzv-endpoint="$rdzv_endpoint" --rdzv-id="$rdzv_id" \
     -m yolotr train "$@"

@@ -10,8 +10,10 @@
 #                                         on a step, checkpoints and exits 75. Then: trainer exit 75 → `scontrol
 #                                         requeue` (the job comes back with SLURM_RESTART_COUNT+1, which makes the
 #                                         trainer continue the run folder this job started, recorded in its job.json,
-#                                         and its W&B run id); anything else → the job exits
-#                                         with the trainer's own code.
+#                                         and its W&B run id); a crash (exit 1 or a signal) →
+#                                         requeue too, at most YOLOTR_MAX_REQUEUES times (default 3);
+#                                         anything else (2, 3, 4, 5, 74: see yolotr/errors.py) → the job
+#                                         exits with the trainer's own code, not retried.
 #
 # Why the batch shell must catch the signal: `--signal=B:` reaches only this shell, and a bash that waits in the
 # foreground runs no trap until its child ends. Hence the launcher runs in the background and `wait` is repeated:
@@ -70,6 +72,14 @@ run_preemptible() {
     code=$(trainer_exit_code "$run_dir" "$started" "$status")
     if [ "$code" -eq 75 ]; then
         echo "yolotr: checkpoint written at preemption; requeueing job ${SLURM_JOB_ID}"
+        scontrol requeue "$SLURM_JOB_ID"
+        return 0
+    fi
+    # A crash or a lost node (exit 1, or a signal) may go well on other nodes: requeue, a bounded number of times.
+    # The other codes (a bad config, divergence, corrupt data, no valid checkpoint, a full disk) fail again: never.
+    if { [ "$code" -eq 1 ] || [ "$code" -gt 128 ]; } && [ "${SLURM_RESTART_COUNT:-0}" -lt "${YOLOTR_MAX_REQUEUES:-3}" ]; then
+        echo "yolotr: training crashed (exit $code); requeueing job ${SLURM_JOB_ID}" \
+             "(restart $(( ${SLURM_RESTART_COUNT:-0} + 1 )) of ${YOLOTR_MAX_REQUEUES:-3})"
         scontrol requeue "$SLURM_JOB_ID"
         return 0
     fi

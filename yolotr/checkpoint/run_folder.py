@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -24,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch.distributed as dist
+
+from yolotr.checkpoint.run_lock import RunFolderBusy, RunLock
+from yolotr.checkpoint.storage import StorageError
 
 JOB_FILE = "job.json"
 # What only a started run leaves in its folder (an empty folder, or one a launcher made, is free).
@@ -37,6 +41,8 @@ class RunFolder:
     """What the trainer then does there: "none" (start fresh), "auto" (newest valid checkpoint, fresh if none) or
     the path of the checkpoint to resume."""
     why: str
+    lock: RunLock | None = None
+    """Rank 0's hold on the folder (`settle_run_folder`), released when the job ends."""
 
 
 def holds_run(path: Path) -> bool:
@@ -108,17 +114,31 @@ def settle_run_folder(cfg, env: Mapping[str, str] = os.environ) -> RunFolder:
     `cfg.checkpoint.resume` to it."""
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     rank = dist.get_rank() if distributed else 0
-    choice = [None]
+    choice: list = [None]
+    lock = None
     if rank == 0:
         folder = choose_run_folder(cfg.run.dir, cfg.checkpoint.resume, env)
-        folder.path.mkdir(parents=True, exist_ok=True)
-        job, _ = this_job(env)
-        record = {"job": job, "started": time.time(), "host": os.uname().nodename, "pid": os.getpid()}
-        (folder.path / JOB_FILE).write_text(json.dumps(record) + "\n")
-        if folder.path != Path(cfg.run.dir) or folder.resume != cfg.checkpoint.resume:
-            print(f"[yolotr] run folder {folder.path}: {folder.why}", file=sys.stderr)
-        choice = [folder]
+        job, restart = this_job(env)
+        try:
+            folder.path.mkdir(parents=True, exist_ok=True)
+            lock = RunLock(folder.path, job=job, restart=restart)
+            note = lock.acquire()  # before anything is written there
+            if note:
+                print(f"[yolotr] {note}", file=sys.stderr)
+            record = {"job": job, "started": time.time(), "host": os.uname().nodename, "pid": os.getpid()}
+            (folder.path / JOB_FILE).write_text(json.dumps(record) + "\n")
+        except OSError as error:  # read-only, full, gone: every rank stops with the same reason
+            choice = [("error", StorageError.from_os_error(error, folder.path))]
+        except RunFolderBusy as error:
+            choice = [("error", error)]
+        else:
+            if folder.path != Path(cfg.run.dir) or folder.resume != cfg.checkpoint.resume:
+                print(f"[yolotr] run folder {folder.path}: {folder.why}", file=sys.stderr)
+            choice = [("ok", folder)]
     if distributed:
         dist.broadcast_object_list(choice, src=0)
-    cfg.run.dir, cfg.checkpoint.resume = str(choice[0].path), choice[0].resume
-    return choice[0]
+    kind, value = choice[0]
+    if kind == "error":
+        raise value
+    cfg.run.dir, cfg.checkpoint.resume = str(value.path), value.resume
+    return dataclasses.replace(value, lock=lock)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from yolotr.config.presets import beside, find_file
 from yolotr.config.model import TransformerConfig
+from yolotr.config.presets import beside, find_file
 from yolotr.config.run import Config
 from yolotr.config.tree import ConfigError, apply_override, from_dict, to_dict
 

@@ -7,7 +7,9 @@ this module supplies the settings it cannot guess on a CPU machine.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,6 +38,27 @@ class Runtime:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def stop_with_the_launcher() -> None:
+    """Under a launcher (torchrun, accelerate, Slurm's srun), ask the kernel for SIGTERM when the launcher dies.
+
+    The launchers start their workers in process sessions of their own, so a launcher killed with -9 (or lost with
+    its node's agent) left its ranks training on, still writing the run folder. SIGTERM is a preemption notice
+    (engine/preemption.py): the ranks agree on it at the next step, checkpoint and exit 75. Linux only; elsewhere
+    nothing changes."""
+    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the launcher died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def wants_deepspeed(cfg: Config) -> bool:

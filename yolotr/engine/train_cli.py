@@ -9,7 +9,7 @@ continues by itself).
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 from pathlib import Path
 
@@ -26,6 +26,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from yolotr.checkpoint.run_folder import choose_run_folder
+    from yolotr.checkpoint.run_status import write_status_file
     from yolotr.config import dump_config, load_config
 
     overrides = list(args.overrides)
@@ -34,13 +35,17 @@ def run(args: argparse.Namespace) -> int:
         args.resume = "auto"
     if args.resume:
         overrides.append(f"checkpoint.resume={args.resume}")
-    cfg = load_config(args.config, overrides)
-    if args.print_config:  # with the run folder this start would take (launch scripts read it)
-        folder = choose_run_folder(cfg.run.dir, cfg.checkpoint.resume)
-        cfg.run.dir, cfg.checkpoint.resume = str(folder.path), folder.resume
-        print(dump_config(cfg), end="")
-        return 0
-    return train(cfg)
+    try:
+        cfg = load_config(args.config, overrides)
+        if args.print_config:  # with the run folder this start would take (launch scripts read it)
+            folder = choose_run_folder(cfg.run.dir, cfg.checkpoint.resume)
+            cfg.run.dir, cfg.checkpoint.resume = str(folder.path), folder.resume
+            print(dump_config(cfg), end="")
+            return 0
+        return train(cfg)
+    except YolotrError as error:  # the launch scripts read the real code: theirs is 1 for any failed worker
+        write_status_file(exit_code=error.exit_code)
+        raise
 
 
 def train(cfg) -> int:
@@ -56,20 +61,28 @@ def train(cfg) -> int:
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"])))
 
+    from yolotr.checkpoint.run_status import write_exit_file, write_status_file
     from yolotr.distributed import destroy_process_group
-    from yolotr.engine.runtime import setup_runtime
+    from yolotr.engine.runtime import setup_runtime, stop_with_the_launcher
     from yolotr.engine.trainer import Trainer
 
+    stop_with_the_launcher()  # a rank whose launcher is killed stops too, instead of training on alone
     runtime = setup_runtime(cfg)
-    settle_run_folder(cfg)  # a new runs/exp2 ... or the run to resume, chosen by rank 0 for every rank
+    folder = settle_run_folder(cfg)  # a new runs/exp2 ... or the run to resume, chosen by rank 0 for every rank
+    write_status_file(run_dir=cfg.run.dir)  # a launcher's retry resumes this folder
     try:
-        trainer = Trainer(cfg, runtime)
-    except YolotrError as error:  # e.g. a data yaml whose split is missing: the run folder says why, like any exit
-        if runtime.is_main:
-            exit_json = {"exit_code": error.exit_code, "reason": str(error), "step": 0}
-            (Path(cfg.run.dir) / "exit.json").write_text(json.dumps(exit_json))
-        raise
-    code = trainer.fit()
+        try:
+            trainer = Trainer(cfg, runtime)
+        except YolotrError as error:  # e.g. a data yaml whose split is missing: the run folder says why, like any exit
+            if runtime.is_main:
+                with contextlib.suppress(OSError):
+                    write_exit_file(Path(cfg.run.dir), error.exit_code, str(error), 0)
+            raise
+        code = trainer.fit()
+    finally:
+        if folder.lock is not None:
+            folder.lock.release()
+    write_status_file(exit_code=code)
     import gc
     import multiprocessing
 

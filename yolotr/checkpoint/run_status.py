@@ -1,0 +1,66 @@
+"""How a run ended, for scripts and people: RUN/exit.json, the launcher's status file, and one line on the console.
+
+Launchers (torchrun, accelerate) turn any worker failure into their own exit code 1, so a script that must decide
+whether to retry reads the real code: from RUN/exit.json (rank 0 writes it at any orderly stop), or from the file
+named by `YOLOTR_STATUS_FILE`, which the launch scripts set per node and every node's local rank 0 writes (the run
+folder as soon as it is settled, the exit code at the end), so that a retry can resume the same folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from yolotr.checkpoint.manager import write_json_durably
+from yolotr.errors import (
+    EXIT_DATA,
+    EXIT_DIVERGED,
+    EXIT_NO_VALID_CHECKPOINT,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    EXIT_STORAGE,
+    EXIT_USAGE,
+)
+
+STATUS_ENV = "YOLOTR_STATUS_FILE"
+
+_ADVICE = {
+    EXIT_PREEMPTED: "checkpoint saved; requeue (run the same command again) to continue",
+    EXIT_DIVERGED: "not retried: it would diverge again (lower the LR, or see the skip and rollback events)",
+    EXIT_DATA: "not retried: fix or remove the corrupt samples (listed in metrics.jsonl)",
+    EXIT_USAGE: "not retried: fix the config or the input",
+    EXIT_NO_VALID_CHECKPOINT: "not retried: start a new run, or resume a checkpoint you trust",
+    EXIT_STORAGE: "not retried until the run folder can be written again",
+}
+
+
+def write_exit_file(run_dir: Path, code: int, reason: str, step: int) -> None:
+    write_json_durably(Path(run_dir) / "exit.json", {"exit_code": code, "reason": reason, "step": step})
+
+
+def write_status_file(*, run_dir: str | os.PathLike | None = None, exit_code: int | None = None) -> None:
+    """Local rank 0 of every node, when the launcher asked (`YOLOTR_STATUS_FILE`): the run folder once it is
+    settled, the exit code at the end (each call keeps what an earlier one wrote)."""
+    target = os.environ.get(STATUS_ENV)
+    if not target or int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        return
+    try:
+        status = json.loads(Path(target).read_text())
+    except (OSError, ValueError):
+        status = {}
+    if run_dir is not None:
+        status["run_dir"] = str(run_dir)
+    if exit_code is not None:
+        status["exit_code"] = exit_code
+    write_json_durably(Path(target), status)
+
+
+def stop_line(code: int, reason: str, step: int) -> str:
+    """The sentence a person reads at the end: why the run stopped, where, and what to do."""
+    if code == EXIT_OK:
+        return f"[yolotr] done at step {step} (exit 0)"
+    if code == EXIT_PREEMPTED:
+        return f"[yolotr] preempted at step {step}: {_ADVICE[code]} (exit {code})"
+    advice = _ADVICE.get(code, "a retry may succeed")
+    return f"[yolotr] stopped at step {step}: {reason} (exit {code}: {advice})"
