@@ -8,7 +8,6 @@ distributed mechanics belong to the step backend (engine/backends), what a skip 
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from yolotr.checkpoint.host_stage import HostStager
 from yolotr.checkpoint.manager import CommitStats
 from yolotr.checkpoint.pretrained import build_model
 from yolotr.checkpoint.resume import read_quarantine_file, resume_target, write_quarantine_file
+from yolotr.checkpoint.run_status import stop_line, write_exit_file
 from yolotr.checkpoint.weights_file import save_weights
 from yolotr.config import Config, dump_config
 from yolotr.config.tree import to_dict
@@ -47,7 +47,7 @@ from yolotr.engine.optim import Schedule, build_optimizer, build_param_groups
 from yolotr.engine.preemption import PREEMPTION
 from yolotr.engine.runtime import Runtime
 from yolotr.engine.train_log import TrainLog
-from yolotr.errors import EXIT_DATA, EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED
+from yolotr.errors import EXIT_DATA, EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, YolotrError
 from yolotr.guard.consensus import ConsensusModule
 from yolotr.guard.ema import ModelEMA
 from yolotr.guard.monitor import GuardMonitor, PendingStep, Verdict
@@ -55,7 +55,7 @@ from yolotr.guard.snapshot import restore_snapshot, take_snapshot
 from yolotr.guard.step import BufferGuard
 from yolotr.model.loss import ComputeLoss
 from yolotr.track.loggers import RunLogger
-from yolotr.track.metrics import read_metrics
+from yolotr.track.metrics import read_metrics, supersede_records_after
 from yolotr.track.progress import Progress
 from yolotr.track.summary import print_summary
 
@@ -136,6 +136,8 @@ class Trainer:
                       "backend": runtime.kind},
         )
         self._damaged: list[str] = []  # checkpoints passed over, logged once the metrics file is open
+        if runtime.is_main:  # this job holds the run folder (train_cli took its lock)
+            self.checkpointer.manager.remove_unfinished_saves()
         self.resumed_from = resume_target(cfg.checkpoint.resume, self.checkpointer.manager, warn=self._warn_damaged)
         self.local_bad = torch.zeros((), dtype=torch.bool, device=self.device)  # this rank's own loss/grad was bad
         # Before the step backend: DeepSpeed's provenance hook must see the gradient after the injected NaN (tensor
@@ -227,6 +229,8 @@ class Trainer:
             if stop.code == EXIT_PREEMPTED:
                 self.save_checkpoint()
             return self.finish(stop.code, stop.reason)
+        except YolotrError as error:  # a checkpoint that could not be written (every rank raises it alike)
+            return self.finish(error.exit_code, str(error))
         finally:
             batches.close()  # stops the DataLoader workers now: they ignore the signals that stop the job
 
@@ -399,6 +403,8 @@ class Trainer:
         progress = None
         if self.runtime.is_main:
             (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+            if resumed is not None:  # the records the crashed attempt wrote after its checkpoint are superseded
+                supersede_records_after(self.run_dir / "metrics.jsonl", self.step)
             self.logger.open()
             for message in self._damaged:
                 self.logger.event(event="checkpoint_fallback", step=self.step, message=message)
@@ -440,11 +446,16 @@ class Trainer:
         self.sync_buffers()
         self.hooks.on_stop(code)
         if self.runtime.is_main:
-            self.export_weights(self.run_dir / "weights" / "last.safetensors")
-            self.logger.event(event="stop", step=self.step, exit_code=code, reason=reason)
-            # Launchers (torchrun, accelerate) turn any worker failure into exit 1: scripts read the real code here.
-            (self.run_dir / "exit.json").write_text(json.dumps({"exit_code": code, "reason": reason, "step": self.step}))
-            self.train_log.close()
-            print(print_summary(read_metrics(self.run_dir / "metrics.jsonl")))
-            self.logger.close()
+            try:
+                # Launchers (torchrun, accelerate) turn any worker failure into exit 1: scripts read the code here.
+                write_exit_file(self.run_dir, code, reason, self.step)
+                self.logger.event(event="stop", step=self.step, exit_code=code, reason=reason)
+                self.export_weights(self.run_dir / "weights" / "last.safetensors")
+                self.train_log.close()
+                print(print_summary(read_metrics(self.run_dir / "metrics.jsonl")))
+            except OSError as error:  # the run folder itself failed (full, read-only): the console still says why
+                print(f"[yolotr] could not finish writing {self.run_dir}: {error}", file=sys.stderr)
+            finally:
+                self.logger.close()
+                print(stop_line(code, reason, self.step), file=sys.stderr, flush=True)
         return code

@@ -79,6 +79,33 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
+def supersede_records_after(path: str | os.PathLike, step: int) -> int:
+    """On resume from `step`: the records a crashed or preempted attempt wrote after that step describe training the
+    run has thrown away, and are repeated by the resumed run. They move to `metrics.superseded.jsonl` beside (kept,
+    never deleted) and metrics.jsonl is rewritten without them, atomically, so every reader (the summary, the plots,
+    the W&B upload) sees each step once. Returns how many moved."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    _trim_partial_last_line(path)
+    kept, superseded = [], []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            later = int(json.loads(line).get("step", -1)) > step
+        except (ValueError, TypeError, AttributeError):
+            later = False
+        (superseded if later else kept).append(line)
+    if superseded:
+        with open(path.with_name("metrics.superseded.jsonl"), "a", encoding="utf-8") as aside:
+            aside.writelines(superseded)
+            aside.flush()
+            os.fsync(aside.fileno())
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text("".join(kept), encoding="utf-8")
+        os.replace(partial, path)
+    return len(superseded)
+
+
 def _trim_partial_last_line(path: Path) -> None:
     """Cut a half-written last line so that appended records start on a line of their own."""
     if not path.exists() or path.stat().st_size == 0:

@@ -26,7 +26,7 @@ def print_summary(records: list[dict[str, Any]]) -> str:
         rows.append(("last mAP50-95", f"{val[-1]['map']:.4f}  (mAP50 {val[-1]['map50']:.4f})"))
     else:
         rows.append(("best mAP50-95", "no validation"))
-    steps = _max_field(train, "step")
+    steps = _max_field(train + [e for e in events if e.get("event") == "stop"], "step")
     epochs = _max_field(train + val, "epoch")
     epoch_note = f"  (last epoch {epochs})" if epochs is not None else ""
     rows.append(("steps", f"{steps if steps is not None else 0}{epoch_note}"))
@@ -34,13 +34,27 @@ def print_summary(records: list[dict[str, Any]]) -> str:
     rows.append(("skipped steps", str(_count(train, events, field="skipped_steps", event="skip"))))
     rows.append(("rollbacks", str(_count(train, events, field="rollbacks", event="rollback"))))
     rows.append(("quarantined", str(_count(train, events, field="quarantined", event="quarantine"))))
-    times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
-    rows.append(("time", _format_duration(max(times) - min(times)) if times else "-"))
+    rows.append(("time", _format_duration(_training_time(records))))
     speeds = [r["images_per_s"] for r in train if _is_finite(r.get("images_per_s"))]
     rows.append(("images/s", f"{sum(speeds) / len(speeds):.1f}" if speeds else "-"))
 
     width = max(len(label) for label, _ in rows)
     return "\n".join(["run summary"] + [f"  {label:<{width}}  {value}" for label, value in rows])
+
+
+def _training_time(records: list[dict[str, Any]]) -> float:
+    """The time the run trained: each process's segment (from its `start` event to its last record) added up, so
+    that the time between a crash and the resume does not count."""
+    segments: list[list[float]] = [[]]
+    opening = False  # a process opens the file with these events, in this order: a new segment
+    for record in records:
+        opener = record.get("kind") == "event" and record.get("event") in ("checkpoint_fallback", "resume", "start")
+        if opener and not opening and segments[-1]:
+            segments.append([])
+        opening = opener
+        if isinstance(record.get("time"), (int, float)):
+            segments[-1].append(record["time"])
+    return sum(max(times) - min(times) for times in segments if times)
 
 
 def _max_field(records: Iterable[dict[str, Any]], field: str) -> Any:
