@@ -84,7 +84,9 @@ class GuardConfig:
     enabled: bool = True
     """Skip non-finite steps and roll back on repeated trouble. Off only for the stability study's baselines."""
     max_norm: float = 1.0
-    """Global gradient-norm clip (1.0 per the article; YOLOv5 uses 10.0). 0 disables clipping (not the skip)."""
+    """Clip on the global norm of the gradient of the per-image mean loss, the same at any batch size, number of ranks
+    or accumulation (docs/stability.md). YOLOv5's clip_grad_norm_(10) on its batch-summed loss at its nominal batch
+    of 64 is 10 / 64 = 0.16 in these units. 0 disables clipping (not the skip)."""
     max_consecutive_skips: int = 3
     """After this many consecutive skipped steps the run rolls back to the last good snapshot."""
     spike_zscore: float = 6.0

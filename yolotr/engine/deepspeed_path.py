@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from yolotr.engine.guard import ConsensusPayload
+from yolotr.engine.guard import ConsensusPayload, deepspeed_clip_threshold
 
 
 def universal_dir(run_dir: Path, step: int) -> Path:
@@ -61,6 +61,8 @@ def prepare_engine(trainer) -> None:
 
     plugin = trainer.backend.accelerator.state.deepspeed_plugin
     plugin.deepspeed_config["gradient_accumulation_steps"] = trainer.accumulate
+    images_per_step = trainer.cfg.train.batch_size * trainer.accumulate
+    plugin.deepspeed_config["gradient_clipping"] = deepspeed_clip_threshold(trainer.cfg.guard.max_norm, images_per_step)
     if trainer.resume_from is not None:
         meta = read_meta(trainer.resume_from)
         if meta.get("backend") != "deepspeed":
@@ -107,8 +109,9 @@ def deepspeed_step(trainer, step: int, batches, buffers_before):
         dist.all_reduce(payload)  # SUM then divide: gloo has no AVG
         payload /= trainer.backend.world_size
     skipped = torch.tensor(not engine.was_step_applied(), device=trainer.device)
-    norm = engine.get_global_grad_norm()
-    grad_norm = torch.tensor(float("nan") if norm is None else float(norm), device=trainer.device)
+    norm = engine.get_global_grad_norm()  # of the summed gradient, before clipping: per image, as the DDP path logs
+    images_per_step = trainer.cfg.train.batch_size * trainer.accumulate
+    grad_norm = torch.tensor(float("nan") if norm is None else float(norm) / images_per_step, device=trainer.device)
     trainer.buffers.restore(buffers_before, where=skipped)
     return grad_norm, skipped, payload, keys, images_seen
 

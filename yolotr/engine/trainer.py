@@ -29,6 +29,7 @@ from yolotr.engine.guard import (
     guarded_step,
     install_local_check_hook,
     install_local_gradient_check,
+    mean_loss_grad_norm,
 )
 from yolotr.engine.monitor import GuardMonitor, PendingStep, Verdict
 from yolotr.engine.optim import Schedule, build_optimizer, build_param_groups
@@ -302,7 +303,7 @@ class Trainer:
                 self.wrapper.payload = payload / self.accumulate
                 self.backend.accelerator.backward(self.wrapper.tie(loss))
         consensus = self.wrapper.consensus.grad.detach().clone()
-        grad_norm, skipped = self._optimizer_step(step, buffers_before)
+        grad_norm, skipped = self._optimizer_step(step, buffers_before, self.cfg.train.batch_size * self.accumulate)
         if not self.backend.distributed:  # no comm hook saw the local gradient: it is the global one
             torch.logical_or(self.local_bad, ~torch.isfinite(grad_norm), out=self.local_bad)
         if self.ema is not None:
@@ -316,7 +317,8 @@ class Trainer:
     def _bad_module(self) -> str | None:
         return self.anomaly.take() if self.anomaly is not None else None
 
-    def _optimizer_step(self, step: int, buffers_before: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _optimizer_step(self, step: int, buffers_before: list[torch.Tensor],
+                        images: int) -> tuple[torch.Tensor, torch.Tensor]:
         force = self._force_skip.fill_(self.faults.forced_skip(step))  # a fill kernel: no host→device copy
         # A rank whose loss was non-finite but whose gradient is finite (e.g. a batch emptied by corrupt or
         # quarantined samples) still makes every rank skip: the flag came through the consensus all-reduce.
@@ -326,13 +328,13 @@ class Trainer:
                 self.params,
                 self.optimizer,
                 max_norm=self.cfg.guard.max_norm,
+                images=images,
                 force_skip=force,
                 buffers=self.buffers,
                 buffers_before=buffers_before,
             )
         # Unguarded (the stability study's baseline): clip if asked, and step whatever the gradients hold.
-        grads = [p.grad for p in self.params if p.grad is not None]
-        grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True).float()
+        grad_norm = mean_loss_grad_norm(self.params, images)
         if self.cfg.guard.max_norm > 0:
             torch.nn.utils.clip_grads_with_norm_(self.params, self.cfg.guard.max_norm, grad_norm, foreach=True)
         self.optimizer.step()
