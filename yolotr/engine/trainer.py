@@ -78,14 +78,17 @@ class Trainer:
             max_error_fraction=cfg.train.max_data_error_fraction,
             pin_memory=backend.device.type == "cuda",  # so the uint8 host→device copy is asynchronous
         )
+        deepspeed = backend.kind == "deepspeed"
+        # Batches per optimizer step once warm-up has ramped the accumulation up (YOLOv5's nbs / batch size).
         self.accumulate = max(round(cfg.train.nominal_batch_size / cfg.train.batch_size), 1)
-        self.steps_per_epoch = max(self.stream.steps_per_epoch // self.accumulate, 1)
-        self.total_steps = cfg.train.max_steps or cfg.train.epochs * self.steps_per_epoch
+        self.schedule = Schedule.from_config(cfg.train, self.stream.steps_per_epoch, accumulate=self.accumulate,
+                                             ramp_accumulation=not deepspeed, max_steps=cfg.train.max_steps)
+        self.steps_per_epoch = max(self.stream.steps_per_epoch // self.accumulate, 1)  # after warm-up
+        self.total_steps = cfg.train.max_steps or self.schedule.total_steps()
 
         weight_decay = cfg.train.weight_decay * cfg.train.batch_size * self.accumulate / cfg.train.nominal_batch_size
         groups = build_param_groups(self.model, weight_decay, cfg.train.transformer_lr_mult)
         self.params = [p for g in groups for p in g["params"]]
-        deepspeed = backend.kind == "deepspeed"
         # On a GPU, fused kernels give the guard its sync-free skip (found_inf); on a CPU the plain kernels are
         # faster and the guard reads its verdict directly (guard.py), except when debug.cuda_sync_check asks to check
         # the GPU's code path on a CPU. Under DeepSpeed, ZeRO owns the step.
@@ -101,7 +104,6 @@ class Trainer:
             fused=(cfg.guard.enabled and not deepspeed and sync_free_path) or None,
             preinit_momentum=not deepspeed,
         )
-        self.schedule = Schedule.from_config(cfg.train, self.total_steps, self.steps_per_epoch)
         self.ema = ModelEMA(self.model, cfg.train.ema_decay, cfg.train.ema_tau) if cfg.train.ema else None
         self.compute_loss = ComputeLoss(self.model, cfg.loss, imgsz=cfg.train.imgsz)
 
@@ -287,11 +289,12 @@ class Trainer:
             return PendingStep(step, grad_norm, skipped, consensus, self.local_bad.clone(), keys, images, self._bad_module())
         payload = torch.zeros(ConsensusPayload.SIZE, device=self.device)
         keys, images_seen = [], 0
-        for micro in range(self.accumulate):
+        micro_steps = self.schedule.accumulate_at(self.applied_steps)  # ramps up during warm-up
+        for micro in range(micro_steps):
             batch = next(batches)
             keys += batch.keys
             images_seen += len(batch.keys)
-            last = micro == self.accumulate - 1
+            last = micro == micro_steps - 1
             # Gradients are all-reduced only on the last micro-step of an accumulation.
             sync = nullcontext() if last or not self.backend.distributed else self.ddp.no_sync()
             with sync:
@@ -300,10 +303,10 @@ class Trainer:
                 payload[ConsensusPayload.BOX : ConsensusPayload.CLS + 1] = items
                 payload[ConsensusPayload.STOP].fill_(float(self.stop_signal))  # a kernel argument: no copy
                 payload[ConsensusPayload.LOCAL_BAD] = bad.float()
-                self.wrapper.payload = payload / self.accumulate
+                self.wrapper.payload = payload / micro_steps
                 self.backend.accelerator.backward(self.wrapper.tie(loss))
         consensus = self.wrapper.consensus.grad.detach().clone()
-        grad_norm, skipped = self._optimizer_step(step, buffers_before, self.cfg.train.batch_size * self.accumulate)
+        grad_norm, skipped = self._optimizer_step(step, buffers_before, self.cfg.train.batch_size * micro_steps)
         if not self.backend.distributed:  # no comm hook saw the local gradient: it is the global one
             torch.logical_or(self.local_bad, ~torch.isfinite(grad_norm), out=self.local_bad)
         if self.ema is not None:
