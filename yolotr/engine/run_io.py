@@ -21,7 +21,7 @@ from yolotr.checkpoint.writer_process import ThreadWriter, WriterProcess
 from yolotr.checkpoint.manager import CheckpointManager, verify, write_json_durably
 from yolotr.engine.config_tree import to_dict
 from yolotr.engine.digests import append_digest
-from yolotr.engine.guard import BufferGuard
+from yolotr.engine.guard import BufferGuard, clip_factor
 
 
 class RunIO:
@@ -216,6 +216,9 @@ class RunIO:
         finite = [o for o in outcomes if not o.skipped]
         # A window of skipped steps has no loss: null in the json (a bare NaN is not json).
         mean = lambda attr: sum(getattr(o, attr) for o in finite) / len(finite) if finite else None  # noqa: E731
+        # How hard the clip worked over the window's applied steps: the fraction it scaled down, and the mean factor
+        # it scaled by (1.0: never). grad_norm and max_norm are both per-image-mean units (guard.py).
+        factors = [clip_factor(o.grad_norm, self.cfg.guard.max_norm) for o in finite]
         record = self.metrics.write(
             "train",
             step=t.step,
@@ -225,6 +228,9 @@ class RunIO:
             obj=mean("obj"),
             cls=mean("cls"),
             grad_norm=outcomes[-1].grad_norm if math.isfinite(outcomes[-1].grad_norm) else None,  # skip events say which
+            clip_rate=sum(f < 1.0 for f in factors) / len(factors) if factors else None,
+            clip_factor=sum(factors) / len(factors) if factors else None,
+            images=images,
             lr=[g["lr"] for g in t.optimizer.param_groups],
             lr_groups=[g.get("name", str(i)) for i, g in enumerate(t.optimizer.param_groups)],
             skipped_steps=t.monitor.skipped_steps,
