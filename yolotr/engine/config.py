@@ -70,6 +70,9 @@ class TrainConfig:
     lr_step: Literal["epoch", "step"] = "epoch"
     """When the decay moves: once per epoch, as YOLOv5's LambdaLR (the last epoch trains at the LR of epochs − 1), or
     at every optimizer step."""
+    autoanchor: bool = True
+    """Before training, check the model's anchors against the train boxes and, when fewer than 98 % of them can be
+    matched (loss.anchor_t), fit new ones (YOLOv5's AutoAnchor; yolotr/model/autoanchor.py). Saved with the weights."""
     precision: Literal["bf16", "fp32"] = "bf16"
     """Autocast dtype of the forward pass. The loss is always fp32 and master weights are always fp32."""
     ema: bool = True

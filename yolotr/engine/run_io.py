@@ -167,7 +167,7 @@ class RunIO:
         if self.is_main and self.metrics is not None:
             record = self.metrics.write("event", **fields)
             self.wandb.log_record(record)
-            if fields.get("event") in ("rollback", "stop", "quarantine"):
+            if fields.get("event") in ("rollback", "stop", "quarantine", "autoanchor"):
                 print(f"[yolotr] {json.dumps(fields)}", file=sys.stderr)
 
     def _open_ledger(self, resumed_step: int | None) -> None:

@@ -17,6 +17,7 @@ import torch
 
 from yolotr.checkpoint.host_stage import HostStager
 from yolotr.data.spec import load_data_yaml
+from yolotr.data.split_labels import read_split_labels
 from yolotr.data.stream import DataErrorBudgetExceeded, TrainStream
 from yolotr.engine.backend import Backend, prepare_ddp
 from yolotr.engine.config import Config
@@ -35,6 +36,7 @@ from yolotr.engine.monitor import GuardMonitor, PendingStep, Verdict
 from yolotr.engine.optim import Schedule, build_optimizer, build_param_groups
 from yolotr.engine.preemption import PREEMPTION
 from yolotr.engine.snapshot import restore_snapshot, take_snapshot
+from yolotr.model.autoanchor import check_anchors, training_box_sizes
 from yolotr.model.loss import ComputeLoss
 from yolotr.model.yolo import DetectionModel
 
@@ -64,6 +66,7 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank (DDP also broadcasts them)
         self.model = DetectionModel(cfg.model, nc=self.data.nc, transformer=cfg.transformer or None).to(self.device)
         self.model.names = list(self.data.names)
+        self.anchor_fit = self._fit_anchors() if cfg.train.autoanchor else None
         self.wrapper = ConsensusModule(self.model).to(self.device)
         self.wrapper.payload = self.wrapper.payload.to(self.device)  # a plain attribute: DDP must not broadcast it
         self.stream = TrainStream(
@@ -161,6 +164,14 @@ class Trainer:
         self.first_batch = None
 
     # ------------------------------------------------------------------ setup helpers
+    def _fit_anchors(self) -> dict:
+        """YOLOv5's AutoAnchor: every rank computes the same anchors from the same labels (no collective)."""
+        boxes = [(label.boxes, label.width, label.height) for label in read_split_labels(self.data.train)]
+        wh = training_box_sizes(boxes, self.cfg.train.imgsz, seed=self.cfg.run.seed)
+        before, after = check_anchors(self.model.detect, wh, self.cfg.loss.anchor_t)
+        return {"boxes": len(wh), "before": str(before), "after": None if after is None else str(after),
+                "replaced": after is not None and after.bpr > before.bpr}
+
     @property
     def stop_signal(self) -> bool:
         """A preemption notice arrived (preemption.py): the ranks agree on it at the next step."""
@@ -176,6 +187,8 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> int:
         self.io.start()
+        if self.anchor_fit is not None:
+            self.io.event(event="autoanchor", step=self.step, **self.anchor_fit)
         PREEMPTION.install(self.cfg.checkpoint.preempt_signals)  # already done by `yolotr train`; again for API users
         batches = self.batches()
         self.schedule.apply(self.optimizer, self.applied_steps, self._backoff())
