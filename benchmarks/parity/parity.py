@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -63,7 +64,8 @@ def prepare_data(args: argparse.Namespace, out: Path) -> tuple[Path, Path]:
     if args.synth:
         train, val, imgsz, seed = (int(v) for v in args.synth.split(","))
         if not (shards / "data.yaml").is_file():
-            _yolotr("data", "synth", "--out", shards, "--train", train, "--val", val, "--imgsz", imgsz, "--seed", seed)
+            _yolotr("data", "synth", "--out", shards, "--train", train, "--val", val, "--imgsz", imgsz, "--seed", seed,
+                    "--workers", args.synth_workers)
         source = shards / "data.yaml"
     else:
         try:
@@ -106,8 +108,11 @@ def run_yolov5(job: Job, args: argparse.Namespace, yolo: Path, env: dict) -> dic
            job.dir / "yolov5.json", "--", *train_args]
     _run_logged([str(c) for c in cmd], job.dir / "train.log", env)
     own = json.loads((job.dir / "yolov5.json").read_text())
+    log = re.sub(r"\x1b\[[0-9;]*m", "", (job.dir / "train.log").read_text(errors="replace"))  # no colours
+    # On CUDA yolov5 trains in fp16 AMP only if its AMP check passes (offline it may fail and fall back to fp32).
+    amp = "passed" if "AMP: checks passed" in log else ("failed" if "AMP: checks failed" in log else "n/a")
     return {"images_per_s": own["images_per_s"], "map50": own["map50"], "map": own["map"],
-            "predictions": own["val"]["predictions"], "val_py": own["val"]}
+            "predictions": own["val"]["predictions"], "val_py": own["val"], "amp_check": amp}
 
 
 def run_yolotr(job: Job, args: argparse.Namespace, shards: Path, variant: list[str]) -> dict:
@@ -154,9 +159,31 @@ def cross_score(result: dict, args: argparse.Namespace, shards: Path, yolo: Path
     return result
 
 
+def run_job(args: argparse.Namespace, model: str, trainer: str, seed: int, out: Path, shards: Path, yolo: Path,
+            env: dict) -> None:
+    """One training run and its scoring, unless its result is already in `out`."""
+    name = f"yolotr-{args.tag}" if trainer == "yolotr" and args.tag else trainer
+    job = Job(model, name, seed, out / "runs" / model / f"{name}-s{seed}")
+    if job.result_file.is_file():
+        return
+    started = time.time()
+    print(f"[parity] {model} {name} seed {seed} ...", flush=True)
+    if trainer == "yolov5":
+        result = run_yolov5(job, args, yolo, env)
+    else:
+        result = run_yolotr(job, args, shards, args.overrides)
+    result = cross_score(result, args, shards, yolo, job)
+    result.update(asdict(job), dir=str(job.dir), wall_s=time.time() - started,
+                  overrides=args.overrides if trainer == "yolotr" else args.yolov5_arg,
+                  settings={"epochs": args.epochs, "batch": args.batch, "imgsz": args.imgsz})
+    job.result_file.write_text(json.dumps(result, indent=1))
+    print(f"[parity]   mAP50 {result['map50']:.3f} mAP50-95 {result['map']:.3f} "
+          f"{result['images_per_s']:.1f} img/s ({result['wall_s']:.0f} s)", flush=True)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--synth", help="TRAIN,VAL,IMGSZ,SEED: make the synthetic set (`yolotr data synth`)")
     source.add_argument("--data", help="a shard data.yaml (yolotr) or a YOLO-format data.yaml (sharded once)")
     parser.add_argument("--out", type=Path, required=True, help="results folder; finished runs in it are reused")
@@ -178,10 +205,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--yolov5-dir", type=Path, default=os.environ.get("YOLOV5_DIR"))
     parser.add_argument("--yolov5-python", default=os.environ.get("YOLOV5_PYTHON") or sys.executable)
     parser.add_argument("--report-only", action="store_true", help="print the table of the runs in --out")
+    parser.add_argument("--deadline-s", type=float, default=None,
+                        help="start no seed whose runs (timed by the previous seed) would end after this many seconds")
+    parser.add_argument("--synth-workers", type=int, default=0, help="processes that render the synthetic set")
     args = parser.parse_args(argv)
     args.device_v5 = "0" if torch_device() == "cuda" else "cpu"
     args.yolotr_repo = args.yolotr_repo.resolve()
     args.recipe = (args.yolotr_repo / args.recipe).resolve()
+    if not (args.synth or args.data or args.report_only):
+        parser.error("one of --synth or --data is required")
     trainers = set(args.trainers.split(","))
     if "yolov5" in trainers and not args.yolov5_dir:
         parser.error("yolov5 runs need YOLOV5_DIR (or --yolov5-dir): a checkout of ultralytics/yolov5")
@@ -196,29 +228,20 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
+        deadline = time.time() + args.deadline_s if args.deadline_s else None
         shards, yolo = prepare_data(args, out)
         env = yolov5_env(args, out) if args.yolov5_dir else {}
-        trainers = args.trainers.split(",")
+        last_seed_s = 0.0  # what the last seed's runs took: the estimate for the next one
         for model in args.models.split(","):
             for seed in args.seeds:
-                for trainer in trainers:
-                    name = f"yolotr-{args.tag}" if trainer == "yolotr" and args.tag else trainer
-                    job = Job(model, name, seed, out / "runs" / model / f"{name}-s{seed}")
-                    if job.result_file.is_file():
-                        continue
-                    started = time.time()
-                    print(f"[parity] {model} {name} seed {seed} ...", flush=True)
-                    if trainer == "yolov5":
-                        result = run_yolov5(job, args, yolo, env)
-                    else:
-                        result = run_yolotr(job, args, shards, args.overrides)
-                    result = cross_score(result, args, shards, yolo, job)
-                    result.update(asdict(job), dir=str(job.dir), wall_s=time.time() - started,
-                                  overrides=args.overrides if trainer == "yolotr" else args.yolov5_arg,
-                                  settings={"epochs": args.epochs, "batch": args.batch, "imgsz": args.imgsz})
-                    job.result_file.write_text(json.dumps(result, indent=1))
-                    print(f"[parity]   mAP50 {result['map50']:.3f} mAP50-95 {result['map']:.3f} "
-                          f"{result['images_per_s']:.1f} img/s ({result['wall_s']:.0f} s)", flush=True)
+                if deadline is not None and time.time() + last_seed_s > deadline:
+                    print(f"[parity] {model} seed {seed} and later: skipped, they would end after the deadline",
+                          flush=True)
+                    break
+                started = time.time()
+                for trainer in args.trainers.split(","):
+                    run_job(args, model, trainer, seed, out, shards, yolo, env)
+                last_seed_s = time.time() - started
     table = format_report(load_runs(out))
     (out / "parity.md").write_text(table)
     print(table)

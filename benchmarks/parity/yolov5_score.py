@@ -42,7 +42,8 @@ def main() -> int:
     for image in images:
         width, height = Image.open(image).size
         label_file = args.labels / f"{image.stem}.txt"
-        rows = np.loadtxt(label_file, ndmin=2) if label_file.is_file() and label_file.stat().st_size else np.zeros((0, 5))
+        empty = not label_file.is_file() or label_file.stat().st_size == 0  # a background image
+        rows = np.zeros((0, 5)) if empty else np.loadtxt(label_file, ndmin=2)
         labels = torch.tensor(rows, dtype=torch.float32).reshape(-1, 5)  # (n, 5) class cx cy w h, normalised
         cx, cy, w, h = labels[:, 1] * width, labels[:, 2] * height, labels[:, 3] * width, labels[:, 4] * height
         labelsn = torch.stack([labels[:, 0], cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)  # (n, 5) xyxy px
