@@ -98,21 +98,23 @@ def yolov5_env(args: argparse.Namespace, out: Path) -> dict:
             "YOLOV5_CONFIG_DIR": str(config_dir), "WANDB_MODE": "disabled"}
 
 
-def run_yolov5(job: Job, args: argparse.Namespace, yolo: Path, env: dict) -> dict:
+def run_yolov5(job: Job, args: argparse.Namespace, yolo: Path, env: dict, *, val_only: bool = False) -> dict:
+    """yolov5's train.py (or, with val_only, only the validation of its finished run) through yolov5_run.py."""
     cfg = MODELS[job.model][0]
     train_args = ["--img", args.imgsz, "--batch", args.batch, "--epochs", args.epochs, "--data", yolo / "data.yaml",
                   "--cfg", cfg, "--weights", "", "--workers", args.workers, "--cache", "ram", "--noplots", "--noval",
                   "--device", args.device_v5, "--project", job.dir, "--name", "train", "--exist-ok",
                   "--seed", job.seed, *args.yolov5_arg]
     cmd = [args.yolov5_python, HERE / "yolov5_run.py", "--yolov5-dir", args.yolov5_dir, "--result",
-           job.dir / "yolov5.json", "--", *train_args]
-    _run_logged([str(c) for c in cmd], job.dir / "train.log", env)
+           job.dir / "yolov5.json", *(["--val-only", job.dir / "train"] if val_only else []), "--", *train_args]
+    _run_logged([str(c) for c in cmd], job.dir / ("val.log" if val_only else "train.log"), env)
     own = json.loads((job.dir / "yolov5.json").read_text())
     log = re.sub(r"\x1b\[[0-9;]*m", "", (job.dir / "train.log").read_text(errors="replace"))  # no colours
     # On CUDA yolov5 trains in fp16 AMP only if its AMP check passes (offline it may fail and fall back to fp32).
     amp = "passed" if "AMP: checks passed" in log else ("failed" if "AMP: checks failed" in log else "n/a")
     return {"images_per_s": own["images_per_s"], "map50": own["map50"], "map": own["map"],
-            "predictions": own["val"]["predictions"], "val_py": own["val"], "amp_check": amp}
+            "predictions": own["val"]["predictions"], "val_py": own["val"], "results_csv": own["results_csv"],
+            "nms_time_limit_warnings": own["nms_time_limit_warnings"], "amp_check": amp}
 
 
 def run_yolotr(job: Job, args: argparse.Namespace, shards: Path, variant: list[str]) -> dict:
@@ -164,15 +166,18 @@ def run_job(args: argparse.Namespace, model: str, trainer: str, seed: int, out: 
     """One training run and its scoring, unless its result is already in `out`."""
     name = f"yolotr-{args.tag}" if trainer == "yolotr" and args.tag else trainer
     job = Job(model, name, seed, out / "runs" / model / f"{name}-s{seed}")
-    if job.result_file.is_file():
+    revalidate = args.revalidate_yolov5 and trainer == "yolov5" and job.result_file.is_file()
+    if job.result_file.is_file() and not revalidate:
         return
     started = time.time()
     print(f"[parity] {model} {name} seed {seed} ...", flush=True)
     if trainer == "yolov5":
-        result = run_yolov5(job, args, yolo, env)
+        result = run_yolov5(job, args, yolo, env, val_only=revalidate)
     else:
         result = run_yolotr(job, args, shards, args.overrides)
     result = cross_score(result, args, shards, yolo, job)
+    if revalidate:  # the training's figures stay; only the validation was redone
+        started -= json.loads(job.result_file.read_text())["wall_s"]
     result.update(asdict(job), dir=str(job.dir), wall_s=time.time() - started,
                   overrides=args.overrides if trainer == "yolotr" else args.yolov5_arg,
                   settings={"epochs": args.epochs, "batch": args.batch, "imgsz": args.imgsz})
@@ -208,6 +213,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--deadline-s", type=float, default=None,
                         help="start no seed whose runs (timed by the previous seed) would end after this many seconds")
     parser.add_argument("--synth-workers", type=int, default=0, help="processes that render the synthetic set")
+    parser.add_argument("--revalidate-yolov5", action="store_true",
+                        help="validate finished yolov5 runs again (val.py at batch 1) and rescore them")
     args = parser.parse_args(argv)
     args.device_v5 = "0" if torch_device() == "cuda" else "cpu"
     args.yolotr_repo = args.yolotr_repo.resolve()
