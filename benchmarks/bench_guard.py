@@ -65,9 +65,10 @@ def main() -> None:
         loss, _ = compute_loss(preds, targets)
         loss.backward()
         if use_guard:
-            guarded_step(params, optimizer, max_norm=1.0, force_skip=no_skip, buffers=buffers, buffers_before=before)
+            guarded_step(params, optimizer, max_norm=1.0, images=args.batch, force_skip=no_skip, buffers=buffers,
+                         buffers_before=before)
         else:
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0 * args.batch)  # the same threshold: the loss is ×batch
             optimizer.found_inf = None  # left by the guarded arm; a plain step has none
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)

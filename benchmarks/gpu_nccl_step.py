@@ -69,8 +69,8 @@ def main() -> None:
         payload[ConsensusPayload.LOSS] = items.sum()
         wrapper.payload = payload
         wrapper.tie(loss).backward()
-        norm, skipped = guarded_step(params, optimizer, max_norm=1.0, force_skip=no_skip, buffers=buffers,
-                                     buffers_before=saved)
+        norm, skipped = guarded_step(params, optimizer, max_norm=1.0, images=len(images), force_skip=no_skip,
+                                     buffers=buffers, buffers_before=saved)
         ema.update(model, skipped)
         optimizer.zero_grad(set_to_none=True)
         wrapper.consensus.grad = None

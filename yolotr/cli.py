@@ -31,6 +31,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("data", "synth"), "yolotr.data.synth_cli", "write the synthetic detection set as shards"),
     (("data", "shard"), "yolotr.data.shard_cli", "convert a YOLO-txt or COCO dataset into shards"),
     (("data", "check"), "yolotr.data.check_cli", "verify shards against their index"),
+    (("data", "export"), "yolotr.data.export_cli", "write a shard dataset as a YOLOv5 folder (images/, labels/)"),
     (("study", "stability"), "yolotr.study.stability", "the NaN stability ablation study"),
 ]
 GROUP_HELP = {"model": "model commands", "data": "dataset commands", "study": "studies"}

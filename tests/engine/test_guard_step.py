@@ -38,7 +38,7 @@ def _step(model, optimizer, x, *, poison=False, force=False):
     loss.backward()
     params = [p for p in model.parameters()]
     norm, skipped = guarded_step(
-        params, optimizer, max_norm=1.0, force_skip=torch.tensor(force), buffers=buffers, buffers_before=before
+        params, optimizer, max_norm=1.0, images=1, force_skip=torch.tensor(force), buffers=buffers, buffers_before=before
     )
     optimizer.zero_grad(set_to_none=True)
     return norm, skipped
@@ -91,7 +91,7 @@ def test_finite_step_is_clipped_to_max_norm_and_reports_the_norm_before_clipping
     expected = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
     params = list(model.parameters())
     norm, skipped = guarded_step(
-        params, optimizer, max_norm=1.0, force_skip=torch.tensor(False), buffers=BufferGuard(nn.Identity()),
+        params, optimizer, max_norm=1.0, images=1, force_skip=torch.tensor(False), buffers=BufferGuard(nn.Identity()),
         buffers_before=[],
     )
     assert not skipped
@@ -143,8 +143,8 @@ def test_a_step_whose_batchnorm_statistics_overflow_is_skipped_and_the_statistic
     params_before = copy.deepcopy(model.state_dict())
     model(torch.randn(4, 3, 8, 8)).square().mean().backward()
     model[1].running_var[0] = float("inf")  # finite loss and gradient, overflowed statistics
-    norm, skipped = guarded_step(list(model.parameters()), optimizer, max_norm=1.0, force_skip=torch.tensor(False),
-                                 buffers=buffers, buffers_before=before)
+    norm, skipped = guarded_step(list(model.parameters()), optimizer, max_norm=1.0, images=1,
+                                 force_skip=torch.tensor(False), buffers=buffers, buffers_before=before)
     assert bool(skipped) and torch.isfinite(norm)
     for key, value in model.state_dict().items():
         assert torch.equal(value, params_before[key]), key
@@ -184,7 +184,7 @@ def test_the_fused_guarded_step_and_ema_never_make_the_host_wait_and_a_skip_chan
     def step(inputs):
         before = buffers.save()
         model(inputs).square().mean().backward()
-        norm, skipped = guarded_step(params, optimizer, max_norm=1.0, force_skip=no_skip, buffers=buffers,
+        norm, skipped = guarded_step(params, optimizer, max_norm=1.0, images=1, force_skip=no_skip, buffers=buffers,
                                      buffers_before=before)
         ema.update(model, skipped)
         optimizer.zero_grad(set_to_none=True)

@@ -91,6 +91,24 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_message(train_confi
     assert not (run_dir / ".lock").exists()  # released at the end
 
 
+def test_a_lock_whose_holder_is_an_unreaped_zombie_is_stale():
+    """A rank killed with its launcher stays a zombie where PID 1 reaps nothing (containers); kill(pid, 0) still
+    succeeds on it, yet it holds nothing (the CI failure of test_kill_during_a_checkpoint_write...)."""
+    from yolotr.checkpoint.run_lock import _pid_alive
+
+    child = subprocess.Popen(["true"])
+    deadline = time.time() + 30
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.time() < deadline
+        time.sleep(0.01)
+    try:
+        os.kill(child.pid, 0)  # the premise: the kernel still has it
+        assert not _pid_alive(child.pid)
+        assert _pid_alive(os.getpid())
+    finally:
+        child.wait()
+
+
 def _descendants(root: int) -> list[int]:
     found, frontier = [], [root]
     while frontier:

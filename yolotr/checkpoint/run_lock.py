@@ -38,7 +38,13 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, someone else's
         return True
-    return True
+    # A killed rank whose launcher died too is a zombie until something reaps it, and in a container whose PID 1 is
+    # no init nothing ever does: kill(pid, 0) still succeeds, but it holds nothing.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): kill's answer stands
+    return state not in ("Z", "X")
 
 
 class RunLock:

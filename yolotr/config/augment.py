@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass
@@ -26,9 +27,14 @@ class AugmentConfig:
     fliplr: float = 0.5
     """Probability of a horizontal flip."""
     mosaic: float = 1.0
-    """Probability that an image is a 4-image mosaic (its partners come from the same local batch)."""
+    """Probability that an image is a 4-image mosaic."""
+    mosaic_partners: Literal["dataset", "batch"] = "batch"
+    """Where a mosaic's three other images come from: drawn from the whole train split, as YOLOv5 (each costs a read
+    and a decode), or from the same local batch (decoded once; a batch then shares its images across its mosaics)."""
 
     def __post_init__(self) -> None:
+        if self.mosaic_partners not in ("dataset", "batch"):
+            raise ValueError(f"augment.mosaic_partners must be 'dataset' or 'batch', got {self.mosaic_partners!r}")
         for name in ("hsv_h", "hsv_s", "hsv_v", "translate", "fliplr", "mosaic"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

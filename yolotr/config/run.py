@@ -41,7 +41,7 @@ class TrainConfig:
     lr0: float = 0.01
     """Initial learning rate of the CNN parameters (SGD 0.01, AdamW 0.001 in YOLOv5)."""
     lrf: float = 0.01
-    """Final learning rate as a fraction of lr0 (cosine decay target)."""
+    """Final learning rate as a fraction of lr0 (the decay's target, reached after the last epoch)."""
     momentum: float = 0.937
     """SGD momentum / Adam beta1."""
     weight_decay: float = 0.0005
@@ -49,15 +49,23 @@ class TrainConfig:
     transformer_lr_mult: float = 0.2
     """Learning-rate multiplier of Transformer-block parameters (attention wants 1/5–1/10 of the CNN's LR)."""
     warmup_epochs: float = 3.0
-    """Warmup length in epochs (at least 100 optimizer steps, as YOLOv5), after which the cosine decay runs."""
+    """Warmup length in epochs (at least `warmup_steps_min` batches, as YOLOv5). Meanwhile the batches accumulated per
+    optimizer step ramp from 1 to nominal_batch_size / batch_size, as in YOLOv5 (not under DeepSpeed)."""
     warmup_steps_min: int = 100
-    """Lower bound of the warmup length in optimizer steps (YOLOv5 uses 100)."""
+    """Lower bound of the warmup length in batches of `batch_size` (YOLOv5's 100 iterations; with no accumulation a
+    batch is an optimizer step)."""
     warmup_momentum: float = 0.8
     """Momentum at the start of the warmup."""
     warmup_bias_lr: float = 0.1
     """Bias learning rate at the start of the warmup (falls to the scheduled LR)."""
     cos_lr: bool = True
-    """Cosine decay after the warmup; false: linear decay as YOLOv5's default."""
+    """Cosine decay from lr0 to lr0·lrf; false: linear decay (YOLOv5's default)."""
+    lr_step: Literal["epoch", "step"] = "epoch"
+    """When the decay moves: once per epoch, as YOLOv5's LambdaLR (the last epoch trains at the LR of epochs − 1), or
+    at every optimizer step."""
+    autoanchor: bool = True
+    """Before training, check the model's anchors against the train boxes and, when fewer than 98 % of them can be
+    matched (loss.anchor_t), fit new ones (YOLOv5's AutoAnchor; yolotr/model/autoanchor.py). Saved with the weights."""
     precision: Literal["bf16", "fp32"] = "bf16"
     """Autocast dtype of the forward pass. The loss is always fp32 and master weights are always fp32."""
     ema: bool = True
@@ -82,7 +90,9 @@ class GuardConfig:
     enabled: bool = True
     """Skip non-finite steps and roll back on repeated trouble. Off only for the stability study's baselines."""
     max_norm: float = 1.0
-    """Global gradient-norm clip (1.0 per the article; YOLOv5 uses 10.0). 0 disables clipping (not the skip)."""
+    """Clip on the global norm of the gradient of the per-image mean loss, the same at any batch size, number of ranks
+    or accumulation (docs/stability.md). YOLOv5's clip_grad_norm_(10) on its batch-summed loss at its nominal batch
+    of 64 is 10 / 64 = 0.16 in these units. 0 disables clipping (not the skip)."""
     max_consecutive_skips: int = 3
     """After this many consecutive skipped steps the run rolls back to the last good snapshot."""
     spike_zscore: float = 6.0

@@ -3,14 +3,15 @@
 by YOLOv5's area rule.
 
 Every random draw for an output image comes from a generator seeded by (seed, epoch, primary sample key), so an
-image does not depend on which worker or process built it. Mosaic partners are the other samples of the same local
-batch (already read and decoded), so mosaic needs no random access and decodes each image once.
+image does not depend on which worker or process built it. A mosaic's three partners are drawn from the whole
+dataset, as YOLOv5 draws them (`mosaic_partners: dataset`; the stream reads them by their byte offsets,
+producers.DatasetPartners), or from the other samples of the same local batch, already decoded (`batch`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -38,17 +39,32 @@ def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
                                   int.from_bytes(digest[:4], "little"), int.from_bytes(digest[4:], "little")])
 
 
-def augment_into(out: np.ndarray, primary: DecodedSample, partners: Sequence[DecodedSample],
+# Draws a mosaic's three partners for a primary sample with the primary's generator.
+PartnerDraw = Callable[[np.random.Generator, DecodedSample], list[DecodedSample]]
+
+
+def pool_partners(pool: Sequence[DecodedSample]) -> PartnerDraw:
+    """Partners drawn with replacement from `pool` (the primary itself when the pool is empty)."""
+
+    def draw(rng: np.random.Generator, primary: DecodedSample) -> list[DecodedSample]:
+        choices = list(pool) or [primary]
+        return [choices[i] for i in rng.integers(0, len(choices), 3)]
+
+    return draw
+
+
+def augment_into(out: np.ndarray, primary: DecodedSample, partners: Sequence[DecodedSample] | PartnerDraw,
                  rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
     """Draws one augmented training image into `out` (S, S, 3), pre-filled with the fill value.
 
-    partners: samples a mosaic may take its other three images from (the primary is used if empty).
+    partners: samples a mosaic may take its other three images from (the primary is used if empty), or a function
+    that draws them (called only when the image is a mosaic, so a partner read from disk is read only when used).
     Returns the kept boxes as (n, 5) float64 rows [class, x1, y1, x2, y2] in output pixels.
     """
     size = out.shape[0]
     if rng.random() < config.mosaic:
-        pool = list(partners) or [primary]
-        sources = [primary] + [pool[i] for i in rng.integers(0, len(pool), 3)]
+        draw = partners if callable(partners) else pool_partners(partners)
+        sources = [primary, *draw(rng, primary)]
         xc, yc = (int(rng.uniform(size / 2, 1.5 * size)) for _ in range(2))
         resized = [_long_side_size(s.image, size) for s in sources]
         layout = [(region, translation(*pad) @ scaling(w / s.image.shape[1], h / s.image.shape[0]))

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import get_worker_info
 
 from yolotr.config.augment import AugmentConfig
-from yolotr.data.augment import augment_into, letterbox_into, sample_rng
+from yolotr.data.augment import PartnerDraw, augment_into, letterbox_into, sample_rng
 from yolotr.data.decode import DecodedSample
 from yolotr.data.geometry import FILL_VALUE
 
@@ -77,8 +77,9 @@ def allocate_images(count: int, size: int) -> torch.Tensor:
 
 
 def build_train_images(samples: Sequence[DecodedSample], *, size: int, augment: AugmentConfig | None, seed: int,
-                       epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (B, 3, S, S) and targets (N, 6) of a training batch; samples are in delivery order."""
+                       epoch: int, partners: PartnerDraw | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, 3, S, S) and targets (N, 6) of a training batch; samples are in delivery order.
+    partners: draws mosaic partners (from the whole dataset); None: the batch's other samples."""
     buffer = allocate_images(len(samples), size)  # (B, S, S, 3)
     rows = []
     for i, sample in enumerate(samples):
@@ -86,8 +87,8 @@ def build_train_images(samples: Sequence[DecodedSample], *, size: int, augment: 
         if augment is None:
             boxes, _, _ = letterbox_into(out, sample)
         else:
-            partners = [s for j, s in enumerate(samples) if j != i]
-            boxes = augment_into(out, sample, partners, sample_rng(seed, epoch, sample.key), augment)
+            pool = partners or [s for j, s in enumerate(samples) if j != i]
+            boxes = augment_into(out, sample, pool, sample_rng(seed, epoch, sample.key), augment)
         rows.append(boxes)
     return buffer.permute(0, 3, 1, 2), targets_tensor(rows, size)
 

@@ -78,7 +78,9 @@ def source_kind(path: Path) -> str:
     root = Path(str(doc.get("path") or "."))
     root = root if root.is_absolute() else path.parent / root
     splits = [doc[s] for s in ("train", "val") if doc.get(s)]
-    return "shards" if splits and all(_describes_shards(root, s) for s in splits) else "yolo"
+    # One split that is ours makes the yaml ours: a missing or mistyped other split is then reported by its own
+    # name, not as "no images" in the split that is fine.
+    return "shards" if any(_describes_shards(root, s) for s in splits) else "yolo"
 
 
 def _describes_shards(root: Path, value: object) -> bool:

@@ -92,11 +92,43 @@ class TrainBatches(IterableDataset):
                                     global_batch_size=plan.global_batch_size)
         ids = plan.order[positions.start:positions.stop].tolist()
         report = BatchReport()
-        samples = [s for _, s in read_positions(reader, ids, quarantine=plan.quarantine, report=report)]
+        usable = read_positions(reader, ids, quarantine=plan.quarantine, report=report)
+        samples = [s for _, s in usable]
+        partners = None
+        if plan.augment is not None and plan.augment.mosaic > 0 and plan.augment.mosaic_partners == "dataset":
+            partners = DatasetPartners(reader, plan.quarantine, decoded=dict(usable))
         images, targets = build_train_images(samples, size=plan.imgsz, augment=plan.augment, seed=plan.seed,
-                                             epoch=plan.epoch)
+                                             epoch=plan.epoch, partners=partners)
         batch = Batch(images=images, targets=targets, keys=[s.key for s in samples], epoch=plan.epoch, step=step)
         return batch, report
+
+
+class DatasetPartners:
+    """Mosaic partners drawn uniformly from the whole split, as YOLOv5 draws them, read by byte offset and decoded
+    once per batch. The draw uses the primary's generator, so it depends only on (seed, epoch, primary key).
+
+    A partner that is quarantined or cannot be decoded is replaced by the primary. It is not counted here: it is
+    counted, with its reason, when the stream reaches it as a primary sample."""
+
+    def __init__(self, reader: ShardReader, quarantine: frozenset[str], decoded: dict[int, DecodedSample]) -> None:
+        self.reader = reader
+        self.quarantine = quarantine
+        self.decoded = decoded  # global id -> sample: the batch's own, then every partner read
+
+    def __call__(self, rng: np.random.Generator, primary: DecodedSample) -> list[DecodedSample]:
+        split = self.reader.split
+        return [self._get(int(i), split, primary) for i in rng.integers(0, split.num_samples, 3)]
+
+    def _get(self, global_id: int, split: SplitIndex, primary: DecodedSample) -> DecodedSample:
+        if global_id not in self.decoded:
+            key = split.keys[global_id]
+            if key in self.quarantine:
+                return primary
+            try:
+                self.decoded[global_id] = decode_sample(key, self.reader.read(global_id), nc=split.nc)
+            except SampleError:
+                return primary
+        return self.decoded[global_id]
 
 
 @dataclass(frozen=True)

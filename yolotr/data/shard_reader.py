@@ -36,21 +36,58 @@ class ShardReader:
             shard = int(self.split.shard_of[global_id])
             offset = int(self.split.offsets[global_id])
             size = int(self.split.sizes[global_id])
-            buffer = bytearray(size)
-            handle = self._handle(shard)
-            try:
-                handle.seek(offset)
-                got = handle.readinto(buffer)
-            except OSError as err:
-                raise SampleError("unreadable_shard", f"{self.split.shard_path(shard)}: {err}") from None
-            self.bytes_read += got
-            if got < size:
-                raise SampleError("truncated_shard", f"{self.split.shard_path(shard)} ends at byte {offset + got}, "
-                                                     f"the sample needs {offset + size}")
+            buffer = self._read_at(self._handle(shard), shard, offset, size)
             return _parse_members(memoryview(buffer), key)
         except SampleError as err:
             err.key = key
             raise
+
+    def read_member(self, global_id: int, extension: str) -> memoryview:
+        """One member of sample `global_id` (e.g. its "json" label) without reading the others: walks the sample's
+        tar headers, seeking past member data (two small reads for a label stored after its image). Raises
+        `SampleError` (key filled in)."""
+        key = self.split.keys[global_id]
+        shard = int(self.split.shard_of[global_id])
+        position = int(self.split.offsets[global_id])
+        end = position + int(self.split.sizes[global_id])
+        pax: dict[str, str] = {}
+        try:
+            handle = self._handle(shard)
+            while position + _BLOCK <= end:
+                header = bytes(self._read_at(handle, shard, position, _BLOCK))
+                try:
+                    info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+                except tarfile.HeaderError as err:
+                    raise SampleError("bad_tar_header", f"at sample byte {position}: {err}") from None
+                start = position + _BLOCK
+                position = start + (info.size + _BLOCK - 1) // _BLOCK * _BLOCK
+                if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE):
+                    if info.type == tarfile.XHDTYPE:
+                        pax = _pax_records(bytes(self._read_at(handle, shard, start, info.size)))
+                    continue
+                name, size, pax = pax.get("path", info.name), int(pax.get("size", info.size)), {}
+                if sample_key_of(name) != key:
+                    raise SampleError("key_mismatch", f"member {name!r} at the offset indexed for key {key!r}")
+                if name.rpartition("/")[2].partition(".")[2] == extension:
+                    return memoryview(self._read_at(handle, shard, start, size))
+        except SampleError as err:
+            err.key = key
+            raise
+        reason = "missing_label" if extension == "json" else "missing_image"
+        raise SampleError(reason, f"no .{extension} member", key=key)
+
+    def _read_at(self, handle: BinaryIO, shard: int, offset: int, size: int) -> bytearray:
+        buffer = bytearray(size)
+        try:
+            handle.seek(offset)
+            got = handle.readinto(buffer)
+        except OSError as err:
+            raise SampleError("unreadable_shard", f"{self.split.shard_path(shard)}: {err}") from None
+        self.bytes_read += got
+        if got < size:
+            raise SampleError("truncated_shard", f"{self.split.shard_path(shard)} ends at byte {offset + got}, "
+                                                 f"the sample needs {offset + size}")
+        return buffer
 
     def close(self) -> None:
         for handle in self._open.values():

@@ -12,7 +12,9 @@ same arguments give byte-identical shards.
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -31,8 +33,9 @@ _AA_SHIFT = 4  # polygon vertices with 4 fractional bits, for anti-aliased edges
 
 
 def write_synthetic_dataset(out_dir: str | Path, *, train: int = 2000, val: int = 200, classes: int = 4,
-                            imgsz: int = 160, seed: int = 0, samples_per_shard: int = 500) -> Path:
-    """Writes train/ and val/ shards with their indexes and a data.yaml; returns the data.yaml path."""
+                            imgsz: int = 160, seed: int = 0, samples_per_shard: int = 500, workers: int = 0) -> Path:
+    """Writes train/ and val/ shards with their indexes and a data.yaml; returns the data.yaml path.
+    workers > 0 renders images in that many processes (the bytes are the same: each image has its own generator)."""
     if not 1 <= classes <= len(SHAPES):
         raise ValueError(f"classes must be in [1, {len(SHAPES)}], got {classes}")
     if imgsz < 64:
@@ -42,25 +45,35 @@ def write_synthetic_dataset(out_dir: str | Path, *, train: int = 2000, val: int 
     out_dir = Path(out_dir)
     names = list(SHAPES[:classes])
     for split, count in (("train", train), ("val", val)):
-        samples = synthetic_samples(split, count, classes=classes, imgsz=imgsz, seed=seed)
+        samples = synthetic_samples(split, count, classes=classes, imgsz=imgsz, seed=seed, workers=workers)
         write_shards(samples, out_dir / split, nc=classes, names=names, samples_per_shard=samples_per_shard)
     return write_data_yaml(out_dir / "data.yaml", names=names,
                            splits={"train": "train/index.json", "val": "val/index.json"})
 
 
-def synthetic_samples(split: str, count: int, *, classes: int, imgsz: int, seed: int) -> Iterator[SampleRecord]:
-    for i in range(count):
-        rng = np.random.default_rng([seed & 0xFFFFFFFF, _SPLIT_CODES.get(split, 2), i])
-        image, boxes, labels = render_image(rng, classes=classes, imgsz=imgsz)
-        height, width = image.shape[:2]
-        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
-        if not ok:
-            raise RuntimeError(f"OpenCV could not encode synthetic image {split}/{i}")
-        cleaned = clean_boxes(boxes, labels, width=width, height=height, nc=classes)
-        label = DetectionLabel(boxes=cleaned.boxes, classes=cleaned.classes, width=width, height=height,
-                               source=f"synthetic/{split}/{i:06d}")
-        yield SampleRecord(key=f"{split}_{i:06d}", image=encoded.tobytes(), image_ext="jpg", label=label)
+def synthetic_samples(split: str, count: int, *, classes: int, imgsz: int, seed: int,
+                      workers: int = 0) -> Iterator[SampleRecord]:
+    """The samples in index order; with workers > 0 rendered by a process pool (ordered: the same shards)."""
+    render = partial(synthetic_sample, split, classes=classes, imgsz=imgsz, seed=seed)
+    if workers <= 0:
+        yield from map(render, range(count))
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(render, range(count), chunksize=16)
+
+
+def synthetic_sample(split: str, i: int, *, classes: int, imgsz: int, seed: int) -> SampleRecord:
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, _SPLIT_CODES.get(split, 2), i])
+    image, boxes, labels = render_image(rng, classes=classes, imgsz=imgsz)
+    height, width = image.shape[:2]
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode synthetic image {split}/{i}")
+    cleaned = clean_boxes(boxes, labels, width=width, height=height, nc=classes)
+    label = DetectionLabel(boxes=cleaned.boxes, classes=cleaned.classes, width=width, height=height,
+                           source=f"synthetic/{split}/{i:06d}")
+    return SampleRecord(key=f"{split}_{i:06d}", image=encoded.tobytes(), image_ext="jpg", label=label)
 
 
 def render_image(rng: np.random.Generator, *, classes: int, imgsz: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

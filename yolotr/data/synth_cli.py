@@ -24,12 +24,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="the same seed gives the same bytes (default %(default)s)")
     parser.add_argument("--samples-per-shard", type=int, default=_DEFAULTS["samples_per_shard"],
                         help="samples per shard (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=_DEFAULTS["workers"],
+                        help="render in this many processes; the output is the same (default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         data_yaml = write_synthetic_dataset(args.out, train=args.train, val=args.val, classes=args.classes,
-                                            imgsz=args.imgsz, seed=args.seed, samples_per_shard=args.samples_per_shard)
+                                            imgsz=args.imgsz, seed=args.seed, samples_per_shard=args.samples_per_shard,
+                                            workers=args.workers)
     except ValueError as err:
         raise UsageError(str(err)) from err
     print(f"wrote {args.train} train and {args.val} val images of {args.classes} classes to {args.out}; "

@@ -84,40 +84,102 @@ def build_optimizer(
 
 @dataclass
 class Schedule:
-    """YOLOv5's warmup (LR from 0, bias LR from `warmup_bias_lr`, momentum from `warmup_momentum`), then cosine
-    (or linear) decay from lr0 to lr0·lrf over `total_steps`. A function of the *applied* optimizer steps, so a skipped
-    step does not advance it; `backoff` multiplies every LR during a post-rollback cool-down.
+    """YOLOv5's learning-rate, momentum and accumulation schedule, as a function of the *applied* optimizer steps
+    (a skipped step does not advance it); `backoff` multiplies every LR during a post-rollback cool-down.
+
+    Progress is counted in batches (of `train.batch_size` images, what YOLOv5 calls iterations), as YOLOv5 does:
+      * warm-up over `warmup_batches`: the LR of weights rises from 0 and that of biases falls from `warmup_bias_lr`,
+        both towards the scheduled LR, and momentum rises from `warmup_momentum`; meanwhile the number of batches
+        accumulated per optimizer step ramps from 1 to `accumulate` (YOLOv5's nominal batch), so early steps are many
+        and small (`ramp_accumulation`; off under DeepSpeed, whose accumulation is fixed when the engine is built);
+      * decay: linear (or cosine) from lr0 to lr0·lrf over `epochs`, evaluated at the epoch (`lr_step="epoch"`, as
+        YOLOv5's per-epoch LambdaLR: the last epoch trains at lf(epochs − 1), lr0·lrf would come only after it) or at
+        the exact fraction of an epoch (`lr_step="step"`).
     """
 
     lr0: float
     lrf: float
-    total_steps: int
-    warmup_steps: int
+    epochs: float
+    batches_per_epoch: int
+    warmup_batches: int
     warmup_bias_lr: float
     warmup_momentum: float
     momentum: float
-    cos_lr: bool = True
+    accumulate: int = 1
+    ramp_accumulation: bool = True
+    cos_lr: bool = False
+    lr_step: str = "epoch"
+
+    def __post_init__(self) -> None:
+        # Batches consumed before each warm-up step: the accumulation ramp makes it irregular until warm-up ends.
+        self._warm_starts: list[int] = []
+        batches = 0
+        while self.ramp_accumulation and batches < self.warmup_batches:
+            self._warm_starts.append(batches)
+            batches += self._step_batches(batches)
+        self._after_warm = batches
 
     @classmethod
-    def from_config(cls, train, total_steps: int, steps_per_epoch: int) -> Schedule:
-        """From the `train` config section: warmup over `warmup_epochs` (at least `warmup_steps_min` steps)."""
+    def from_config(cls, train, batches_per_epoch: int, *, accumulate: int, ramp_accumulation: bool = True,
+                    max_steps: int | None = None) -> Schedule:
+        """From the `train` config section: warm-up over `warmup_epochs` (at least `warmup_steps_min` batches)."""
         warmup = 0
         if train.warmup_epochs > 0:
-            warmup = max(round(train.warmup_epochs * steps_per_epoch), train.warmup_steps_min)
-        return cls(lr0=train.lr0, lrf=train.lrf, total_steps=total_steps, warmup_steps=warmup,
-                   warmup_bias_lr=train.warmup_bias_lr, warmup_momentum=train.warmup_momentum,
-                   momentum=train.momentum, cos_lr=train.cos_lr)
+            warmup = max(round(train.warmup_epochs * batches_per_epoch), train.warmup_steps_min)
+        schedule = cls(lr0=train.lr0, lrf=train.lrf, epochs=float(train.epochs), batches_per_epoch=batches_per_epoch,
+                       warmup_batches=warmup, warmup_bias_lr=train.warmup_bias_lr,
+                       warmup_momentum=train.warmup_momentum, momentum=train.momentum, accumulate=accumulate,
+                       ramp_accumulation=ramp_accumulation, cos_lr=train.cos_lr, lr_step=train.lr_step)
+        if max_steps:  # the decay spans the steps asked for, not the epochs
+            schedule.epochs = schedule.batches_before(max_steps) / batches_per_epoch
+        return schedule
 
-    def decay_factor(self, step: int) -> float:
-        t = min(step / max(self.total_steps, 1), 1.0)
+    def _accumulate_at_batch(self, batch: int) -> int:
+        if not self.ramp_accumulation or batch >= self.warmup_batches:
+            return self.accumulate
+        # YOLOv5: round(interp(ni, [0, nw], [1, nbs / batch_size])), at least 1
+        return max(1, round(1 + (self.accumulate - 1) * batch / self.warmup_batches))
+
+    def _step_batches(self, first: int) -> int:
+        """Batches of the step that starts at batch `first`: YOLOv5 steps after batch ni once ni − last step's batch
+        reaches the accumulation it computes at ni."""
+        count = 1
+        while count < self._accumulate_at_batch(first + count - 1):
+            count += 1
+        return count
+
+    def batches_before(self, step: int) -> int:
+        """Batches the first `step` optimizer steps consume."""
+        if step < len(self._warm_starts):
+            return self._warm_starts[step]
+        return self._after_warm + (step - len(self._warm_starts)) * self.accumulate
+
+    def accumulate_at(self, step: int) -> int:
+        """Batches optimizer step number `step` (0-based: `step` steps were applied before it) accumulates."""
+        return self._step_batches(self.batches_before(step))
+
+    def total_steps(self) -> int:
+        """Optimizer steps that consume at most `epochs` epochs of batches."""
+        budget = round(self.epochs * self.batches_per_epoch)
+        if budget <= self._after_warm:
+            return max(sum(1 for start in self._warm_starts if start < budget), 1)
+        return len(self._warm_starts) + (budget - self._after_warm) // self.accumulate
+
+    def decay_factor(self, batch: int) -> float:
+        epoch = batch / self.batches_per_epoch
+        if self.lr_step == "epoch":
+            epoch = math.floor(epoch)
+        t = min(epoch / max(self.epochs, 1e-9), 1.0)
         if self.cos_lr:
             return ((1 - math.cos(t * math.pi)) / 2) * (self.lrf - 1) + 1
         return (1 - t) * (1.0 - self.lrf) + self.lrf
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int, backoff: float = 1.0) -> None:
-        target = self.lr0 * self.decay_factor(step)
-        warm = step < self.warmup_steps
-        frac = step / self.warmup_steps if warm else 1.0
+        """Sets the LRs and momenta of optimizer step number `step` (0-based), as YOLOv5 sets them at its last batch."""
+        batch = self.batches_before(step) + self.accumulate_at(step) - 1
+        target = self.lr0 * self.decay_factor(batch)
+        warm = batch < self.warmup_batches
+        frac = batch / self.warmup_batches if warm else 1.0
         for group in optimizer.param_groups:
             start = self.warmup_bias_lr if group.get("kind") == "bias" else 0.0
             lr = start + (target - start) * frac if warm else target
@@ -128,4 +190,4 @@ class Schedule:
                 group["betas"] = (self.warmup_momentum + (self.momentum - self.warmup_momentum) * frac, group["betas"][1])
 
     def state_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}

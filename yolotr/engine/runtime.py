@@ -115,8 +115,8 @@ def _deepspeed_plugin(cfg: Config):
         path = "configs/deepspeed/zero2.json"
     with open(path) as fh:
         ds_config = json.load(fh)
-    # yolotr owns the batch arithmetic and the clip: DeepSpeed must agree with the yolotr config.
-    ds_config["gradient_clipping"] = cfg.guard.max_norm
+    # yolotr owns the batch arithmetic and the clip: DeepSpeed must agree with the yolotr config. The clip threshold,
+    # in DeepSpeed's units, is set with the accumulation by the DeepSpeed step backend (engine/backends/deepspeed.py).
     ds_config["train_micro_batch_size_per_gpu"] = cfg.train.batch_size // int(os.environ.get("WORLD_SIZE", "1"))
     ds_config.pop("train_batch_size", None)
     ds_config["gradient_accumulation_steps"] = 1  # the trainer sets its own accumulation before prepare()

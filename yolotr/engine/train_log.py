@@ -14,13 +14,16 @@ import sys
 import time
 
 from yolotr.guard.monitor import StepOutcome
+from yolotr.guard.step import clip_factor
 from yolotr.track.loggers import RunLogger
 from yolotr.track.progress import Progress
 
 
 class TrainLog:
-    def __init__(self, logger: RunLogger, *, rank: int, world_size: int, progress: Progress | None) -> None:
+    def __init__(self, logger: RunLogger, *, rank: int, world_size: int, max_norm: float,
+                 progress: Progress | None) -> None:
         self.logger = logger
+        self.max_norm = max_norm
         self.rank = rank
         self.world_size = world_size
         self.progress = progress
@@ -53,6 +56,9 @@ class TrainLog:
         def mean(attr: str) -> float | None:  # a window of skipped steps has no loss: null, a bare NaN is not json
             return sum(getattr(o, attr) for o in finite) / len(finite) if finite else None
 
+        # How hard the clip worked over the window's applied steps: the fraction it scaled down, and the mean factor
+        # it scaled by (1.0: never). grad_norm and max_norm are both in per-image mean units (guard/step.py).
+        factors = [clip_factor(o.grad_norm, self.max_norm) for o in finite]
         last_norm = outcomes[-1].grad_norm
         record = self.logger.log(
             "train",
@@ -63,6 +69,9 @@ class TrainLog:
             obj=mean("obj"),
             cls=mean("cls"),
             grad_norm=last_norm if math.isfinite(last_norm) else None,  # skip events say which
+            clip_rate=sum(f < 1.0 for f in factors) / len(factors) if factors else None,
+            clip_factor=sum(factors) / len(factors) if factors else None,
+            images=images,
             lr=[g["lr"] for g in optimizer.param_groups],
             lr_groups=[g.get("name", str(i)) for i, g in enumerate(optimizer.param_groups)],
             skipped_steps=skipped_steps,

@@ -26,6 +26,7 @@ from yolotr.config.tree import to_dict
 from yolotr.data.dataset_cache import resolve_data
 from yolotr.data.errors import DataErrorBudgetExceeded
 from yolotr.data.spec import load_data_yaml
+from yolotr.data.split_labels import read_split_labels
 from yolotr.data.stream import TrainStream
 from yolotr.debug.anomaly import AnomalyHooks
 from yolotr.debug.faults import FaultInjector
@@ -53,6 +54,7 @@ from yolotr.guard.ema import ModelEMA
 from yolotr.guard.monitor import GuardMonitor, PendingStep, Verdict
 from yolotr.guard.snapshot import restore_snapshot, take_snapshot
 from yolotr.guard.step import BufferGuard
+from yolotr.model.autoanchor import check_anchors, training_box_sizes
 from yolotr.model.loss import ComputeLoss
 from yolotr.track.loggers import RunLogger
 from yolotr.track.metrics import read_metrics, supersede_records_after
@@ -100,6 +102,7 @@ class Trainer:
                                            transformer=cfg.transformer.as_yaml(), verbose=runtime.is_main)
         self.model = model.to(self.device)
         self.model.names = list(self.data.names)
+        self.anchor_fit = self._fit_anchors() if cfg.train.autoanchor else None  # a resume then loads its own
         self.wrapper = ConsensusModule(self.model).to(self.device)
         self.wrapper.payload = self.wrapper.payload.to(self.device)  # a plain attribute: DDP must not broadcast it
         self.stream = TrainStream(
@@ -108,9 +111,13 @@ class Trainer:
             num_workers=cfg.train.num_workers, max_error_fraction=cfg.train.max_data_error_fraction,
             pin_memory=self.device.type == "cuda",  # so the uint8 host→device copy is asynchronous
         )
+        deepspeed = runtime.kind == "deepspeed"
+        # Batches per optimizer step once warm-up has ramped the accumulation up (YOLOv5's nbs / batch size).
         self.accumulate = max(round(cfg.train.nominal_batch_size / cfg.train.batch_size), 1)
-        self.steps_per_epoch = max(self.stream.steps_per_epoch // self.accumulate, 1)
-        self.total_steps = cfg.train.max_steps or cfg.train.epochs * self.steps_per_epoch
+        self.schedule = Schedule.from_config(cfg.train, self.stream.steps_per_epoch, accumulate=self.accumulate,
+                                             ramp_accumulation=not deepspeed, max_steps=cfg.train.max_steps)
+        self.steps_per_epoch = max(self.stream.steps_per_epoch // self.accumulate, 1)  # after warm-up
+        self.total_steps = cfg.train.max_steps or self.schedule.total_steps()
 
         weight_decay = cfg.train.weight_decay * cfg.train.batch_size * self.accumulate / cfg.train.nominal_batch_size
         groups = build_param_groups(self.model, weight_decay, cfg.train.transformer_lr_mult)
@@ -118,11 +125,9 @@ class Trainer:
         # faster and the guard reads its verdict directly (guard/step.py), except when debug.cuda_sync_check asks to
         # check the GPU's code path on a CPU. Under DeepSpeed, ZeRO owns the step.
         sync_free_path = self.device.type == "cuda" or cfg.debug.cuda_sync_check
-        deepspeed = runtime.kind == "deepspeed"
         optimizer = build_optimizer(groups, cfg.train.optimizer, cfg.train.lr0, cfg.train.momentum,
                                     fused=(cfg.guard.enabled and not deepspeed and sync_free_path) or None,
                                     preinit_momentum=not deepspeed)
-        self.schedule = Schedule.from_config(cfg.train, self.total_steps, self.steps_per_epoch)
         self.ema = ModelEMA(self.model, cfg.train.ema_decay, cfg.train.ema_tau) if cfg.train.ema else None
         self.compute_loss = ComputeLoss(self.model, cfg.loss, imgsz=cfg.train.imgsz)
         max_quarantine = math.ceil(cfg.guard.max_quarantine_fraction * self.data.train.num_samples)
@@ -174,6 +179,14 @@ class Trainer:
         self._snapshot_stager = HostStager()
         self.clean_since_snapshot = True
         self.first_batch = None
+
+    def _fit_anchors(self) -> dict:
+        """YOLOv5's AutoAnchor: every rank computes the same anchors from the same labels (no collective)."""
+        boxes = [(label.boxes, label.width, label.height) for label in read_split_labels(self.data.train)]
+        wh = training_box_sizes(boxes, self.cfg.train.imgsz, seed=self.cfg.run.seed)
+        before, after = check_anchors(self.model.detect, wh, self.cfg.loss.anchor_t)
+        return {"boxes": len(wh), "before": str(before), "after": None if after is None else str(after),
+                "replaced": after is not None and after.bpr > before.bpr}
 
     # ------------------------------------------------------------------ the trainer's own state
     def state_dict(self) -> dict:
@@ -263,15 +276,19 @@ class Trainer:
         buffers_before = self.buffers.save()
         self.local_bad.zero_()
         keys, images = [], 0
-        for micro in range(self.accumulate):
+        micro_batches = self.schedule.accumulate_at(self.applied_steps)  # ramps up during warm-up, as YOLOv5's
+        for micro in range(micro_batches):
             batch = next(batches)
             keys += batch.keys
             images += len(batch.keys)
-            with self.backend.accumulating(last=micro == self.accumulate - 1):
+            with self.backend.accumulating(last=micro == micro_batches - 1):
                 loss, items, bad = self.forward_loss(step, batch)
-                self.backend.backward(loss, items, bad, stop=self.stop_signal, force_skip=force_skip)
-        grad_norm, skipped, consensus = self.backend.optimizer_step(force_skip=force_skip, buffers=self.buffers,
-                                                                    buffers_before=buffers_before)
+                self.backend.backward(loss, items, bad, micro_batches=micro_batches, stop=self.stop_signal,
+                                      force_skip=force_skip)
+        # The gradient sums the losses of every rank's images of every micro-batch: the clip's units (guard/step.py).
+        grad_norm, skipped, consensus = self.backend.optimizer_step(
+            images=self.cfg.train.batch_size * micro_batches, force_skip=force_skip, buffers=self.buffers,
+            buffers_before=buffers_before)
         if self.ema is not None:
             self.ema.update(self.model, skipped)
         bad_module = self.anomaly.take() if self.anomaly is not None else None
@@ -410,12 +427,14 @@ class Trainer:
                 self.logger.event(event="checkpoint_fallback", step=self.step, message=message)
             if resumed is not None:
                 self.logger.event(**resumed)
+            if self.anchor_fit is not None:
+                self.logger.event(event="autoanchor", step=self.step, **self.anchor_fit)
             self.logger.event(event="start", step=self.step, world_size=self.runtime.world_size,
                               backend=self.runtime.kind, device=str(self.device), steps_per_epoch=self.steps_per_epoch,
                               total_steps=self.total_steps, accumulate=self.accumulate, stream=self.stream.counters())
             progress = Progress(self.total_steps, self.step, enabled=self.cfg.train.progress_bar)
         self.train_log = TrainLog(self.logger, rank=self.runtime.rank, world_size=self.runtime.world_size,
-                                  progress=progress)
+                                  max_norm=self.cfg.guard.max_norm, progress=progress)
         self.take_snapshot()  # the state the run starts from is good by definition: the first rollback target
 
     def _resume(self) -> dict:

@@ -33,7 +33,15 @@ class ModelEMA:
         if self._pairs is None or self._pairs[0] is not model:
             ema_sd = self.module.state_dict()
             model_sd = model.state_dict()
-            keys = [k for k, v in ema_sd.items() if v.dtype.is_floating_point]
+            # A module registered under two names (DetectionModel's head is both `model.24` and `detect`) gives two
+            # keys for one tensor: updated twice per step, its average would run away (ema·d² + 2·(1 − d)·model
+            # settles at 2/(1 + d) × the model: anchors and head biases ~1.9× too large early in training).
+            storages: set[tuple[int, torch.Size]] = set()
+            keys = []
+            for k, v in ema_sd.items():
+                if v.dtype.is_floating_point and (v.data_ptr(), v.shape) not in storages:
+                    storages.add((v.data_ptr(), v.shape))
+                    keys.append(k)
             self._pairs = (model, [ema_sd[k] for k in keys], [model_sd[k].detach().float() for k in keys])
         return self._pairs[1], self._pairs[2]
 

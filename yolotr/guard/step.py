@@ -2,6 +2,13 @@
 device. Under DeepSpeed the engine skips non-finite steps itself; its overflow flag is all-reduced over the
 data-parallel group, so `was_step_applied()` agrees on every rank.
 
+The clip's units. The loss yolotr backpropagates is YOLOv5's: the per-image mean loss times the images of the step
+(every rank's, every accumulated batch's), so that YOLOv5's learning rates transfer. The norm of its gradient therefore
+grows with the batch: a fixed threshold on it would throttle a healthy step 8 times more at batch 512 than at 64.
+`max_norm` bounds the norm of the gradient of the *per-image mean* loss instead, i.e. that norm divided by the images
+of the step (`mean_loss_grad_norm`): the same threshold at any batch size, number of ranks or accumulation, under DDP
+and DeepSpeed alike (`deepspeed_clip_threshold`). The norms logged as `grad_norm` are in these units too.
+
 A skipped step is skipped by *selection*, never by multiplying by zero (0·NaN = NaN), in one of two ways:
   * on a GPU the optimizer is fused and takes a `found_inf` tensor: when it is 1 the kernel leaves parameters and
     their state bitwise unchanged on the device, the EMA selects a decay of exactly 1, and buffers (BatchNorm
@@ -52,29 +59,50 @@ class BufferGuard:
             torch._foreach_copy_(group, [v.view_as(b) for v, b in zip(values, group, strict=True)])
 
 
+def mean_loss_grad_norm(params: list[nn.Parameter], images: int) -> torch.Tensor:
+    """The global norm of the gradient of the per-image mean loss (a device scalar): the norm of the summed gradient
+    the trainer holds, divided by the `images` whose losses it sums (global batch × accumulated batches)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    return get_total_norm(grads, norm_type=2.0, foreach=True).float() / images
+
+
+def deepspeed_clip_threshold(max_norm: float, images: int) -> float:
+    """DeepSpeed clips the norm of the gradient it holds, the summed one: `max_norm` in those units."""
+    return max_norm * images
+
+
+def clip_factor(grad_norm: float, max_norm: float) -> float:
+    """What the clip multiplies the gradient by (1.0: not clipped), as torch's clip_grads_with_norm_ computes it."""
+    if max_norm <= 0 or not grad_norm < float("inf"):
+        return 1.0
+    return min(1.0, max_norm / (grad_norm + 1e-6))
+
+
 def guarded_step(
     params: list[nn.Parameter],
     optimizer: torch.optim.Optimizer,
     *,
     max_norm: float,
+    images: int,
     force_skip: torch.Tensor,
     buffers: BufferGuard,
     buffers_before: list[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clips and steps, or skips; returns the device tensors (global grad norm before clipping, skipped as bool).
+    """Clips and steps, or skips; returns the device tensors (grad norm before clipping, per-image mean units;
+    skipped as bool). `images`: how many images' losses the gradients sum (see "The clip's units" above).
 
     `params` hold gradients that DDP has already averaged across ranks (identical bits everywhere), so every rank
     computes the same verdict.
     """
-    grads = [p.grad for p in params if p.grad is not None]
-    grad_norm = get_total_norm(grads, norm_type=2.0, foreach=True).float()
+    grad_norm = mean_loss_grad_norm(params, images)
     # BatchNorm statistics can overflow in a forward whose loss and gradient stay finite: that step is bad too.
     # (The optimizer step does not touch them, so this one copy also serves the restore below.)
     current = buffers.save()
     stats_finite = buffers.all_finite(current, grad_norm.device)
     skipped = ~torch.isfinite(grad_norm) | ~stats_finite | force_skip
     if max_norm > 0:
-        # When the norm is non-finite the clipped gradients are garbage too, but the step below is not applied.
+        # The factor max_norm / grad_norm is unit-free: both are per-image. When the norm is non-finite the clipped
+        # gradients are garbage too, but the step below is not applied.
         clip_grads_with_norm_(params, max_norm, grad_norm, foreach=True)
     if optimizer.defaults.get("fused"):
         # Fused SGD/AdamW read `found_inf`: 1 → no parameter, momentum, moment or step-counter changes.
@@ -88,11 +116,10 @@ def guarded_step(
     return grad_norm, skipped
 
 
-def unguarded_step(params: list[nn.Parameter], optimizer: torch.optim.Optimizer, *,
-                   max_norm: float) -> tuple[torch.Tensor, torch.Tensor]:
+def unguarded_step(params: list[nn.Parameter], optimizer: torch.optim.Optimizer, *, max_norm: float,
+                   images: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The stability study's baseline (guard.enabled: false): clip if asked, and step whatever the gradients hold."""
-    grads = [p.grad for p in params if p.grad is not None]
-    grad_norm = get_total_norm(grads, foreach=True).float()
+    grad_norm = mean_loss_grad_norm(params, images)
     if max_norm > 0:
         clip_grads_with_norm_(params, max_norm, grad_norm, foreach=True)
     optimizer.step()

@@ -16,7 +16,7 @@ from yolotr.track.metrics import MetricsWriter
 from yolotr.track.wandb_logger import WandbLogger
 
 # Events that also get a line on stderr: the ones a person watching the console must not miss.
-CONSOLE_EVENTS = ("rollback", "quarantine")  # a stop gets a sentence of its own (checkpoint/run_status.py)
+CONSOLE_EVENTS = ("rollback", "quarantine", "autoanchor")  # a stop gets a sentence of its own (checkpoint/run_status.py)
 
 
 class RunLogger:

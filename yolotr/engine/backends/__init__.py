@@ -24,7 +24,7 @@ def make_step_backend(cfg: Config, runtime: Runtime, wrapper: ConsensusModule, o
     if runtime.kind == "deepspeed":
         return DeepSpeedBackend(cfg, runtime, wrapper, optimizer, accumulate=accumulate, resume_from=resume_from,
                                 local_bad=local_bad)
-    return DDPBackend(cfg, runtime, wrapper, optimizer, accumulate=accumulate, local_bad=local_bad)
+    return DDPBackend(cfg, runtime, wrapper, optimizer, local_bad=local_bad)
 
 
 __all__ = ["DDPBackend", "DeepSpeedBackend", "make_step_backend"]

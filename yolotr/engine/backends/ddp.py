@@ -35,14 +35,13 @@ def prepare_ddp(runtime: Runtime, module: torch.nn.Module) -> torch.nn.Module:
 
 
 class DDPBackend:
-    def __init__(self, cfg: Config, runtime: Runtime, wrapper: ConsensusModule, optimizer, *, accumulate: int,
+    def __init__(self, cfg: Config, runtime: Runtime, wrapper: ConsensusModule, optimizer, *,
                  local_bad: torch.Tensor) -> None:
         self.kind = runtime.kind  # "single" or "ddp"
         self.runtime = runtime
         self.guard = cfg.guard
         self.wrapper = wrapper
         self.optimizer = optimizer
-        self.accumulate = accumulate
         self.local_bad = local_bad
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         # The Detect head's 1x1-conv weight gradients come out channels-last from the conv backward; DDP copies them
@@ -59,7 +58,7 @@ class DDPBackend:
         """Gradients are all-reduced only on the last micro-batch of an accumulation."""
         return nullcontext() if last or not self.runtime.distributed else self.module.no_sync()
 
-    def backward(self, loss: torch.Tensor, items: torch.Tensor, bad: torch.Tensor, *, stop: bool,
+    def backward(self, loss: torch.Tensor, items: torch.Tensor, bad: torch.Tensor, *, micro_batches: int, stop: bool,
                  force_skip: bool) -> None:
         payload = self._payload
         payload[ConsensusPayload.LOSS] = items.sum()
@@ -67,22 +66,24 @@ class DDPBackend:
         payload[ConsensusPayload.STOP].fill_(float(stop))  # a kernel argument: no host->device copy
         payload[ConsensusPayload.LOCAL_BAD] = bad.float()
         # Every micro-batch adds its share: after the last backward the consensus gradient holds the step's mean.
-        self.wrapper.payload = payload / self.accumulate
+        self.wrapper.payload = payload / micro_batches
         self.runtime.accelerator.backward(self.wrapper.tie(loss))
 
-    def optimizer_step(self, *, force_skip: bool, buffers: BufferGuard,
+    def optimizer_step(self, *, images: int, force_skip: bool, buffers: BufferGuard,
                        buffers_before: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Clip-or-skip (guard/step.py). Returns device tensors: (global grad norm, skipped, consensus)."""
+        """Clip-or-skip (guard/step.py). `images`: how many images' losses the gradient sums. Returns device
+        tensors: (grad norm of the per-image mean loss, skipped, consensus)."""
         consensus = self.wrapper.consensus.grad.detach().clone()
         force = self._force.fill_(force_skip)  # a fill kernel: no host->device copy
         # A rank whose loss was non-finite but whose gradient is finite (e.g. a batch emptied by corrupt or
         # quarantined samples) still makes every rank skip: the flag came through the consensus all-reduce.
         force |= consensus[ConsensusPayload.LOCAL_BAD] > 0
         if self.guard.enabled:
-            grad_norm, skipped = guarded_step(self.params, self.optimizer, max_norm=self.guard.max_norm,
+            grad_norm, skipped = guarded_step(self.params, self.optimizer, max_norm=self.guard.max_norm, images=images,
                                               force_skip=force, buffers=buffers, buffers_before=buffers_before)
         else:
-            grad_norm, skipped = unguarded_step(self.params, self.optimizer, max_norm=self.guard.max_norm)
+            grad_norm, skipped = unguarded_step(self.params, self.optimizer, max_norm=self.guard.max_norm,
+                                                images=images)
         if not self.runtime.distributed:  # no comm hook saw the local gradient: it is the global one
             torch.logical_or(self.local_bad, ~torch.isfinite(grad_norm), out=self.local_bad)
         self.optimizer.zero_grad(set_to_none=True)

@@ -29,7 +29,7 @@ from yolotr.distributed import all_reduce_mean, barrier
 from yolotr.engine.runtime import Runtime
 from yolotr.errors import UsageError
 from yolotr.guard.consensus import ConsensusModule, ConsensusPayload, install_local_gradient_check
-from yolotr.guard.step import BufferGuard
+from yolotr.guard.step import BufferGuard, deepspeed_clip_threshold
 
 
 def universal_dir(run_dir: Path, step: int) -> Path:
@@ -77,6 +77,10 @@ class DeepSpeedBackend:
         install_local_gradient_check(model, local_bad)
         plugin = runtime.accelerator.state.deepspeed_plugin
         plugin.deepspeed_config["gradient_accumulation_steps"] = accumulate
+        # DeepSpeed clips the gradient it holds, summed over the images of a step: max_norm in those units.
+        self.images_per_step = cfg.train.batch_size * accumulate
+        plugin.deepspeed_config["gradient_clipping"] = deepspeed_clip_threshold(cfg.guard.max_norm,
+                                                                                self.images_per_step)
         self.universal = self._universal_source(cfg, runtime, resume_from, plugin)
         self.engine, _ = runtime.accelerator.prepare(model, optimizer)
         self.module = self.engine  # what the forward runs through
@@ -109,7 +113,7 @@ class DeepSpeedBackend:
     def accumulating(self, last: bool):
         return nullcontext()  # DeepSpeed reduces at its own accumulation boundary
 
-    def backward(self, loss: torch.Tensor, items: torch.Tensor, bad: torch.Tensor, *, stop: bool,
+    def backward(self, loss: torch.Tensor, items: torch.Tensor, bad: torch.Tensor, *, micro_batches: int, stop: bool,
                  force_skip: bool) -> None:
         # DeepSpeed divides by its accumulation steps; yolotr keeps YOLOv5's un-divided sum.
         loss = loss * self.accumulate
@@ -121,7 +125,7 @@ class DeepSpeedBackend:
         self.engine.backward(loss)
         self.engine.step()  # applies only at the accumulation boundary
 
-    def optimizer_step(self, *, force_skip: bool, buffers: BufferGuard,
+    def optimizer_step(self, *, images: int, force_skip: bool, buffers: BufferGuard,
                        buffers_before: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         payload = self._payload
         payload[ConsensusPayload.STOP].fill_(float(self._stop))
@@ -130,8 +134,8 @@ class DeepSpeedBackend:
         consensus = payload.clone()
         payload.zero_()  # the next step's micro-batches add to it again
         skipped = torch.tensor(not self.engine.was_step_applied(), device=self.runtime.device)
-        norm = self.engine.get_global_grad_norm()
-        grad_norm = torch.tensor(float("nan") if norm is None else float(norm), device=self.runtime.device)
+        norm = self.engine.get_global_grad_norm()  # of the summed gradient, before clipping: per image, as DDP logs
+        grad_norm = torch.tensor(float("nan") if norm is None else float(norm) / images, device=self.runtime.device)
         buffers.restore(buffers_before, where=skipped)
         return grad_norm, skipped, consensus
 
