@@ -139,6 +139,16 @@ def child_pids(parent: int) -> list[int]:
     return children
 
 
+def descendant_pids(root: int) -> list[int]:
+    """Every process below `root` (a launcher's workers and their helpers), children first found first."""
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for parent in frontier for pid in child_pids(parent)]
+        found += children
+        frontier = children
+    return found
+
+
 def _reject_non_json_constant(name: str):
     raise ValueError(f"{name} is not json (a bare NaN/Infinity that other readers reject)")
 

@@ -21,7 +21,8 @@ def test_guarded_ddp_step_issues_exactly_the_collectives_of_a_bare_ddp_step(trai
 @pytest.mark.parametrize("launcher", ["torchrun", "deepspeed"], ids=["ddp", "deepspeed-zero2"])
 def test_reported_grad_norm_equals_the_norm_of_hand_averaged_gradients(train_config, tmp_path, launcher):
     """Recompute step 1 by hand: both ranks' batches, fp32 loss on the bf16-autocast forward, gradients averaged
-    as DDP does, one global norm — and compare with what the 2-rank run reported."""
+    as DDP does, one global norm in per-image units (divided by the 8 images of the step, guard/step.py) — and
+    compare with what the 2-rank run reported."""
     from yolotr.config import load_config
 
     config = train_config(train={"max_steps": 1}, checkpoint={"resume": "none"})
@@ -48,9 +49,10 @@ def _norm_by_hand(cfg) -> float:
     torch.manual_seed(cfg.run.seed)
     model = DetectionModel(cfg.model, nc=data.nc, transformer=cfg.transformer.as_yaml())
     model.train()
+    global_batch = 8
     grads = []
     for rank in range(2):
-        stream = TrainStream(data.train, global_batch_size=8, rank=rank, world_size=2, seed=cfg.run.seed,
+        stream = TrainStream(data.train, global_batch_size=global_batch, rank=rank, world_size=2, seed=cfg.run.seed,
                              imgsz=cfg.train.imgsz, augment=cfg.augment, num_workers=0)
         batch = next(iter(stream))
         replica = DetectionModel(cfg.model, nc=data.nc, transformer=cfg.transformer.as_yaml())
@@ -62,4 +64,5 @@ def _norm_by_hand(cfg) -> float:
         (loss * 2).backward()
         grads.append([p.grad.double() for p in replica.parameters()])
     averaged = [(g0 + g1) / 2 for g0, g1 in zip(*grads)]
-    return torch.linalg.vector_norm(torch.stack([g.norm() for g in averaged])).item()
+    summed_loss_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in averaged])).item()
+    return summed_loss_norm / global_batch

@@ -1,6 +1,7 @@
 """Preemption and crashes on real torchrun ranks: SIGUSR1, kill -9 of a worker, kill -9 during a checkpoint write,
 a damaged newest checkpoint, a crafted pickle."""
 
+import contextlib
 import json
 import os
 import pickle
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.conftest import BIN, REPO, check, child_pids, free_port, read_jsonl, run_train
+from tests.engine.conftest import BIN, REPO, check, child_pids, descendant_pids, free_port, read_jsonl, run_train
 from yolotr.checkpoint.manager import verify
 
 pytestmark = pytest.mark.slow
@@ -128,7 +129,11 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one_and_damage_falls
     launched.append(proc)
     _wait_for(lambda: (ckpts / "step-00000012.tmp" / "trainer.json").exists(), proc)
     time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole job, in the middle of the save of step 12
+    # The whole job, in the middle of the save of step 12: the launcher starts its ranks in sessions of their own, so
+    # its process group alone would leave them writing on. Every process, at once, as a lost node loses them.
+    for pid in [proc.pid, *descendant_pids(proc.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait()
     assert (ckpts / "step-00000012.tmp").is_dir() and not (ckpts / "step-00000012").exists()
     assert (ckpts / "latest").read_text().strip() == "step-00000008"
