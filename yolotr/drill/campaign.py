@@ -15,7 +15,6 @@ Both runs get the same data order and length, and these settings (the drill's, a
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
