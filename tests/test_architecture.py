@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"eval"},
     {"guard", "debug"},
     {"engine"},
-    {"study", "api"},
+    {"study", "api", "drill"},
     {"cli"},
     {"__main__"},
 ]

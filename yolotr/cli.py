@@ -33,6 +33,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("data", "check"), "yolotr.data.check_cli", "verify shards against their index"),
     (("data", "export"), "yolotr.data.export_cli", "write a shard dataset as a YOLOv5 folder (images/, labels/)"),
     (("study", "stability"), "yolotr.study.stability", "the NaN stability ablation study"),
+    (("drill",), "yolotr.drill.drill_cli", "a fault campaign on one training job, checked bit for bit against a run without"),
 ]
 GROUP_HELP = {"model": "model commands", "data": "dataset commands", "study": "studies"}
 

@@ -75,3 +75,19 @@ def test_a_commit_that_fails_to_land_is_raised_not_reported_as_a_checkpoint(tmp_
     with pytest.raises(CheckpointError, match="committing the last checkpoint failed"):
         manager.close()
     assert not commits and not manager.committed()
+
+
+def test_a_pause_from_a_step_holds_that_save_and_not_the_ones_before(tmp_path):
+    import time
+
+    manager = CheckpointManager(tmp_path, rank=0, world_size=1, keep_last=5, pause_before_commit_s=0.5,
+                                pause_from_step=8)
+    started = time.perf_counter()
+    manager.save(4, write_rank_files=_writer(b"a"), asynchronous=False)
+    assert time.perf_counter() - started < 0.4  # step 4 is before the pause
+    manager.save(8, write_rank_files=_writer(b"b"))
+    manager.wait()
+    assert (tmp_path / "checkpoints" / "step-00000008.tmp").is_dir()  # written, its commit held
+    assert not (tmp_path / "checkpoints" / "step-00000008").exists()
+    manager.close()
+    assert [p.name for p in manager.committed()] == ["step-00000004", "step-00000008"]

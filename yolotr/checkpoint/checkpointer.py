@@ -89,6 +89,7 @@ class Checkpointer:
         self.manager = CheckpointManager(run_dir, rank=rank, world_size=world_size,
                                          keep_last=cfg.checkpoint.keep_last,
                                          pause_before_commit_s=cfg.faults.pause_checkpoint_write_s,
+                                         pause_from_step=cfg.faults.pause_checkpoint_write_from_step,
                                          on_commit=on_commit)
         # The checkpoint's host copy, reused save after save, in shared memory for the writer process.
         self._stager = HostStager(shared=cfg.checkpoint.writer == "process")

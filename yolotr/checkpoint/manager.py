@@ -108,6 +108,7 @@ class CheckpointManager:
         world_size: int,
         keep_last: int,
         pause_before_commit_s: float = 0,
+        pause_from_step: int = 0,
         on_commit: Callable[[CommitStats], None] | None = None,
     ):
         self.root = Path(run_dir) / "checkpoints"
@@ -115,6 +116,7 @@ class CheckpointManager:
         self.world_size = world_size
         self.keep_last = keep_last
         self.pause_before_commit_s = pause_before_commit_s
+        self.pause_from_step = pause_from_step
         self.on_commit = on_commit
         self.pending: PendingSave | None = None
         self._finisher: threading.Thread | None = None  # rank 0: the commit landing on disk
@@ -258,7 +260,7 @@ class CheckpointManager:
             self._land_error = exc
 
     def _land_unguarded(self, pending: PendingSave, final: Path) -> None:
-        if self.pause_before_commit_s:
+        if self.pause_before_commit_s and pending.step >= self.pause_from_step:
             time.sleep(self.pause_before_commit_s)  # test hook: a kill lands in the middle of a save
         manifest = {
             "step": pending.step,

@@ -193,6 +193,9 @@ class FaultsConfig:
     """Act as if a preemption notice arrived during this step: checkpoint after it and exit 75 (drills)."""
     pause_checkpoint_write_s: float = 0.0
     """Sleep this long inside the checkpoint writer before committing (to test a kill during a save)."""
+    pause_checkpoint_write_from_step: int = 0
+    """`pause_checkpoint_write_s` applies to the saves of this step and later only (0: every save), so that a drill can
+    pause one save without slowing the saves before it."""
 
 
 @dataclass

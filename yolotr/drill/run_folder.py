@@ -1,0 +1,106 @@
+"""What the supervisor reads from a live run folder, and the one thing it does to it (a corrupted checkpoint): the
+step the run has reached, the records of one attempt, the checkpoints that verify, a save being committed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from yolotr.checkpoint.manager import STEP_DIR, verify
+
+_HASH_SIDECARS = "hashes-rank-*.json"  # checkpoint/manager.py: a rank's files are written once its sidecar is
+
+
+class RunFolder:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self._metrics_seen: tuple[int, int] | None = None
+        self._step = 0
+
+    # ---- records -----------------------------------------------------------------------------------------------
+    def records(self, *, since: float = 0.0, until: float = float("inf"), superseded: bool = True) -> list[dict]:
+        """The records written in [since, until] by the clock of this machine, from metrics.jsonl and (a resume
+        moves the records after its checkpoint there) metrics.superseded.jsonl."""
+        files = [self.path / "metrics.jsonl"]
+        if superseded:
+            files.append(self.path / "metrics.superseded.jsonl")
+        found = [r for f in files for r in _read_jsonl(f) if since <= r.get("time", 0.0) <= until]
+        return sorted(found, key=lambda r: r.get("time", 0.0))
+
+    def trained_step(self) -> int:
+        """The last step in a train record (the drill runs with train.log_every=1): the step the run has reached."""
+        path = self.path / "metrics.jsonl"
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return 0
+        if (stat.st_size, stat.st_mtime_ns) != self._metrics_seen:  # read again only when it changed
+            self._metrics_seen = (stat.st_size, stat.st_mtime_ns)
+            self._step = max((r["step"] for r in _read_jsonl(path) if r.get("kind") == "train"), default=0)
+        return self._step
+
+    def world_size(self) -> int | None:
+        starts = [r for r in _read_jsonl(self.path / "metrics.jsonl") if r.get("event") == "start"]
+        return int(starts[-1]["world_size"]) if starts else None
+
+    def exit_status(self) -> dict | None:
+        try:
+            return json.loads((self.path / "exit.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    # ---- checkpoints -------------------------------------------------------------------------------------------
+    def committed(self) -> list[Path]:
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted((p for p in self.checkpoints.iterdir() if p.is_dir() and STEP_DIR.match(p.name)),
+                      key=lambda p: p.name)
+
+    def valid(self) -> list[Path]:
+        """The committed checkpoints whose manifest verifies, oldest first."""
+        return [p for p in self.committed() if verify(p) is None]
+
+    def committing(self, from_step: int, world_size: int) -> Path | None:
+        """A save of step >= `from_step` whose files every rank has written and whose commit has not landed: a
+        `step-N.tmp/` with trainer.json and one hash sidecar per rank (the sidecars go once the manifest is made)."""
+        if not self.checkpoints.is_dir():
+            return None
+        for tmp in sorted(self.checkpoints.glob("step-*.tmp")):
+            step = int(tmp.name[5:13])
+            if (step >= from_step and (tmp / "trainer.json").is_file()
+                    and len(list(tmp.glob(_HASH_SIDECARS))) >= world_size):
+                return tmp
+        return None
+
+
+def step_of(checkpoint: Path) -> int:
+    return int(STEP_DIR.match(checkpoint.name).group(1))
+
+
+def corrupt(checkpoint: Path) -> Path:
+    """Flips 16 bytes in the middle of the checkpoint's largest state file (its sha256 in the manifest no longer
+    matches): what a torn write or a bad disk leaves. Returns the file."""
+    victim = max((p for p in (checkpoint / "state").iterdir() if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
+    victim.write_bytes(bytes(data))
+    return victim
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """Tolerant: a line cut by a kill is skipped (the trainer drops it too)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    found = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            found.append(record)
+    return found
