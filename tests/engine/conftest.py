@@ -43,33 +43,38 @@ def tiny_model(tmp_path_factory) -> Path:
     return path
 
 
+def write_train_config(directory: Path, data: Path, model: Path, **sections) -> Path:
+    """A small training config (run folder `directory/run`) written into `directory`; `sections` update its own."""
+    cfg = {
+        "model": str(model),
+        "data": str(data),
+        "run": {"dir": str(directory / "run"), "seed": 0},
+        "train": {"epochs": 1, "max_steps": 8, "batch_size": 8, "nominal_batch_size": 8, "imgsz": 64,
+                  "num_workers": 0, "optimizer": "sgd", "lr0": 0.01, "warmup_epochs": 0.0, "log_every": 1,
+                  "progress_bar": False},
+        "val": {"every_epochs": 0, "batch_size": 8},
+        # These tests run a command again to continue it, so they opt in to resuming (the default, none, starts
+        # a new run in the next free folder).
+        "checkpoint": {"every": 1000, "keep_last": 3, "resume": "auto"},
+        "wandb": {"enabled": False},
+        "debug": {"rank_digests": True},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            cfg.setdefault(section, {}).update(values)
+        else:
+            cfg[section] = values
+    path = directory / f"train-{len(list(directory.glob('train-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 @pytest.fixture
 def train_config(tmp_path, tiny_data, tiny_model):
     """Writes a small training config into tmp_path and returns its path."""
 
     def make(**sections) -> Path:
-        cfg = {
-            "model": str(tiny_model),
-            "data": str(tiny_data),
-            "run": {"dir": str(tmp_path / "run"), "seed": 0},
-            "train": {"epochs": 1, "max_steps": 8, "batch_size": 8, "nominal_batch_size": 8, "imgsz": 64,
-                      "num_workers": 0, "optimizer": "sgd", "lr0": 0.01, "warmup_epochs": 0.0, "log_every": 1,
-                      "progress_bar": False},
-            "val": {"every_epochs": 0, "batch_size": 8},
-            # These tests run a command again to continue it, so they opt in to resuming (the default, none, starts
-            # a new run in the next free folder).
-            "checkpoint": {"every": 1000, "keep_last": 3, "resume": "auto"},
-            "wandb": {"enabled": False},
-            "debug": {"rank_digests": True},
-        }
-        for section, values in sections.items():
-            if isinstance(values, dict):
-                cfg.setdefault(section, {}).update(values)
-            else:
-                cfg[section] = values
-        path = tmp_path / f"train-{len(list(tmp_path.glob('train-*.yaml')))}.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        return path
+        return write_train_config(tmp_path, tiny_data, tiny_model, **sections)
 
     return make
 

@@ -1,5 +1,6 @@
 """`yolotr drill` on real torchrun jobs (2 CPU ranks): the small campaign of CI passes with every fault recovered and
-the final state bitwise equal to the run with no faults; and a drill whose reference differs fails, naming what."""
+the final state bitwise equal to the run with no faults; and its comparison, run on that campaign's own checkpoints,
+finds a single differing value and names it (so a pass is not the comparison seeing nothing)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,32 @@ import os
 import sys
 
 import pytest
+import torch
 
-from tests.engine.conftest import run_in_own_session
+from tests.engine.conftest import run_in_own_session, write_train_config
+from yolotr.drill.compare import Comparison, _compare_state, compare_checkpoints, read_state
 
 pytestmark = pytest.mark.slow
 
-
-def _drill(config, out, *args, timeout=900):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    return run_in_own_session([sys.executable, "-m", "yolotr", "drill", "--config", str(config), "--out", str(out),
-                               *args], env, timeout)
+STEPS = 30
 
 
-def _config(train_config, every):
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory, tiny_data, tiny_model):
+    """One 10-fault campaign (2 of each kind) over 30 steps, shared by the tests of this module."""
+    work = tmp_path_factory.mktemp("drill")
     # The writer thread: a writer process per rank would be started again by each of the ~8 starts.
-    return train_config(checkpoint={"every": every, "keep_last": 3, "writer": "thread"}, debug={})
+    config = write_train_config(work, tiny_data, tiny_model, debug={},
+                                checkpoint={"every": 4, "keep_last": 3, "writer": "thread"})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    result = run_in_own_session([sys.executable, "-m", "yolotr", "drill", "--config", str(config), "--out",
+                                 str(work / "drill"), "--faults", "10", "--seed", "0", "--steps", str(STEPS)], env, 900)
+    return result, work / "drill"
 
 
-def test_a_campaign_of_ten_faults_recovers_every_one_and_ends_bitwise_equal_to_the_run_without(
-        train_config, tmp_path):
-    result = _drill(_config(train_config, 4), tmp_path / "drill", "--faults", "10", "--seed", "0", "--steps", "30")
-
-    report = json.loads((tmp_path / "drill" / "drill.json").read_text())
+def test_a_campaign_of_ten_faults_recovers_every_one_and_ends_bitwise_equal_to_the_run_without(campaign):
+    result, out = campaign
+    report = json.loads((out / "drill.json").read_text())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert report["verdict"] == "pass" and report["runs_lost"] == 0
     total = report["table"]["total"]
@@ -37,7 +42,7 @@ def test_a_campaign_of_ten_faults_recovers_every_one_and_ends_bitwise_equal_to_t
     assert all(report["table"][kind]["injected"] == 2 for kind in
                ("kill_rank", "kill_during_write", "sigterm", "corrupt_checkpoint", "nan"))
     assert report["ledger"]["lost"] == report["ledger"]["doubled"] == report["ledger"]["misplaced"] == 0
-    assert report["ledger"]["samples"] == 30 * 8  # every step's global batch, once
+    assert report["ledger"]["samples"] == STEPS * 8  # every step's global batch, once
     assert report["state"]["equal"] and report["state"]["compared"] > 1000
     assert "verdict: PASS" in result.stdout and "total" in result.stdout
     # The faults really happened: the attempts ended as each fault makes them end.
@@ -45,16 +50,24 @@ def test_a_campaign_of_ten_faults_recovers_every_one_and_ends_bitwise_equal_to_t
     assert codes.count(75) == 2 and codes[-1] == 0 and len(codes) == 7
 
 
-def test_a_reference_that_did_not_skip_the_nan_step_makes_the_drill_fail_and_name_the_tensors(train_config, tmp_path):
-    # The one thing that differs: the reference trains the step where the faulted run met its NaN.
-    result = _drill(_config(train_config, 2), tmp_path / "drill", "--faults", "1", "--kinds", "nan", "--steps", "8",
-                    "--reference-override", "faults.skip_steps=[]")
+def test_the_comparison_names_one_value_changed_by_one_ulp_and_finds_an_earlier_checkpoint_different(campaign):
+    _, out = campaign
+    faulted = out / "faulted" / "run" / "checkpoints" / f"step-{STEPS:08d}"
+    reference = out / "reference" / "run" / "checkpoints"
+    assert compare_checkpoints(faulted, reference / f"step-{STEPS:08d}").equal
 
-    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
-    report = json.loads((tmp_path / "drill" / "drill.json").read_text())
-    assert report["verdict"] == "fail" and not report["state"]["equal"]
-    assert report["ledger"]["ok"]  # the same samples at the same steps: only the update differs
-    first = report["state"]["differences"][0]
-    assert first.split(":")[0].startswith(("ema.", "model.", "optimizer."))
-    assert "values differ" in first
-    assert "verdict: FAIL: final state differs from the reference" in result.stdout
+    # One value of one tensor, moved to the next float: exactly that tensor is named.
+    ours, theirs = read_state(faulted), read_state(reference / f"step-{STEPS:08d}")
+    name = next(n for n, v in sorted(theirs.items()) if n.startswith("model.") and isinstance(v, torch.Tensor)
+                and v.is_floating_point() and v.numel() > 1)
+    flat = theirs[name].view(-1)
+    flat[0] = torch.nextafter(flat[0], torch.tensor(float("inf"), dtype=flat.dtype))
+    result = Comparison()
+    _compare_state(ours, theirs, result)
+    assert result.different == 1 and result.differences[0].startswith(f"{name}: 1 of ")
+
+    # The reference's previous checkpoint: every trained tensor differs (the list keeps the first 20 names).
+    behind = sorted(p for p in reference.iterdir() if p.name.startswith("step-") and p.name < faulted.name)[-1]
+    result = compare_checkpoints(faulted, behind)
+    trained = [n for n in theirs if n.startswith("model.") and "running_" not in n and "num_batches" not in n]
+    assert result.different >= len(trained) and result.differences[0].startswith(("ema.", "model.", "optimizer."))
