@@ -8,15 +8,18 @@ is `{"kind": "train" | "val" | "event", "time", "step", ...}`; `RunLogger.log` r
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
 from yolotr.track.metrics import MetricsWriter
 from yolotr.track.wandb_logger import WandbLogger
 
-# Events that also get a line on stderr: the ones a person watching the console must not miss.
-CONSOLE_EVENTS = ("rollback", "quarantine", "autoanchor")  # a stop gets a sentence of its own (checkpoint/run_status.py)
+log = logging.getLogger(__name__)
+
+# Events that also get a line in the console log, at this level: the ones a person watching must not miss.
+CONSOLE_EVENTS = {"rollback": logging.WARNING, "quarantine": logging.WARNING, "autoanchor": logging.INFO}
+# (a stop gets a sentence of its own: checkpoint/run_status.py)
 
 
 class RunLogger:
@@ -48,7 +51,7 @@ class RunLogger:
         record = self._metrics.write(kind, **fields)
         self._wandb.log_record(record)
         if kind == "event" and fields.get("event") in CONSOLE_EVENTS:
-            print(f"[yolotr] {json.dumps(fields)}", file=sys.stderr)
+            log.log(CONSOLE_EVENTS[fields["event"]], json.dumps(fields))
         return record
 
     def event(self, **fields: Any) -> dict[str, Any] | None:
