@@ -58,7 +58,7 @@ from yolotr.guard.step import BufferGuard
 from yolotr.model.autoanchor import check_anchors, training_box_sizes
 from yolotr.model.loss import ComputeLoss
 from yolotr.track.loggers import RunLogger
-from yolotr.track.metrics import read_metrics, supersede_records_after
+from yolotr.track.metrics import read_metrics
 from yolotr.track.progress import Progress
 from yolotr.track.summary import print_summary
 
@@ -136,7 +136,8 @@ class Trainer:
         max_quarantine = math.ceil(cfg.guard.max_quarantine_fraction * self.data.train.num_samples)
         self.monitor = GuardMonitor(cfg.guard, runtime.rank, runtime.world_size, max_quarantine)
         self.logger = RunLogger(self.run_dir, is_main=runtime.is_main, wandb_enabled=cfg.wandb.enabled,
-                                wandb_project=cfg.wandb.project, wandb_name=cfg.wandb.name, config=to_dict(cfg))
+                                wandb_project=cfg.wandb.project, wandb_name=cfg.wandb.name, config=to_dict(cfg),
+                                tensorboard=cfg.log.tensorboard, results_csv=cfg.log.results_csv)
 
         self.checkpointer = Checkpointer(
             cfg, self.run_dir, rank=runtime.rank, world_size=runtime.world_size, on_commit=self._checkpoint_committed,
@@ -423,9 +424,8 @@ class Trainer:
         progress = None
         if self.runtime.is_main:
             (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
-            if resumed is not None:  # the records the crashed attempt wrote after its checkpoint are superseded
-                supersede_records_after(self.run_dir / "metrics.jsonl", self.step)
-            self.logger.open()
+            # On a resume, every record sink drops what the crashed attempt wrote after its checkpoint.
+            self.logger.open(step=self.step, resumed=resumed is not None)
             for message in self._damaged:
                 self.logger.event(event="checkpoint_fallback", step=self.step, message=message)
             if resumed is not None:
