@@ -42,12 +42,25 @@ def test_a_row_per_validation_with_the_image_weighted_train_losses_since_the_pre
     assert rows[1]["train/box_loss"] == pytest.approx(0.2) and rows[1]["skipped_steps"] == 1
     assert rows[1]["metrics/mAP_0.5"] == 0.6 and rows[1]["metrics/mAP_0.5:0.95"] == 0.3
     assert rows[1]["lr/cnn/weight"] == 0.01 and rows[1]["lr/transformer/weight"] == 0.002
-    assert table.columns == ["epoch", "step", "train/box_loss", "train/obj_loss", "train/cls_loss", "train/loss",
-                             "metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95",
-                             "fitness", "skipped_steps", "rollbacks", "lr/cnn/weight", "lr/transformer/weight"]
 
 
-def test_results_csv_is_remade_from_the_records_at_each_start_then_appended_to(tmp_path):
+def test_the_columns_are_yolov5s_and_the_learning_rates_join_when_a_train_record_first_names_them(tmp_path):
+    path = tmp_path / "results.csv"
+    results = ResultsCsv(path, [])
+    for record in [val(2, 0, 0.1), train(3, 0.5), val(4, 1, 0.2)]:  # an epoch shorter than train.log_every
+        results.log_record(record)
+
+    with open(path, newline="") as file:
+        header = next(csv.reader(file))
+    assert header == ["epoch", "step", "train/box_loss", "train/obj_loss", "train/cls_loss", "train/loss",
+                      "metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "fitness",
+                      "skipped_steps", "rollbacks", "lr/cnn/weight", "lr/transformer/weight"]
+    first, second = read_csv(path)
+    assert first["train/loss"] == "" and first["lr/cnn/weight"] == ""  # nothing trained before it was recorded
+    assert second["train/loss"] == "0.5" and second["lr/cnn/weight"] == "0.01"
+
+
+def test_results_csv_is_remade_from_the_records_at_each_start_then_grows_a_row_per_validation(tmp_path):
     path = tmp_path / "results.csv"
     first = ResultsCsv(path, [])
     for record in [train(1, 1.0), val(1, 0, 0.1), train(2, 0.5), val(2, 1, 0.2)]:

@@ -1,15 +1,18 @@
 """`results.csv`: a row per validation, as YOLOv5's, for a spreadsheet or pandas; made from metrics.jsonl's records.
 
 Columns: `epoch`, `step`; the train losses (`train/box_loss`, `train/obj_loss`, `train/cls_loss`, `train/loss`), the
-mean over the images trained since the previous row; `metrics/precision`, `metrics/recall`, `metrics/mAP_0.5`,
+image-weighted mean of the train records written since the previous row (empty when there were none: an epoch
+shorter than train.log_every); `metrics/precision`, `metrics/recall`, `metrics/mAP_0.5`,
 `metrics/mAP_0.5:0.95`, `fitness`; the guard's counters so far (`skipped_steps`, `rollbacks`); and the learning rate
 of each parameter group at the last train record (`lr/<group>`). yolotr's validation computes no loss, so there are no
 val loss columns.
 
-metrics.jsonl is the source of truth: at every start (rank 0) the file is remade from its records, then rows are
-appended as validations come. A resume thus keeps exactly the rows of the records it keeps (the records after its
-checkpoint are superseded first, track/metrics.py), and no step appears twice. A validation at the step of the
-previous one (the end-of-run validation right after the last epoch's) validated the same weights: one row.
+metrics.jsonl is the source of truth: at every start (rank 0) the rows are remade from its records, and the file is
+rewritten, whole and atomically, at each validation (a row per epoch: a small file). A resume thus keeps exactly the
+rows of the records it keeps (the records after its checkpoint are superseded first, track/metrics.py), no step
+appears twice, and a column first seen in a later row (the learning rates, when the first validation came before
+the first train record) is added to the header. A validation at the step of the previous one (the end-of-run
+validation right after the last epoch's) validated the same weights: one row.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ class ResultsTable:
     """Turns records, in file order, into rows: train records are averaged until a val record closes a row."""
 
     def __init__(self) -> None:
-        self.columns: list[str] | None = None  # fixed by the first row: the learning-rate groups do not change
         self._sums = {column: 0.0 for column, _ in LOSSES}
         self._images = {column: 0 for column, _ in LOSSES}
         self._last_train: Mapping[str, Any] = {}
@@ -50,8 +52,6 @@ class ResultsTable:
         row.update({column: record.get(field) for column, field in METRICS})
         row.update({counter: self._last_train.get(counter) for counter in COUNTERS})
         row.update(_learning_rates(self._last_train))
-        if self.columns is None:
-            self.columns = list(row)
         self._sums = dict.fromkeys(self._sums, 0.0)
         self._images = dict.fromkeys(self._images, 0)
         self._last_row_step = record.get("step")
@@ -68,35 +68,32 @@ class ResultsTable:
 
 
 class ResultsCsv:
-    """Rank 0's results.csv: remade from `records` (metrics.jsonl as it stands at the start), then appended to."""
+    """Rank 0's results.csv: the rows of `records` (metrics.jsonl as it stands at the start), then one per validation."""
 
     def __init__(self, path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> None:
         self.path = Path(path)
         self.table = ResultsTable()
-        rows = [row for row in map(self.table.add, records) if row is not None]
-        partial = self.path.with_name(self.path.name + ".partial")
-        with open(partial, "w", newline="", encoding="utf-8") as file:  # atomically: a reader never sees half of it
-            if rows:
-                self._writer(file).writeheader()
-                self._writer(file).writerows(map(_formatted, rows))
-        os.replace(partial, self.path)
-        self._file = open(self.path, "a", newline="", encoding="utf-8", buffering=1)
+        self.rows = [row for row in map(self.table.add, records) if row is not None]
+        self._write()
 
     def log_record(self, record: Mapping[str, Any]) -> None:
         row = self.table.add(record)
-        if row is None:
-            return
-        if self._file.tell() == 0:
-            self._writer(self._file).writeheader()
-        self._writer(self._file).writerow(_formatted(row))
-        self._file.flush()
+        if row is not None:
+            self.rows.append(row)
+            self._write()
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        pass  # every write is complete
 
-    def _writer(self, file) -> csv.DictWriter:
-        return csv.DictWriter(file, fieldnames=self.table.columns, restval="", extrasaction="ignore")
+    def _write(self) -> None:
+        columns = list(dict.fromkeys(column for row in self.rows for column in row))  # first seen, first
+        partial = self.path.with_name(self.path.name + ".partial")
+        with open(partial, "w", newline="", encoding="utf-8") as file:  # a reader never sees half a file
+            if self.rows:
+                writer = csv.DictWriter(file, fieldnames=columns, restval="")
+                writer.writeheader()
+                writer.writerows(map(_formatted, self.rows))
+        os.replace(partial, self.path)
 
 
 def _learning_rates(train: Mapping[str, Any]) -> dict[str, Any]:
