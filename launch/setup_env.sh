@@ -26,4 +26,5 @@ fi
 if ! "$venv/bin/python" -c "import deepspeed" 2>/dev/null; then
     "${pip[@]}" --no-build-isolation "deepspeed>=0.15"
 fi
-"${pip[@]}" -e "${root}[test]"
+# tensorboard: the run folder's event files (log.tensorboard); a run without the package warns and goes on.
+"${pip[@]}" -e "${root}[test,tensorboard]"

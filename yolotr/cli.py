@@ -8,6 +8,10 @@ imported only inside its `run`.
 Options may stand anywhere among a command's positional arguments (`yolotr train --config C data=D --resume auto`),
 as ultralytics accepts them. A `YolotrError` raised by library code becomes one line on stderr and its exit code
 (2 for usage, 1 for a runtime failure); anything else is a bug and keeps its traceback.
+
+Every command takes `--quiet` / `-q` (warnings and errors only, no progress) and `--verbose` / `-v` (debug lines
+too), anywhere among its arguments or before the command: they set the level of yolotr's log (yolotr/log.py).
+What a command prints as its result (yolotr/console.py) is not affected.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import importlib
 import sys
 from types import ModuleType
 
+from yolotr import console
 from yolotr.errors import YolotrError
+from yolotr.log import set_verbosity
 
 # (command path, module, one-line help). A command path of two words is a sub-command group.
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
@@ -36,11 +42,22 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("drill",), "yolotr.drill.drill_cli", "a fault campaign on one training job, checked bit for bit against a run without"),
 ]
 GROUP_HELP = {"model": "model commands", "data": "dataset commands", "study": "studies"}
+VERBOSITY_FLAGS = {"--quiet": "quiet", "-q": "quiet", "--verbose": "verbose", "-v": "verbose"}
+
+
+def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """--quiet / --verbose on a command's own parser: accepted anywhere among its arguments."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const="quiet", default=None,
+                       help="warnings and errors only, no progress bars")
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const="verbose",
+                       help="debug lines too")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[tuple[str, ...], tuple[argparse.ArgumentParser, ModuleType]]]:
     """The top-level parser and, per command path, its own parser and module."""
     parser = argparse.ArgumentParser(prog="yolotr", description=__doc__.splitlines()[0])
+    _add_verbosity(parser)  # shown in the help; main() hands these flags to the command
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
     commands = {}
@@ -54,6 +71,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[tuple[str, ...], tuple
             sub = groups[path[0]].add_parser(path[1], help=help_text, description=help_text)
         module = importlib.import_module(module_name)
         module.configure_parser(sub)
+        _add_verbosity(sub)
         commands[path] = (sub, module)
     return parser, commands
 
@@ -68,6 +86,9 @@ def find_command(argv: list[str], commands) -> tuple[tuple[str, ...] | None, lis
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    leading = []  # `yolotr --quiet train ...`: the flags before the command are the command's too
+    while argv and argv[0] in VERBOSITY_FLAGS:
+        leading.append(argv.pop(0))
     parser, commands = build_parser()
     path, rest = find_command(argv, commands)
     if path is None:  # top-level or group help, or a usage error: argparse prints it and exits
@@ -75,11 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command_parser, module = commands[path]
     # Intermixed: the positional overrides of `train` may come before, between and after its options.
-    args = command_parser.parse_intermixed_args(rest)
+    args = command_parser.parse_intermixed_args(leading + rest)
+    set_verbosity(args.verbosity or "normal")  # also when main() runs again in one process (tests, the API)
     try:
         return int(module.run(args) or 0)
     except YolotrError as error:
-        print(f"yolotr {' '.join(path)}: error: {error}", file=sys.stderr)
+        console.error(f"yolotr {' '.join(path)}: error: {error}")
         return error.exit_code
 
 

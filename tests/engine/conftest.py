@@ -57,6 +57,8 @@ def write_train_config(directory: Path, data: Path, model: Path, **sections) -> 
         # a new run in the next free folder).
         "checkpoint": {"every": 1000, "keep_last": 3, "resume": "auto"},
         "wandb": {"enabled": False},
+        # TensorBoard costs each run its import; the tests of its files turn it on (tests/engine/test_resume.py).
+        "log": {"tensorboard": False},
         "debug": {"rank_digests": True},
     }
     for section, values in sections.items():

@@ -1,6 +1,7 @@
 """Crash, resume, resize: the run comes back at the exact step and the exact data position."""
 
 import collections
+import csv
 import json
 import os
 import subprocess
@@ -101,7 +102,8 @@ def test_a_checkpoint_holds_only_steps_the_guard_has_judged(train_config, tmp_pa
 
 def test_resuming_an_earlier_checkpoint_sets_the_later_ones_aside_so_they_are_neither_pruned_nor_picked(
         train_config, tmp_path):
-    config = train_config(checkpoint={"every": 2, "keep_last": 3})
+    # With TensorBoard and results.csv: both must show each step once after two resumes (checked at the end).
+    config = train_config(checkpoint={"every": 2, "keep_last": 3}, log={"tensorboard": True, "results_csv": True})
     check(run_train(config, nproc=1, launcher="single"))  # steps 4, 6, 8
     ckpts = tmp_path / "run" / "checkpoints"
     # Back to step 4 (e.g. to retry from there), saving every step and keeping 2, then a crash after step 5.
@@ -115,6 +117,48 @@ def test_resuming_an_earlier_checkpoint_sets_the_later_ones_aside_so_they_are_ne
     check(run_train(config, nproc=1, launcher="single"))  # --resume auto: the crashed run's own newest
     resume = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r.get("event") == "resume"][-1]
     assert resume["step"] == 5
+
+    _check_tensorboard_and_results_csv_hold_each_step_once(tmp_path / "run", resumed_at=[4, 5])
+
+
+def _check_tensorboard_and_results_csv_hold_each_step_once(run_dir, resumed_at):
+    """Three attempts wrote into run_dir: steps 1-8 with a validation at 8, then 5 (resumed at 4), then 6-8 and a
+    validation at 8 (resumed at 5). metrics.jsonl keeps each step once; TensorBoard (read back by its own
+    EventAccumulator) and results.csv (by the csv module) must show the same records, each once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    train = [r for r in records if r["kind"] == "train"]
+    val = [r for r in records if r["kind"] == "val"]
+    assert [r["step"] for r in train] == list(range(1, 9)) and [r["step"] for r in val] == [8]
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == list(range(1, 9))
+    assert [e.value for e in loss] == pytest.approx([r["loss"] for r in train], rel=1e-6)
+    assert [e.step for e in events.Scalars("val/map50")] == [8]  # the first attempt's validation at 8 is hidden
+    assert events.Scalars("val/map50")[0].value == pytest.approx(val[0]["map50"], rel=1e-6)
+    assert {"train/lr/cnn/weight", "train/grad_norm", "val/map", "val/precision"} <= set(events.Tags()["scalars"])
+    # Each resumed attempt asked TensorBoard to hide what an earlier one wrote after its checkpoint (purge_step).
+    purges = []
+    for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+        starts = [e.step for e in EventFileLoader(str(path)).Load() if e.HasField("session_log")]
+        purges += starts
+    assert purges == [step + 1 for step in resumed_at]
+
+    with open(run_dir / "results.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [(row["epoch"], row["step"]) for row in rows] == [("0", "8")]  # not the first attempt's row as well
+    row = rows[0]
+    assert float(row["metrics/mAP_0.5"]) == pytest.approx(val[0]["map50"], rel=1e-5, abs=1e-9)
+    assert float(row["metrics/mAP_0.5:0.95"]) == pytest.approx(val[0]["map"], rel=1e-5, abs=1e-9)
+    assert float(row["fitness"]) == pytest.approx(val[0]["fitness"], rel=1e-5, abs=1e-9)
+    mean_loss = sum(r["loss"] * r["images"] for r in train) / sum(r["images"] for r in train)
+    assert float(row["train/loss"]) == pytest.approx(mean_loss, rel=1e-5)
+    assert float(row["lr/cnn/weight"]) == pytest.approx(train[-1]["lr"][train[-1]["lr_groups"].index("cnn/weight")],
+                                                          rel=1e-5)
 
 
 def test_a_resume_with_another_optimizer_or_model_is_refused_naming_what_changed(train_config, tmp_path, tiny_model):

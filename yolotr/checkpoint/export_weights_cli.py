@@ -7,10 +7,13 @@ the training config: what `yolotr val`, `predict` and `export` take. A run folde
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from pathlib import Path
 
+from yolotr import console
 from yolotr.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +34,7 @@ def resolve_checkpoint(source: Path) -> Path:
         manager = CheckpointManager(source, rank=0, world_size=1, keep_last=0)
         found, damaged = manager.newest_valid()
         for path, problem in damaged:
-            print(f"warning: checkpoint {path} is damaged ({problem}); passed over", file=sys.stderr)
+            log.warning(f"checkpoint {path} is damaged ({problem}); passed over")
         if found is not None:
             return found
     raise UsageError(f"{source}: neither a checkpoint folder (manifest.json) nor a run folder with a valid checkpoint")
@@ -60,5 +63,6 @@ def run(args: argparse.Namespace) -> int:
         imgsz=meta["imgsz"],
         extra={"step": meta["counters"]["step"], "config": meta["config"], "checkpoint": str(checkpoint)},
     )
-    print(f"wrote {out} (step {meta['counters']['step']}, {'model + EMA' if has_ema else 'model'}, from {checkpoint})")
+    holds = "model + EMA" if has_ema else "model"
+    console.result(f"wrote {out} (step {meta['counters']['step']}, {holds}, from {checkpoint})")
     return 0

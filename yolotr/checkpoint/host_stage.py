@@ -15,13 +15,15 @@ A stager's buffers are overwritten by its next `stage()`: the caller makes sure 
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
-import sys
 from dataclasses import dataclass
 
 import torch
 from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -116,17 +118,15 @@ class HostStager:
         if self.shared and not _shared_memory_has_room(need):
             # Touching shared pages beyond the room of /dev/shm (64 MB in a default container) kills the process
             # with SIGBUS: stay in private memory; the writer process is then not used (writer_process.py).
-            print("[yolotr] warning: /dev/shm has no room for the checkpoint's staged copy "
-                  f"({need >> 20} MiB); "
-                  "writing checkpoints from the trainer's own thread (docker run --ipc=host or --shm-size)",
-                  file=sys.stderr)
+            log.warning(f"/dev/shm has no room for the checkpoint's staged copy ({need >> 20} MiB); writing "
+                        "checkpoints from the trainer's own thread (docker run --ipc=host or --shm-size)")
             self.shared = False
         if self.shared:
             try:
                 self.buffers = {dtype: self._empty(n, dtype, pin=False, share=True) for dtype, n in sizes.items()}
             except (RuntimeError, OSError) as err:  # no usable /dev/shm (missing, read-only): same fallback
-                print(f"[yolotr] warning: cannot use shared memory for the checkpoint's staged copy ({err}); "
-                      "writing checkpoints from the trainer's own thread", file=sys.stderr)
+                log.warning(f"cannot use shared memory for the checkpoint's staged copy ({err}); "
+                            "writing checkpoints from the trainer's own thread")
                 self.shared = False
         if not self.shared:
             self.buffers = {dtype: self._empty(n, dtype, pin=on_gpu, share=False) for dtype, n in sizes.items()}

@@ -8,13 +8,15 @@ weights transferred layer by layer from `train.weights`, and frozen layers.
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 from yolotr.checkpoint.weights_file import WeightsFile, read_weights_file
 from yolotr.config.presets import YAML_SUFFIXES, find_file
 from yolotr.model.transfer import TransferReport, freeze_layers, transfer_state
 from yolotr.model.yolo import DetectionModel
+
+log = logging.getLogger(__name__)
 
 
 def is_model_yaml(path: str) -> bool:
@@ -40,10 +42,10 @@ def build_model(model: str, weights: str | None = None, *, nc: int, transformer:
             source = read_weights_file(weights)
         report = transfer_from(built, source, weights or model)
         if verbose:
-            print(f"[yolotr] weights: {report.summary()}", file=sys.stderr)
+            log.info(f"weights: {report.summary()}")
     frozen = freeze_layers(built, freeze)
     if frozen and verbose:
-        print(f"[yolotr] frozen layers: {', '.join(map(str, frozen))}", file=sys.stderr)
+        log.info(f"frozen layers: {', '.join(map(str, frozen))}")
     return built, report
 
 

@@ -16,7 +16,7 @@ RESUMABLE = (
     "model", "data", "data_cache", "run.dir",
     "train.epochs", "train.max_steps", "train.num_workers", "train.log_every", "train.progress_bar",
     "train.max_data_error_fraction", "train.weight_decay", "train.transformer_lr_mult", "train.weights",
-    "checkpoint.", "val.", "wandb.", "distributed.", "guard.", "faults.", "debug.",
+    "checkpoint.", "val.", "wandb.", "log.", "distributed.", "guard.", "faults.", "debug.",
 )
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +28,8 @@ import torch.distributed as dist
 
 from yolotr.checkpoint.run_lock import RunFolderBusy, RunLock
 from yolotr.checkpoint.storage import StorageError
+
+log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
 # What only a started run leaves in its folder (an empty folder, or one a launcher made, is free).
@@ -124,7 +126,7 @@ def settle_run_folder(cfg, env: Mapping[str, str] = os.environ) -> RunFolder:
             lock = RunLock(folder.path, job=job, restart=restart)
             note = lock.acquire()  # before anything is written there
             if note:
-                print(f"[yolotr] {note}", file=sys.stderr)
+                log.info(note)
             record = {"job": job, "started": time.time(), "host": os.uname().nodename, "pid": os.getpid()}
             (folder.path / JOB_FILE).write_text(json.dumps(record) + "\n")
         except OSError as error:  # read-only, full, gone: every rank stops with the same reason
@@ -133,7 +135,7 @@ def settle_run_folder(cfg, env: Mapping[str, str] = os.environ) -> RunFolder:
             choice = [("error", error)]
         else:
             if folder.path != Path(cfg.run.dir) or folder.resume != cfg.checkpoint.resume:
-                print(f"[yolotr] run folder {folder.path}: {folder.why}", file=sys.stderr)
+                log.info(f"run folder {folder.path}: {folder.why}")
             choice = [("ok", folder)]
     if distributed:
         dist.broadcast_object_list(choice, src=0)

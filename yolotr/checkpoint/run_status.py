@@ -1,4 +1,4 @@
-"""How a run ended, for scripts and people: RUN/exit.json, the launcher's status file, and one line on the console.
+"""How a run ended, for scripts and people: RUN/exit.json, the launcher's status file, and one line in the log.
 
 Launchers (torchrun, accelerate) turn any worker failure into their own exit code 1, so a script that must decide
 whether to retry reads the real code: from RUN/exit.json (rank 0 writes it at any orderly stop), or from the file
@@ -9,6 +9,7 @@ folder as soon as it is settled, the exit code at the end), so that a retry can 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from yolotr.errors import (
     EXIT_STORAGE,
     EXIT_USAGE,
 )
+
+log = logging.getLogger(__name__)
 
 STATUS_ENV = "YOLOTR_STATUS_FILE"
 
@@ -56,11 +59,12 @@ def write_status_file(*, run_dir: str | os.PathLike | None = None, exit_code: in
     write_json_durably(Path(target), status)
 
 
-def stop_line(code: int, reason: str, step: int) -> str:
-    """The sentence a person reads at the end: why the run stopped, where, and what to do."""
+def log_stop(code: int, reason: str, step: int) -> None:
+    """The sentence a person reads at the end: why the run stopped, where, and what to do. A preemption is a warning
+    and any other stop an error, so that --quiet still shows them."""
     if code == EXIT_OK:
-        return f"[yolotr] done at step {step} (exit 0)"
-    if code == EXIT_PREEMPTED:
-        return f"[yolotr] preempted at step {step}: {_ADVICE[code]} (exit {code})"
-    advice = _ADVICE.get(code, "a retry may succeed")
-    return f"[yolotr] stopped at step {step}: {reason} (exit {code}: {advice})"
+        log.info(f"done at step {step} (exit 0)")
+    elif code == EXIT_PREEMPTED:
+        log.warning(f"preempted at step {step}: {_ADVICE[code]} (exit {code})")
+    else:
+        log.error(f"stopped at step {step}: {reason} (exit {code}: {_ADVICE.get(code, 'a retry may succeed')})")

@@ -14,14 +14,16 @@ its own writer thread instead.
 from __future__ import annotations
 
 import atexit
+import logging
 import signal
-import sys
 import traceback
 from pathlib import Path
 
 from yolotr.checkpoint.files import write_rank_files
 from yolotr.checkpoint.host_stage import HostStager
 from yolotr.checkpoint.manager import CheckpointError
+
+log = logging.getLogger(__name__)
 
 # Launchers and Slurm signal the whole process group; the writer leaves the reaction to the trainer.
 _IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -68,7 +70,7 @@ class WriterProcess:
                 return self._write_in_process(stager, plain, meta, rank, tmp)
             except (EOFError, OSError) as exc:
                 self.failed = f"the checkpoint writer process is gone ({exc!r}); writing in a thread from now on"
-                print(f"[yolotr] warning: {self.failed}", file=sys.stderr)
+                log.warning(self.failed)
             except _WriterError as exc:
                 raise CheckpointError(f"writing {tmp} failed in the writer process:\n{exc}") from None
         return ThreadWriter().write(stager, plain, meta, rank, tmp)

@@ -41,4 +41,6 @@ def table() -> str:
 
 
 if __name__ == "__main__":
-    print(table(), end="")
+    from yolotr import console
+
+    console.result(table(), end="")

@@ -164,6 +164,16 @@ class WandbConfig:
 
 
 @dataclass
+class LogConfig:
+    tensorboard: bool = True
+    """Rank 0 writes TensorBoard event files to run.dir/tensorboard (train and val records, W&B's keys). Needs the
+    tensorboard package (`pip install 'yolotr[tensorboard]'`); without it the run says so once and goes on."""
+    results_csv: bool = True
+    """Rank 0 writes run.dir/results.csv: a row per validation (epoch, train losses, P, R, mAP@0.5, mAP@0.5:0.95,
+    fitness, learning rates), remade from metrics.jsonl at every start."""
+
+
+@dataclass
 class DistributedConfig:
     backend: Literal["auto", "ddp", "deepspeed"] = "auto"
     """auto: DeepSpeed when launched with `accelerate launch --use_deepspeed`, else DDP (or one process)."""
@@ -232,6 +242,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     val: ValConfig = field(default_factory=ValConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)

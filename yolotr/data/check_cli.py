@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from yolotr import console
 from yolotr.data.errors import DataSpecError
 from yolotr.data.index import INDEX_FILE, SplitIndex, load_index
 from yolotr.data.spec import parse_names, read_yaml_mapping, resolve_split
@@ -33,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
     names, splits = load_splits(args.dir)
     results = {name: check_split(split) for name, split in splits.items()}
     if args.json:
-        print(json.dumps({"ok": all(r.ok for r in results.values()),
+        console.result(json.dumps({"ok": all(r.ok for r in results.values()),
                           "splits": {n: r.to_json(names) for n, r in results.items()}}, indent=1))
     else:
         for name, result in results.items():
-            print(format_check(name, result, names))
+            console.result(format_check(name, result, names))
     return 0 if all(r.ok for r in results.values()) else 1
 
 

@@ -43,12 +43,13 @@ def read_source(fmt: str, src: Path, *, images_dir: Path | None = None) -> Sourc
 
 
 def convert(fmt: str, src: Path, out: Path, *, samples_per_shard: int = 1000, shard_bytes: int | None = None,
-            images_dir: Path | None = None) -> ConversionReport:
-    """Converts a dataset; returns the report (also written to OUT/report.json)."""
+            images_dir: Path | None = None, progress: bool = False) -> ConversionReport:
+    """Converts a dataset; returns the report (also written to OUT/report.json). A progress bar per split when
+    `progress`."""
     if samples_per_shard < 1:
         raise DataSpecError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
     source = read_source(fmt, src, images_dir=images_dir)
-    return write_dataset(source, out, samples_per_shard=samples_per_shard, shard_bytes=shard_bytes)
+    return write_dataset(source, out, samples_per_shard=samples_per_shard, shard_bytes=shard_bytes, progress=progress)
 
 
 def write_dataset(source: SourceDataset, out: Path, *, samples_per_shard: int = 1000, shard_bytes: int | None = None,

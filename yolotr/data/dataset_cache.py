@@ -16,9 +16,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +27,9 @@ from yolotr.data.convert_dataset import SourceDataset, read_source, write_datase
 from yolotr.data.errors import DataSpecError
 from yolotr.data.index import INDEX_FILE
 from yolotr.data.spec import read_yaml_mapping
+from yolotr.log import EVERY_RANK, progress_bar_wanted
+
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 MANIFEST = "cache.json"
@@ -47,13 +50,14 @@ def resolve_data(path: str | os.PathLike, cache_dir: str | os.PathLike | None = 
     with _locked(root / ".lock"):
         if _valid(target, fingerprint):
             return target / "data.yaml"
-        print(f"[yolotr] data: converting {path} into shards in {target} (first use, or its files changed)",
-              file=sys.stderr)
+        # Said by whichever rank holds the lock: the others wait for it.
+        log.info(f"data: converting {path} into shards in {target} (first use, or its files changed)",
+                 extra=EVERY_RANK)
         for stale in root.iterdir():  # older conversions of this dataset: its files have changed since
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
-        report = write_dataset(source, target, progress=True)
-        print(report.summary(), file=sys.stderr)
+        report = write_dataset(source, target, progress=progress_bar_wanted())
+        log.info(report.summary(), extra=EVERY_RANK)
         empty = [split for split, count in report.written.items() if count == 0]
         if empty:
             raise DataSpecError(f"{path}: no valid sample in split {', '.join(empty)} ({len(report.excluded)} "
@@ -125,7 +129,7 @@ def cache_root(path: Path, cache_dir: str | os.PathLike | None) -> Path:
             root.mkdir(parents=True, exist_ok=True)
         except OSError:
             root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "yolotr" / "datasets" / tag
-            print(f"[yolotr] data: {path.parent} is not writable; caching its shards in {root}", file=sys.stderr)
+            log.info(f"data: {path.parent} is not writable; caching its shards in {root}", extra=EVERY_RANK)
     root.mkdir(parents=True, exist_ok=True)
     return root
 

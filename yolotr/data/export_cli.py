@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from yolotr import console
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.splitlines()[0]
@@ -22,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from yolotr.data.export_yolo import export_yolo  # the shard reader imports torch: not for `--help`
 
     data_yaml, report = export_yolo(args.src, args.out)  # a DataSpecError is the CLI's to report (exit 2)
-    print(f"{report.summary()}; data yaml: {data_yaml}")
+    console.result(f"{report.summary()}; data yaml: {data_yaml}")
     for key, reason in report.skipped[:20]:
-        print(f"  skipped {key}: {reason}")
+        console.result(f"  skipped {key}: {reason}")
     return 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from yolotr import console
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.splitlines()[0]
@@ -25,9 +27,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from yolotr.data.convert_dataset import REPORT_FILE, convert
+    from yolotr.log import progress_bar_wanted
 
     report = convert(args.format, args.src, args.out, samples_per_shard=args.samples_per_shard,
-                     shard_bytes=args.shard_bytes, images_dir=args.images)
-    print(report.summary())
-    print(f"wrote {args.out / 'data.yaml'} and {args.out / REPORT_FILE}")
+                     shard_bytes=args.shard_bytes, images_dir=args.images,
+                     progress=progress_bar_wanted())
+    console.result(report.summary())
+    console.result(f"wrote {args.out / 'data.yaml'} and {args.out / REPORT_FILE}")
     return 0

@@ -6,6 +6,7 @@ between runs (member mtime, owner) and index each finished shard by reading it b
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ IMAGE_EXTENSIONS = ("jpg", "png")
 # ustar stores names up to 100 characters (plus a 155-character prefix we do not rely on); the member
 # name is `<key>.<ext>`.
 _MAX_KEY_LENGTH = 90
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,4 +100,7 @@ def write_shards(samples: Iterable[SampleRecord], out_dir: str | Path, *, nc: in
     index = SplitIndex(directory=out_dir, shards=[scan_shard(Path(name)) for name in finished], nc=nc,
                        names=list(names), index_file=str(out_dir / INDEX_FILE))
     write_index(index, out_dir / INDEX_FILE)
+    for shard in index.shards:
+        log.debug(f"shards: wrote {out_dir / shard.file}: {shard.samples} samples, {shard.bytes} bytes, "
+                  f"sha256 {shard.sha256[:12]}")
     return index

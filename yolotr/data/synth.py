@@ -11,6 +11,7 @@ same arguments give byte-identical shards.
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ _MIN_VISIBLE = 0.7  # an occluded object keeps at least this fraction of its pix
 _JPEG_QUALITY = 90
 _AA_SHIFT = 4  # polygon vertices with 4 fractional bits, for anti-aliased edges
 
+log = logging.getLogger(__name__)
+
 
 def write_synthetic_dataset(out_dir: str | Path, *, train: int = 2000, val: int = 200, classes: int = 4,
                             imgsz: int = 160, seed: int = 0, samples_per_shard: int = 500, workers: int = 0) -> Path:
@@ -45,6 +48,7 @@ def write_synthetic_dataset(out_dir: str | Path, *, train: int = 2000, val: int 
     out_dir = Path(out_dir)
     names = list(SHAPES[:classes])
     for split, count in (("train", train), ("val", val)):
+        log.info(f"data: drawing {count} {split} images of {imgsz} px into {out_dir / split}")
         samples = synthetic_samples(split, count, classes=classes, imgsz=imgsz, seed=seed, workers=workers)
         write_shards(samples, out_dir / split, nc=classes, names=names, samples_per_shard=samples_per_shard)
     return write_data_yaml(out_dir / "data.yaml", names=names,

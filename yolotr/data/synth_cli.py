@@ -6,6 +6,7 @@ import argparse
 import inspect
 from pathlib import Path
 
+from yolotr import console
 from yolotr.data.synth import SHAPES, write_synthetic_dataset
 from yolotr.errors import UsageError
 
@@ -35,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
                                             workers=args.workers)
     except ValueError as err:
         raise UsageError(str(err)) from err
-    print(f"wrote {args.train} train and {args.val} val images of {args.classes} classes to {args.out}; "
+    console.result(f"wrote {args.train} train and {args.val} val images of {args.classes} classes to {args.out}; "
           f"data yaml: {data_yaml}")
     return 0

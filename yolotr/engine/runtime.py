@@ -8,6 +8,7 @@ this module supplies the settings it cannot guess on a CPU machine.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -18,6 +19,8 @@ import torch
 
 from yolotr.config import Config
 from yolotr.distributed import init_process_group
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -123,8 +126,8 @@ def _deepspeed_plugin(cfg: Config):
     # fp32 master weights and gradients; yolotr autocasts the forward to bf16 itself (see engine/backends/deepspeed.py).
     for section in ("bf16", "fp16", "torch_autocast"):
         if ds_config.get(section, {}).get("enabled"):
-            print(f"[yolotr] {path}: '{section}' is ignored: yolotr runs DeepSpeed with fp32 master weights and "
-                  "autocasts the forward itself (train.precision)", file=sys.stderr)
+            log.warning(f"{path}: '{section}' is ignored: yolotr runs DeepSpeed with fp32 master weights and "
+                        "autocasts the forward itself (train.precision)")
         ds_config.pop(section, None)
     return DeepSpeedPlugin(hf_ds_config=ds_config)
 

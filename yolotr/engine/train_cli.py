@@ -13,6 +13,7 @@ import contextlib
 import os
 from pathlib import Path
 
+from yolotr import console
 from yolotr.errors import YolotrError
 
 
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         if args.print_config:  # with the run folder this start would take (launch scripts read it)
             folder = choose_run_folder(cfg.run.dir, cfg.checkpoint.resume)
             cfg.run.dir, cfg.checkpoint.resume = str(folder.path), folder.resume
-            print(dump_config(cfg), end="")
+            console.result(dump_config(cfg), end="")
             return 0
         return train(cfg)
     except YolotrError as error:  # the launch scripts read the real code: theirs is 1 for any failed worker

@@ -3,14 +3,14 @@
 Steps are judged in windows (guard/monitor.py), so a record only ever describes judged steps; on a GPU with
 `guard.check_every > train.log_every` a record waits for its steps' verdicts. At any stop (the end, a preemption, a
 divergence) the last partial window is written too, so the records, the summary and the stop event agree.
-Corrupt samples that the stream skipped are reported here as well: key and reason, on stderr from the rank that met
+Corrupt samples that the stream skipped are reported here as well: key and reason, a warning from the rank that met
 them, as events from rank 0.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 
 from yolotr.guard.monitor import StepOutcome
@@ -18,13 +18,14 @@ from yolotr.guard.step import clip_factor
 from yolotr.track.loggers import RunLogger
 from yolotr.track.progress import Progress
 
+log = logging.getLogger(__name__)
+
 
 class TrainLog:
-    def __init__(self, logger: RunLogger, *, rank: int, world_size: int, max_norm: float,
+    def __init__(self, logger: RunLogger, *, world_size: int, max_norm: float,
                  progress: Progress | None) -> None:
         self.logger = logger
         self.max_norm = max_norm
-        self.rank = rank
         self.world_size = world_size
         self.progress = progress
         self.window: list[StepOutcome] = []
@@ -90,7 +91,7 @@ class TrainLog:
         total = stream.counters()["errors_total"]
         fresh, self._data_errors_seen = total - self._data_errors_seen, total
         for key, reason in stream.error_log[-fresh:] if fresh > 0 else []:
-            print(f"[yolotr rank {self.rank}] skipped corrupt sample {key}: {reason}", file=sys.stderr)
+            log.warning(f"skipped corrupt sample {key}: {reason}")  # names this rank (yolotr/log.py)
             self.logger.event(event="data_error", step=step, key=key, reason=reason)
 
     def close(self) -> None:

@@ -8,18 +8,19 @@ distributed mechanics belong to the step backend (engine/backends), what a skip 
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 from pathlib import Path
 
 import torch
 
+from yolotr import console
 from yolotr.checkpoint.checkpointer import Checkpointer
 from yolotr.checkpoint.host_stage import HostStager
 from yolotr.checkpoint.manager import CommitStats
 from yolotr.checkpoint.pretrained import build_model
 from yolotr.checkpoint.resume import read_quarantine_file, resume_target, write_quarantine_file
-from yolotr.checkpoint.run_status import stop_line, write_exit_file
+from yolotr.checkpoint.run_status import log_stop, write_exit_file
 from yolotr.checkpoint.weights_file import save_weights
 from yolotr.config import Config, dump_config
 from yolotr.config.tree import to_dict
@@ -57,9 +58,11 @@ from yolotr.guard.step import BufferGuard
 from yolotr.model.autoanchor import check_anchors, training_box_sizes
 from yolotr.model.loss import ComputeLoss
 from yolotr.track.loggers import RunLogger
-from yolotr.track.metrics import read_metrics, supersede_records_after
+from yolotr.track.metrics import read_metrics
 from yolotr.track.progress import Progress
 from yolotr.track.summary import print_summary
+
+log = logging.getLogger(__name__)
 
 
 class StopTraining(Exception):
@@ -133,7 +136,8 @@ class Trainer:
         max_quarantine = math.ceil(cfg.guard.max_quarantine_fraction * self.data.train.num_samples)
         self.monitor = GuardMonitor(cfg.guard, runtime.rank, runtime.world_size, max_quarantine)
         self.logger = RunLogger(self.run_dir, is_main=runtime.is_main, wandb_enabled=cfg.wandb.enabled,
-                                wandb_project=cfg.wandb.project, wandb_name=cfg.wandb.name, config=to_dict(cfg))
+                                wandb_project=cfg.wandb.project, wandb_name=cfg.wandb.name, config=to_dict(cfg),
+                                tensorboard=cfg.log.tensorboard, results_csv=cfg.log.results_csv)
 
         self.checkpointer = Checkpointer(
             cfg, self.run_dir, rank=runtime.rank, world_size=runtime.world_size, on_commit=self._checkpoint_committed,
@@ -420,9 +424,8 @@ class Trainer:
         progress = None
         if self.runtime.is_main:
             (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
-            if resumed is not None:  # the records the crashed attempt wrote after its checkpoint are superseded
-                supersede_records_after(self.run_dir / "metrics.jsonl", self.step)
-            self.logger.open()
+            # On a resume, every record sink drops what the crashed attempt wrote after its checkpoint.
+            self.logger.open(step=self.step, resumed=resumed is not None)
             for message in self._damaged:
                 self.logger.event(event="checkpoint_fallback", step=self.step, message=message)
             if resumed is not None:
@@ -433,8 +436,8 @@ class Trainer:
                               backend=self.runtime.kind, device=str(self.device), steps_per_epoch=self.steps_per_epoch,
                               total_steps=self.total_steps, accumulate=self.accumulate, stream=self.stream.counters())
             progress = Progress(self.total_steps, self.step, enabled=self.cfg.train.progress_bar)
-        self.train_log = TrainLog(self.logger, rank=self.runtime.rank, world_size=self.runtime.world_size,
-                                  max_norm=self.cfg.guard.max_norm, progress=progress)
+        self.train_log = TrainLog(self.logger, world_size=self.runtime.world_size, max_norm=self.cfg.guard.max_norm,
+                                  progress=progress)
         self.take_snapshot()  # the state the run starts from is good by definition: the first rollback target
 
     def _resume(self) -> dict:
@@ -450,7 +453,7 @@ class Trainer:
                 "code_version": meta.get("code_version")}
 
     def _warn_damaged(self, message: str) -> None:
-        print(f"[yolotr] warning: {message}", file=sys.stderr)
+        log.warning(message)
         self._damaged.append(message)
 
     def log_train(self) -> None:
@@ -471,10 +474,10 @@ class Trainer:
                 self.logger.event(event="stop", step=self.step, exit_code=code, reason=reason)
                 self.export_weights(self.run_dir / "weights" / "last.safetensors")
                 self.train_log.close()
-                print(print_summary(read_metrics(self.run_dir / "metrics.jsonl")))
+                console.result(print_summary(read_metrics(self.run_dir / "metrics.jsonl")))
             except OSError as error:  # the run folder itself failed (full, read-only): the console still says why
-                print(f"[yolotr] could not finish writing {self.run_dir}: {error}", file=sys.stderr)
+                log.error(f"could not finish writing {self.run_dir}: {error}")
             finally:
                 self.logger.close()
-                print(stop_line(code, reason, self.step), file=sys.stderr, flush=True)
+                log_stop(code, reason, self.step)
         return code

@@ -8,7 +8,11 @@ match PyTorch, or when an ONNX graph lost the attention of the model's transform
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
+
+from yolotr import console
+
+log = logging.getLogger(__name__)
 
 FORMAT_CHOICES = ("onnx", "torchscript", "openvino", "engine")
 
@@ -58,29 +62,27 @@ def run(args: argparse.Namespace) -> int:
     )
     report = export(args.weights, settings, out=args.out)
     for row in report.rows[1:]:
-        print(f"exported {row.path} ({row.size_mb:.1f} MB)")
+        console.result(f"exported {row.path} ({row.size_mb:.1f} MB)")
         for parity in row.parity:
-            print(f"  {parity.line()}")
+            console.result(f"  {parity.line()}")
     status = 0
     onnx_rows = [row for row in report.rows if row.format == "onnx"]
     if onnx_rows:
         blocks = report.transformer_blocks
         ops = onnx_op_counts(onnx_rows[0].path)
         attention = ops.get("Softmax", 0) + ops.get("Attention", 0)
-        print(f"graph: {sum(ops.values())} nodes, {attention} attention softmax ops, "
+        console.result(f"graph: {sum(ops.values())} nodes, {attention} attention softmax ops, "
               f"{ops.get('NonMaxSuppression', 0)} NonMaxSuppression; model: {blocks} transformer blocks")
         if blocks and not attention:
-            print(f"error: {onnx_rows[0].path} has no attention ops although the model has transformer blocks",
-                  file=sys.stderr)
+            log.error(f"{onnx_rows[0].path} has no attention ops although the model has transformer blocks")
             status = 1
     if any(parity.detections == 0 for row in report.rows for parity in row.parity):
-        print(f"note: the check images (seeded noise) give no detections at --conf {args.conf}: the NMS graph was "
-              "compared on empty outputs only", file=sys.stderr)
-    print()
-    print(report.table())
+        log.warning(f"the check images (seeded noise) give no detections at --conf {args.conf}: the NMS graph was "
+                    "compared on empty outputs only")
+    console.result()
+    console.result(report.table())
     for row in report.rows:
         if not row.ok:
-            print(f"error: {row.path} does not match PyTorch within {row.tolerance.describe()}; do not deploy it",
-                  file=sys.stderr)
+            log.error(f"{row.path} does not match PyTorch within {row.tolerance.describe()}; do not deploy it")
             status = 1
     return status

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from yolotr import console
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run folder (holds metrics.jsonl)")
@@ -13,5 +15,5 @@ def run(args: argparse.Namespace) -> int:
     from yolotr.eval.plots.run import redraw_run
 
     for path in redraw_run(args.run):
-        print(path)
+        console.result(str(path))
     return 0

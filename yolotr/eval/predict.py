@@ -7,7 +7,6 @@ predict_outputs.py, with per-stage times and a count of what could not be read.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -58,7 +57,7 @@ class PredictSettings:
     vid_stride: int = 1
     """Predict every n-th frame of a video or stream."""
     progress: bool | None = None
-    """A progress bar on stderr; default: when stderr is a terminal."""
+    """A progress bar on stderr; default: when stderr is a terminal and the log shows info lines (not --quiet)."""
 
 
 @dataclass
@@ -206,7 +205,9 @@ def _as_sample(frame: Frame):
 def _progress_bar(frames: Source, enabled: bool | None):
     from tqdm import tqdm
 
+    from yolotr.log import progress_bar_wanted
+
     if enabled is None:
-        enabled = sys.stderr.isatty()
+        enabled = progress_bar_wanted()
     return tqdm(total=frames.total_frames() if enabled else None, unit="frame", disable=not enabled,
                 dynamic_ncols=True)

@@ -4,7 +4,11 @@ COCO-results json for images, folders, globs, .txt lists, videos, webcams, strea
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
+
+from yolotr import console
+
+log = logging.getLogger(__name__)
 
 MAX_LISTED_UNREADABLE = 10
 
@@ -55,17 +59,17 @@ def run(args: argparse.Namespace) -> int:
     summary = predict(args.weights, args.source, args.out, settings, device=process.device)
     written = summary.written
     videos = f", {len(written.videos)} video{'s' * (len(written.videos) != 1)}" if written.videos else ""
-    print(f"{summary.images} images{videos}, {summary.detections} detections -> {summary.predictions_json}"
+    console.result(f"{summary.images} images{videos}, {summary.detections} detections -> {summary.predictions_json}"
           + (" (interrupted)" if summary.interrupted else ""))
-    print(summary.speed_line())
+    console.result(summary.speed_line())
     extras = [f"{written.labels} labels in labels/" if args.save_txt else "",
               f"{written.crops} crops in crops/" if args.save_crop else ""]
     if any(extras):
-        print("saved " + ", ".join(e for e in extras if e))
+        console.result("saved " + ", ".join(e for e in extras if e))
     if summary.unreadable:
-        print(f"skipped {len(summary.unreadable)} unreadable images or frames:", file=sys.stderr)
-        for reason in summary.unreadable[:MAX_LISTED_UNREADABLE]:
-            print(f"  {reason}", file=sys.stderr)
+        lines = [f"skipped {len(summary.unreadable)} unreadable images or frames:"]
+        lines += [f"  {reason}" for reason in summary.unreadable[:MAX_LISTED_UNREADABLE]]
         if len(summary.unreadable) > MAX_LISTED_UNREADABLE:
-            print(f"  ... and {len(summary.unreadable) - MAX_LISTED_UNREADABLE} more", file=sys.stderr)
+            lines.append(f"  ... and {len(summary.unreadable) - MAX_LISTED_UNREADABLE} more")
+        log.warning("\n".join(lines))
     return 0

@@ -10,11 +10,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import sys
 from pathlib import Path
 
+from yolotr import console
 from yolotr.errors import UsageError
 from yolotr.track.fitness import fitness
+
+log = logging.getLogger(__name__)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -38,21 +42,21 @@ def run(args: argparse.Namespace) -> int:
     process = start_process(args.device)
     try:
         # With --json, stdout carries exactly one JSON object: anything else printed meanwhile goes to stderr.
-        quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
-        with quiet:
+        to_stderr = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+        with to_stderr:
             result, names = _evaluate(args, process)
         if process.is_main:
             if args.json:
-                print(json.dumps({**result.summary(), "fitness": fitness(result)}))
+                console.result(json.dumps({**result.summary(), "fitness": fitness(result)}))
             else:
-                print(format_table(result, names))
+                console.result(format_table(result, names))
             if args.out is not None:
                 from yolotr.eval.plots.run import plot_validation
 
                 args.out.mkdir(parents=True, exist_ok=True)
                 (args.out / "val.json").write_text(json.dumps(result.to_dict()))
                 written = plot_validation(result, args.out)
-                print(f"wrote {args.out / 'val.json'} and {', '.join(p.name for p in written)}", file=sys.stderr)
+                log.info(f"wrote {args.out / 'val.json'} and {', '.join(p.name for p in written)}")
     finally:
         process.close()
     return 0
@@ -72,8 +76,7 @@ def _evaluate(args: argparse.Namespace, process):
     if len(names) != len(loaded.names):
         raise UsageError(f"{args.weights} predicts {len(loaded.names)} classes but {args.data} has {len(names)}")
     if names != loaded.names:
-        warning = f"class names differ between {args.weights} and {args.data}; using the data's"
-        print(f"[yolotr] warning: {warning}", file=sys.stderr)
+        log.warning(f"class names differ between {args.weights} and {args.data}; using the data's")
     imgsz = args.imgsz or loaded.imgsz
     stream = ValStream(
         spec.val, rank=process.rank, world_size=process.world_size, batch_size=args.batch_size, imgsz=imgsz,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from yolotr import console
 from yolotr.errors import UsageError
 
 
@@ -32,5 +33,5 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(error, UsageError):
             raise
         raise UsageError(str(error)) from error
-    print(json.dumps(summary) if args.json else format_summary(summary))
+    console.result(json.dumps(summary) if args.json else format_summary(summary))
     return 0

@@ -12,12 +12,17 @@ Exit codes: 0 when every cell produced a result (whatever the result), 1 when a 
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
-import sys
 import time
 from pathlib import Path
 
+from yolotr import console
+from yolotr.errors import UsageError
+
 DEFAULT_STUDY = "configs/study/stability.yaml"
+
+log = logging.getLogger(__name__)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -41,15 +46,13 @@ def run(args: argparse.Namespace) -> int:
     from yolotr.study.matrix import StudyError, load_study
 
     if args.procs < 1 or args.jobs < 1 or (args.steps is not None and args.steps < 1):
-        print("yolotr study stability: --procs, --jobs and --steps must be >= 1", file=sys.stderr)
-        return 2
+        raise UsageError("--procs, --jobs and --steps must be >= 1")
     try:
         study = load_study(args.study)
         command_line_rates = _learning_rates(args.lr, study)
         cells = study.select(args.quick, args.cells.split(",") if args.cells else None)
     except StudyError as exc:
-        print(f"yolotr study stability: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     profile_name = "quick" if args.quick else "full"
     profile = study.profiles[profile_name]
     profile = replace(profile, learning_rates={**profile.learning_rates, **command_line_rates})
@@ -72,15 +75,14 @@ def _run_study(study, cells, profile, profile_name, out: Path, args, command: st
     try:  # every cell is planned (and checked) before anything is written or trained
         launches = plan_cells(study, cells, profile, out / "data" / "data.yaml", out, args.procs)
     except StudyError as exc:
-        print(f"yolotr study stability: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     prepare_data(out, profile, study.data_seed)
-    print(f"[study] {len(launches)} cells, profile {profile_name}: {profile.steps} steps, {profile.imgsz} px, "
-          f"batch {profile.batch_size}, {profile.train_images} train / {profile.val_images} val images", flush=True)
+    log.info(f"study: {len(launches)} cells, profile {profile_name}: {profile.steps} steps, {profile.imgsz} px, "
+             f"batch {profile.batch_size}, {profile.train_images} train / {profile.val_images} val images")
 
     def progress(launch, process) -> None:
         status = "timed out" if process.timed_out else f"exit {process.returncode}"
-        print(f"[study] {launch.cell.id}: {status} after {process.wall_s:.0f} s", flush=True)
+        log.info(f"study: {launch.cell.id}: {status} after {process.wall_s:.0f} s")
 
     processes = run_cells(launches, args.jobs, on_done=progress)
     reports = []
@@ -99,15 +101,15 @@ def _run_study(study, cells, profile, profile_name, out: Path, args, command: st
                    notes=[str(c) for c in checks])
     write_csv(out / "stability.csv", reports)
     plot_curves(out / "stability.png", reports)
-    print(markdown_table(reports))
-    print()
+    console.result(markdown_table(reports))
+    console.result()
     for check in checks:
-        print(f"- {check}")
-    print(f"\n[study] wrote {out / 'stability.md'}, {out / 'stability.csv'}, {out / 'stability.png'} "
-          f"in {elapsed / 60:.1f} min")
+        console.result(f"- {check}")
+    console.result(f"\nwrote {out / 'stability.md'}, {out / 'stability.csv'}, {out / 'stability.png'} "
+                   f"in {elapsed / 60:.1f} min")
     failed = [r.cell.id for r in reports if r.process.timed_out or r.result.exit_code is None]
     if failed:
-        print(f"[study] cells without a result: {', '.join(failed)} (logs under {out / 'runs'})", file=sys.stderr)
+        log.warning(f"study: cells without a result: {', '.join(failed)} (logs under {out / 'runs'})")
     return 1 if failed else 0
 
 

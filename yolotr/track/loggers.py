@@ -1,42 +1,63 @@
 """One fan-out for a run's records: each record is written once, and every sink gets it.
 
-`metrics.jsonl` is the source of truth (rank 0 writes it, nothing but Python reads it back); W&B mirrors it. A record
-is `{"kind": "train" | "val" | "event", "time", "step", ...}`; `RunLogger.log` returns it as written. Ranks other than
-0 hold a RunLogger too and log nothing, so callers need no `if rank == 0`.
+`metrics.jsonl` is the source of truth (rank 0 writes it, nothing but Python reads it back); W&B, TensorBoard and
+results.csv mirror it (wandb.*, log.tensorboard, log.results_csv). A record is `{"kind": "train" | "val" | "event",
+"time", "step", ...}`; `RunLogger.log` returns it as written. Ranks other than 0 hold a RunLogger too and log
+nothing, so callers need no `if rank == 0`.
 """
 
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
-from yolotr.track.metrics import MetricsWriter
+from yolotr.track.metrics import MetricsWriter, read_metrics, supersede_records_after
+from yolotr.track.results_csv import ResultsCsv
+from yolotr.track.tensorboard_logger import TensorBoardLogger
 from yolotr.track.wandb_logger import WandbLogger
 
-# Events that also get a line on stderr: the ones a person watching the console must not miss.
-CONSOLE_EVENTS = ("rollback", "quarantine", "autoanchor")  # a stop gets a sentence of its own (checkpoint/run_status.py)
+log = logging.getLogger(__name__)
+
+# Events that also get a line in the console log, at this level: the ones a person watching must not miss.
+CONSOLE_EVENTS = {"rollback": logging.WARNING, "quarantine": logging.WARNING, "autoanchor": logging.INFO}
+# (a stop gets a sentence of its own: checkpoint/run_status.py)
 
 
 class RunLogger:
     def __init__(self, run_dir: str | Path, *, is_main: bool, wandb_enabled: bool, wandb_project: str,
-                 wandb_name: str | None, config: dict[str, Any]) -> None:
+                 wandb_name: str | None, config: dict[str, Any], tensorboard: bool = False,
+                 results_csv: bool = False) -> None:
         self.dir = Path(run_dir)
         self.is_main = is_main
         self._wandb_args = dict(enabled=wandb_enabled, project=wandb_project, name=wandb_name or self.dir.name,
                                 config=config)
+        self._tensorboard_enabled = tensorboard
+        self._results_csv_enabled = results_csv
         self.wandb_run_id: str | None = None  # restored from a checkpoint before `open`, so W&B resumes the run
         self._metrics: MetricsWriter | None = None
         self._wandb: WandbLogger | None = None
+        self._mirrors: list = []  # TensorBoard, results.csv: `log_record(record)` and `close()`
 
-    def open(self) -> None:
-        """Opens the sinks (rank 0): appends to an existing metrics.jsonl, resumes the W&B run of `wandb_run_id`."""
+    def open(self, *, step: int = 0, resumed: bool = False) -> None:
+        """Opens the sinks (rank 0): appends to an existing metrics.jsonl, resumes the W&B run of `wandb_run_id`.
+
+        On a resume from `step`, what an earlier attempt wrote after that step is dropped first, so that every step
+        is recorded once: metrics.jsonl's later records move to metrics.superseded.jsonl, results.csv is remade from
+        the records left, and TensorBoard hides the later events (purge_step)."""
         if not self.is_main:
             return
-        self._metrics = MetricsWriter(self.dir / "metrics.jsonl")
+        metrics_path = self.dir / "metrics.jsonl"
+        if resumed:
+            supersede_records_after(metrics_path, step)
+        self._metrics = MetricsWriter(metrics_path)
         self._wandb = WandbLogger(self.dir, run_id=self.wandb_run_id, **self._wandb_args)
         self.wandb_run_id = self._wandb.run_id
+        if self._results_csv_enabled:
+            self._mirrors.append(ResultsCsv(self.dir / "results.csv", read_metrics(metrics_path)))
+        if self._tensorboard_enabled:
+            self._mirrors.append(TensorBoardLogger(self.dir / "tensorboard", resumed_at=step if resumed else None))
 
     @property
     def is_open(self) -> bool:
@@ -47,8 +68,10 @@ class RunLogger:
             return None
         record = self._metrics.write(kind, **fields)
         self._wandb.log_record(record)
+        for mirror in self._mirrors:
+            mirror.log_record(record)
         if kind == "event" and fields.get("event") in CONSOLE_EVENTS:
-            print(f"[yolotr] {json.dumps(fields)}", file=sys.stderr)
+            log.log(CONSOLE_EVENTS[fields["event"]], json.dumps(fields))
         return record
 
     def event(self, **fields: Any) -> dict[str, Any] | None:
@@ -61,6 +84,8 @@ class RunLogger:
     def close(self) -> None:
         if self._wandb is not None:
             self._wandb.finish()
+        for mirror in self._mirrors:
+            mirror.close()
         if self._metrics is not None:
             self._metrics.close()
 

@@ -6,7 +6,6 @@ the id stored in its checkpoint and explicit `step=` values; `wandb sync` then m
 
 from __future__ import annotations
 
-import math
 import netrc
 import os
 import warnings
@@ -18,6 +17,7 @@ from urllib.parse import urlparse
 import torch
 
 from yolotr.data.boxes import targets_of_image
+from yolotr.track.record_fields import record_scalars
 from yolotr.track.wandb_reader import wait_until_complete
 
 DEFAULT_WANDB_HOST = "https://api.wandb.ai"
@@ -95,10 +95,8 @@ class WandbLogger:
             self._run.log(metrics, step=int(step))
 
     def log_record(self, record: Mapping[str, Any]) -> None:
-        """Log a metrics.jsonl record (as returned by `MetricsWriter.write`) under `<kind>/<field>` keys.
-
-        Lists become one key per entry (`train/lr/0`, ...; `train/lr/<name>` when the record names its
-        parameter groups in `lr_groups`); events log `event/<name>` = 1.
+        """Log a metrics.jsonl record (as returned by `MetricsWriter.write`) under `<kind>/<field>` keys
+        (track/record_fields.py); events log `event/<name>` = 1.
         """
         if self._run is None:
             return
@@ -108,11 +106,7 @@ class WandbLogger:
         if kind == "event":
             self.log({f"event/{record.get('event', 'unknown')}": 1}, step=step)
             return
-        fields = {k: v for k, v in record.items() if k not in ("kind", "time", "step", "lr_groups")}
-        groups = record.get("lr_groups")
-        if isinstance(fields.get("lr"), list) and isinstance(groups, list) and len(groups) == len(fields["lr"]):
-            fields["lr"] = dict(zip(map(str, groups), fields["lr"]))  # train/lr/<group name>
-        metrics = dict(_flatten(f"{kind}", fields))
+        metrics = record_scalars(record)
         if metrics:
             self.log(metrics, step=step)
 
@@ -188,17 +182,3 @@ def _box(xyxy: Sequence[float], class_id: int, caption: str, scores: dict[str, f
     if scores is not None:
         box["scores"] = scores
     return box
-
-
-def _flatten(prefix: str, value: Any):
-    """Yield (key, number) pairs: dicts and lists become `prefix/key` and `prefix/<index>` entries."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _flatten(f"{prefix}/{key}", item)
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            yield from _flatten(f"{prefix}/{index}", item)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        # W&B plots NaN/inf poorly; the finite-only view is fine because metrics.jsonl keeps the rest.
-        if math.isfinite(value):
-            yield prefix, value
