@@ -10,10 +10,15 @@ its own settings): the default is `torchrun --standalone --nproc-per-node 2 -m y
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 import sys
 import time
 from pathlib import Path
+
+from yolotr import console
+
+log = logging.getLogger(__name__)
 
 KIND_NAMES = "kill_rank,kill_during_write,sigterm,corrupt_checkpoint,nan"
 
@@ -60,13 +65,12 @@ def run(args: argparse.Namespace) -> int:
                            reference_overrides=list(args.reference_override), stall_timeout=args.stall_timeout)
     campaign = Campaign(options)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"[drill] {args.faults} faults over {campaign.max_steps} steps, seed {args.seed}: the reference run first",
-          file=sys.stderr, flush=True)
+    log.info("drill: %d faults over %d steps, seed %d: the reference run first", args.faults, campaign.max_steps,
+             args.seed)
     reference = campaign.run_reference()
     faulted = None
     if reference.completed:
-        print(f"[drill] reference done; the faulted run ({len(campaign.plan.ending) + 1}+ attempts)", file=sys.stderr,
-              flush=True)
+        log.info("drill: reference done; the faulted run (%d+ attempts)", len(campaign.plan.ending) + 1)
         faulted = campaign.run_faulted()
         campaign.judge_nans(RunFolder(out / "faulted" / "run"))
 
@@ -94,5 +98,5 @@ def run(args: argparse.Namespace) -> int:
     report["passed"] = not report["reasons"]
     report["verdict"] = "pass" if report["passed"] else "fail"
     write_report(out / "drill.json", report)
-    print(render({**report, "attempts": report["attempts"]["faulted"]}))
+    console.result(render({**report, "attempts": report["attempts"]["faulted"]}))
     return 0 if report["passed"] else 1
