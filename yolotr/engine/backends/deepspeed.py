@@ -69,6 +69,9 @@ class DeepSpeedBackend:
         if cfg.debug.cuda_sync_check:
             raise UsageError("debug.cuda_sync_check: DeepSpeed reads its overflow flag on the host every step; "
                              "the sync-free step is the DDP / single-process path's")
+        if cfg.train.precision == "fp16":
+            raise UsageError("train.precision: fp16's loss scale is the DDP / single-process path's (DeepSpeed runs "
+                             "fp32 master weights with yolotr's autocast): use bf16 or fp32 under DeepSpeed")
         self.runtime = runtime
         self.accumulate = accumulate
         self.local_bad = local_bad
