@@ -2,9 +2,14 @@
 are one decision, the scale backs off on the device, and the step never makes the host wait (the GPU's fused path,
 checked on a CPU by the stand-in and on a GPU by torch's sync check)."""
 
+import json
+import math
+
 import pytest
 import torch
 from torch import nn
+
+from tests.engine.conftest import check, final_digests, read_jsonl, run_train
 
 from yolotr.debug.sync_check import no_host_sync
 from yolotr.engine.optim import build_optimizer, build_param_groups
@@ -96,3 +101,29 @@ def test_the_fp16_step_and_its_scale_update_never_make_the_host_wait(device):
         _, bad = step(x, inf_grad=True)
     assert not bool(clean) and bool(bad)
     assert step.scale.value().item() == INIT_SCALE / 2
+
+
+@pytest.mark.slow
+def test_under_fp16_a_nan_gradient_on_one_rank_makes_both_skip_and_back_the_scale_off_alike(train_config, tmp_path):
+    # Two real ranks (torchrun, gloo): rank 1's local gradient gets a NaN at step 3, before DDP's all-reduce. The first
+    # steps overflow at GradScaler's initial scale too (YOLOv5's loss sums over the batch): the scale settling.
+    config = train_config(train={"precision": "fp16", "max_steps": 5}, faults={"nan_grad_at": [[1, 3]]})
+    check(run_train(config))
+    run_dir = tmp_path / "run"
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    skips = {r["step"]: r for r in records if r.get("event") == "skip"}
+    assert 3 in skips and skips[3]["bad_ranks"] == [1]
+    # Overflow skips (the NaN one too: a finite loss, a non-finite gradient) neither quarantine nor roll back.
+    assert all(s.get("overflow") for s in skips.values())
+    assert not [r for r in records if r.get("event") in ("rollback", "quarantine")]
+    losses = {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+    assert all((losses[step] is None) == (step in skips) for step in losses)
+    assert all(math.isfinite(loss) for loss in losses.values() if loss is not None) and len(skips) < 5
+
+    digests = final_digests(run_dir)
+    assert digests[0]["model"] == digests[1]["model"] and digests[0]["optimizer"] == digests[1]["optimizer"]
+    # Backed off once per skip, on both ranks, by the same verdict (no growth: growth_interval is 2000 steps).
+    assert digests[0]["loss_scale"] == digests[1]["loss_scale"] == INIT_SCALE / 2 ** len(skips)
+    [checkpoint] = sorted((run_dir / "checkpoints").glob("step-*"))
+    counters = json.loads((checkpoint / "trainer.json").read_text())["counters"]
+    assert counters["loss_scale"]["scale"] == INIT_SCALE / 2 ** len(skips)  # saved with the counters for a resume

@@ -304,13 +304,14 @@ class Trainer:
                 self.backend.backward(loss, items, bad, micro_batches=micro_batches, stop=self.stop_signal,
                                       force_skip=force_skip)
         # The gradient sums the losses of every rank's images of every micro-batch: the clip's units (guard/step.py).
-        grad_norm, skipped, consensus = self.backend.optimizer_step(
+        grad_norm, skipped, consensus, overflow = self.backend.optimizer_step(
             images=self.cfg.train.batch_size * micro_batches, force_skip=force_skip, buffers=self.buffers,
             buffers_before=buffers_before)
         if self.ema is not None:
             self.ema.update(self.model, skipped)
         bad_module = self.anomaly.take() if self.anomaly is not None else None
-        return PendingStep(step, grad_norm, skipped, consensus, self.local_bad.clone(), keys, images, bad_module)
+        return PendingStep(step, grad_norm, skipped, consensus, self.local_bad.clone(), keys, images, bad_module,
+                           overflow)
 
     def forward_loss(self, step: int, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One micro-batch: to the device (uint8 → [0,1] there), autocast forward (train.precision), fp32 loss.

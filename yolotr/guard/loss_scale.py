@@ -13,12 +13,20 @@ on every rank from the all-reduced gradients (guard/consensus.py), on the device
     applied since `growth_interval` steps grows it, the same on every rank, with no host sync. A step the guard skips
     for another reason (a rank's non-finite loss, a forced skip) backs the scale off too: one decision, not two.
 
+An overflow skip is fp16's routine, not trouble: `overflow()` tells the monitor (guard/monitor.py) which skips were
+one (the gradient non-finite while every rank's loss was finite, at a scale of at least OVERFLOW_SCALE_FLOOR), so that
+they neither quarantine samples nor count toward a rollback. Below the floor a non-finite gradient is not something a
+smaller scale cures, and the guard treats it as any other.
+
 With fp16 off the scale is disabled: `scale` returns the loss itself and the other calls do nothing.
 """
 
 from __future__ import annotations
 
 import torch
+
+
+OVERFLOW_SCALE_FLOOR = 1.0  # 16 back-offs below GradScaler's initial 2**16
 
 
 class LossScale:
@@ -42,6 +50,12 @@ class LossScale:
         state = self.scaler._per_optimizer_states[id(optimizer)]
         state["found_inf_per_device"] = {skipped.device: skipped.float().reshape(1)}
         self.scaler.update()
+
+    def overflow(self, grad_norm: torch.Tensor, losses_finite: torch.Tensor) -> torch.Tensor | None:
+        """Whether a skip of this step is an overflow (a device bool; before `update`). None with fp16 off."""
+        if not self.enabled:
+            return None
+        return ~torch.isfinite(grad_norm) & losses_finite & (self.scaler._scale >= OVERFLOW_SCALE_FLOOR)
 
     def value(self) -> torch.Tensor:
         """The current scale, a device scalar (tests and digests read it)."""

@@ -129,7 +129,7 @@ class DeepSpeedBackend:
         self.engine.step()  # applies only at the accumulation boundary
 
     def optimizer_step(self, *, images: int, force_skip: bool, buffers: BufferGuard,
-                       buffers_before: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       buffers_before: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
         payload = self._payload
         payload[ConsensusPayload.STOP].fill_(float(self._stop))
         payload[ConsensusPayload.LOCAL_BAD] = self.local_bad.float()
@@ -140,7 +140,7 @@ class DeepSpeedBackend:
         norm = self.engine.get_global_grad_norm()  # of the summed gradient, before clipping: per image, as DDP logs
         grad_norm = torch.tensor(float("nan") if norm is None else float(norm) / images, device=self.runtime.device)
         buffers.restore(buffers_before, where=skipped)
-        return grad_norm, skipped, consensus
+        return grad_norm, skipped, consensus, None  # no fp16 overflow: DeepSpeed refuses train.precision fp16
 
     # ---- checkpoints -----------------------------------------------------------------------------------------------
     def checkpoint_optimizer_state(self) -> None:
