@@ -13,7 +13,10 @@ from tests.engine.conftest import check, final_digests, read_jsonl, run_train
 
 from yolotr.debug.sync_check import no_host_sync
 from yolotr.engine.optim import build_optimizer, build_param_groups
+from yolotr.config.run import GuardConfig
+from yolotr.guard.consensus import ConsensusPayload
 from yolotr.guard.loss_scale import LossScale
+from yolotr.guard.monitor import GuardMonitor, PendingStep
 from yolotr.guard.step import BufferGuard, guarded_step
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -101,6 +104,27 @@ def test_the_fp16_step_and_its_scale_update_never_make_the_host_wait(device):
         _, bad = step(x, inf_grad=True)
     assert not bool(clean) and bool(bad)
     assert step.scale.value().item() == INIT_SCALE / 2
+
+
+
+def _pending(step: int, *, overflow: bool) -> PendingStep:
+    consensus = torch.zeros(ConsensusPayload.SIZE)
+    return PendingStep(step, torch.tensor(float("inf")), torch.tensor(True), consensus, torch.tensor(True),
+                       keys=[f"img{step}"], images=8, overflow=torch.tensor(overflow))
+
+
+@pytest.mark.parametrize("overflow", [True, False], ids=["overflow", "non-finite"])
+def test_overflow_skips_neither_quarantine_nor_roll_back_and_other_non_finite_steps_do(overflow):
+    cfg = GuardConfig(max_consecutive_skips=3, quarantine_after=1)
+    monitor = GuardMonitor(cfg, rank=0, world_size=1)
+    verdict = monitor.inspect([_pending(step, overflow=overflow) for step in (1, 2, 3)])
+    skips = [e for e in verdict.events if e["event"] == "skip"]
+    assert [e["step"] for e in skips] == [1, 2, 3] and monitor.skipped_steps == 3
+    assert all(e.get("overflow", False) == overflow for e in skips)
+    if overflow:
+        assert verdict.rollback_reason is None and not verdict.new_quarantine
+    else:
+        assert verdict.rollback_reason == "3 consecutive non-finite steps" and verdict.new_quarantine
 
 
 @pytest.mark.slow
