@@ -71,8 +71,8 @@ part steps "${limits[0]}" "$py" benchmarks/bench_speed.py "${steps_args[@]}" --d
     --json "$out/steps.json"
 part loader "${limits[1]}" bash -c "'$py' -m yolotr data synth --out '$work/data' ${synth[*]} --seed 0 >/dev/null &&
     '$py' benchmarks/bench_speed.py --paths eager --models --loader '$work/data/data.yaml' ${loader_args[*]}"
-part trainers "${limits[2]}" bash -c "'$py' benchmarks/parity/parity.py ${parity_args[*]} --seeds 0 \
-    --trainers $trainers --deadline-s $((limits[2] - 60)) --out '$work/parity' &&
-    '$py' benchmarks/parity/parity.py --out '$work/parity' --report-only | tee '$out/parity.md'"
+part trainers "${limits[2]}" bash -c "set -o pipefail && '$py' benchmarks/parity/parity.py ${parity_args[*]} \
+    --seeds 0 --trainers $trainers --deadline-s $((limits[2] - 60)) --out '$work/parity' &&
+    '$py' benchmarks/parity/parity.py --out '$work/parity' --trainers $trainers --report-only | tee '$out/parity.md'"
 cat "$out/summary.txt"
 exit "$status"
