@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# The checks that need an NVIDIA GPU, in one go (about 6 minutes on one H100), most important first. Each writes
-# OUT_DIR/<name>.txt; OUT_DIR/summary.txt collects the tail of each (8 files in all). Exit status 1 if any failed.
+# The checks that need an NVIDIA GPU, in one go (about 7 minutes on one H100), most important first. Each writes
+# OUT_DIR/<name>.txt; OUT_DIR/summary.txt collects the tail of each (9 files in all). Exit status 1 if any failed.
+# On a GPU train.compile and train.channels_last are on by default (auto): every `yolotr train` below runs compiled,
+# so the sync-free checks are the compiled path's (the fp16 check alone runs eager, to keep it short).
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR     PYTHON=... picks the interpreter (default python3);
 #                                            DEADLINE_S=... bounds the whole script (default 540 s: one device call
 #                                            may run 600 s); BENCH_SECTIONS="stall" runs part of bench_train
 #
-#   sync_free   the sync-free step: a real `yolotr train` run under torch.cuda.set_sync_debug_mode("error") between
-#               inspections, with a NaN step (tests/engine/test_cuda_sync.py, the loss and guard unit tests)
+#   sync_free   the sync-free step: a real compiled `yolotr train` run under torch.cuda.set_sync_debug_mode("error")
+#               between inspections, with a NaN step (tests/engine/test_cuda_sync.py, the loss and guard unit tests,
+#               fp16's scaled step and scale update: tests/engine/test_loss_scale.py)
 #   nccl_step   the DDP guarded step over NCCL: comm hook, consensus parameter, fused found_inf skip (one rank)
-#   train       a bf16 training run of yolotr-s (batch 64, 320 px) with the sync check on and a NaN injected:
-#               images/s, the skip, checkpoint stalls, mAP (makes the synthetic set the later checks use)
-#   deepspeed   DeepSpeed ZeRO-2 over NCCL (one rank): the guarded step through DeepSpeed's engine
+#   train       a compiled, channels-last bf16 training run of yolotr-s (batch 64, 320 px) with the sync check on and
+#               a NaN injected: images/s, the skip, the compile event, checkpoint stalls, mAP (makes the synthetic set
+#               the later checks use)
+#   fp16        train.precision fp16 (the T4/V100 path), eager, sync check on, a NaN injected: the skip, the loss scale
+#   deepspeed   DeepSpeed ZeRO-2 over NCCL (one rank): the guarded step through DeepSpeed's engine, the module compiled
 #   guard       guard overhead on the GPU: guarded vs plain clip + step, yolotr-n and yolotr-s at 640 px
 #   bench_train checkpoint stall (async vs sync) and time to first step (fresh vs resume) on one GPU
 set -uo pipefail
@@ -58,15 +63,19 @@ check() {  # check NAME SECONDS COMMAND...: at most SECONDS, and never past the 
     echo
 } >"$out/summary.txt" 2>&1
 
-check sync_free 150 "$py" -m pytest -q -p no:cacheprovider tests/engine/test_cuda_sync.py \
-    tests/engine/test_guard_step.py tests/model/test_detection_loss.py
+check sync_free 180 "$py" -m pytest -q -p no:cacheprovider tests/engine/test_cuda_sync.py \
+    tests/engine/test_guard_step.py tests/engine/test_loss_scale.py tests/model/test_detection_loss.py
 check nccl_step 60 "$py" benchmarks/gpu_nccl_step.py
-check train 170 bash -c "'$py' -m yolotr data synth --out '$work/data' --train 2560 --val 128 --imgsz 320 &&
+check train 220 bash -c "'$py' -m yolotr data synth --out '$work/data' --train 2560 --val 128 --imgsz 320 &&
     '$py' -m yolotr train --config configs/train/demo.yaml data='$work/data/data.yaml' run.dir='$work/run' \
     model=configs/models/yolotr-s.yaml train.imgsz=320 train.batch_size=64 train.nominal_batch_size=64 \
     train.epochs=8 train.num_workers=8 train.log_every=40 val.every_epochs=4 checkpoint.every=100 \
-    debug.cuda_sync_check=true 'faults.nan_grad_at=[[0, 130]]'"
+    train.compile=true train.channels_last=true debug.cuda_sync_check=true 'faults.nan_grad_at=[[0, 130]]'"
 cp "$work/run/metrics.jsonl" "$out/train_metrics.jsonl" 2>/dev/null
+check fp16 70 bash -c "'$py' -m yolotr train --config configs/train/demo.yaml data='$work/data/data.yaml' \
+    run.dir='$work/fp16' train.imgsz=320 train.batch_size=64 train.nominal_batch_size=64 train.max_steps=80 \
+    train.num_workers=8 train.log_every=20 val.every_epochs=0 train.precision=fp16 train.compile=false \
+    debug.cuda_sync_check=true 'faults.nan_grad_at=[[0, 50]]' && grep -h '\"skip\"' '$work/fp16/metrics.jsonl'"
 check deepspeed 100 "$py" -m torch.distributed.run --nproc-per-node 1 -m yolotr train --config configs/train/demo.yaml \
     data="$work/data/data.yaml" run.dir="$work/ds" train.imgsz=320 train.batch_size=64 train.nominal_batch_size=64 \
     train.max_steps=120 train.num_workers=6 train.log_every=20 val.every_epochs=0 distributed.backend=deepspeed \

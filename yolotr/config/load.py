@@ -64,6 +64,12 @@ def validate(cfg: Config, source: str | None = None) -> None:
     except ValueError as error:  # "transformer.<key>: <problem>"
         key, _, problem = str(error).partition(": ")
         raise ConfigError(key, problem, source) from None
+    if t.precision == "fp16" and not cfg.guard.enabled:
+        raise ConfigError("train.precision", "fp16 needs guard.enabled: the guard's verdict is what skips a step whose "
+                          "scaled gradient overflowed (guard/loss_scale.py)", source)
+    if t.precision == "fp16" and cfg.distributed.backend == "deepspeed":
+        raise ConfigError("train.precision", "fp16 is not supported under DeepSpeed (yolotr runs it with fp32 master "
+                          "weights and its own autocast): use bf16 or fp32", source)
     if cfg.debug.anomaly_hooks and cfg.debug.cuda_sync_check:
         raise ConfigError("debug.anomaly_hooks", "reads every module's output on the host, which is exactly what "
                           "debug.cuda_sync_check forbids: turn one of them off", source)

@@ -66,8 +66,19 @@ class TrainConfig:
     autoanchor: bool = True
     """Before training, check the model's anchors against the train boxes and, when fewer than 98 % of them can be
     matched (loss.anchor_t), fit new ones (YOLOv5's AutoAnchor; yolotr/model/autoanchor.py). Saved with the weights."""
-    precision: Literal["bf16", "fp32"] = "bf16"
-    """Autocast dtype of the forward pass. The loss is always fp32 and master weights are always fp32."""
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    """Autocast dtype of the forward pass. The loss is always fp32 and master weights are always fp32. fp16 is for
+    GPUs without bf16 (T4, V100): a loss scaler (torch.amp.GradScaler) whose overflow check is the guard's verdict, so
+    a scaler skip and a NaN skip are one decision on every rank (yolotr/guard/loss_scale.py). Not under DeepSpeed."""
+    compile: bool | Literal["auto"] = "auto"
+    """torch.compile the detector's forward (in place: checkpoints keep plain parameter names). auto: on a GPU, off on
+    a CPU. The first steps then wait for the compilation; its time is logged as a `compile` event."""
+    compile_backend: str = "inductor"
+    """torch.compile backend when `compile` is on: inductor (fast kernels; needs a C compiler on a CPU), or
+    aot_eager / eager to check the compiled path quickly (tests)."""
+    channels_last: bool | Literal["auto"] = "auto"
+    """Keep the model's conv weights and the batches in channels-last memory format (faster convolutions on tensor
+    cores). auto: on a GPU, off on a CPU."""
     ema: bool = True
     """Keep an exponential moving average of the weights (fp32), validated and exported."""
     ema_decay: float = 0.9999

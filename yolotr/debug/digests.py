@@ -61,8 +61,9 @@ def zero_partition_sum(zero_optimizer) -> float:
 
 
 def append_digest(path: Path, *, step: int, rank: int, tag: str, model: nn.Module, optimizer: tuple[str, float],
-                  ema: nn.Module | None = None) -> None:
-    """One line of digests.jsonl; `optimizer` is the step backend's (sha256, moment sum) of its optimizer state."""
+                  ema: nn.Module | None = None, loss_scale: float | None = None) -> None:
+    """One line of digests.jsonl; `optimizer` is the step backend's (sha256, moment sum) of its optimizer state;
+    `loss_scale` fp16's loss scale (train.precision: fp16), recorded only then."""
     opt_digest, opt_sum = optimizer
     record = {
         "tag": tag,
@@ -73,5 +74,7 @@ def append_digest(path: Path, *, step: int, rank: int, tag: str, model: nn.Modul
         "optimizer_sum": opt_sum,
         "ema": model_digest(ema) if ema is not None else None,
     }
+    if loss_scale is not None:
+        record["loss_scale"] = loss_scale
     with open(path, "a") as fh:
         fh.write(json.dumps(record) + "\n")

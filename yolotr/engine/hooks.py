@@ -26,6 +26,7 @@ from yolotr.debug.digests import append_digest
 from yolotr.debug.ledger import LedgerWriter, keep_steps_up_to
 from yolotr.debug.sync_check import no_host_sync
 from yolotr.distributed import barrier
+from yolotr.engine.fast_path import CompileClock
 from yolotr.engine.preemption import PREEMPTION
 
 if TYPE_CHECKING:
@@ -128,6 +129,24 @@ class SyncCheck(HookBase):
         return no_host_sync(t.device)
 
 
+class CompileReport(HookBase):
+    """`train.compile`: this process's first step waits for the forward's and backward's compilation, on the host;
+    its wall time and the compiler's own count are logged as a `compile` event."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+
+    @contextmanager
+    def step_context(self):
+        t = self.trainer
+        if t.steps_this_process > 0:
+            yield
+            return
+        clock = CompileClock()
+        yield
+        t.logger.event(event="compile", step=t.step + 1, backend=self.backend, **clock.record())
+
+
 class CollectiveCount(HookBase):
     """`debug.count_collectives` (DDP): the collectives of one guarded step (step 3, after DDP rebuilt its buckets in
     step 2) and of a bare DDP step on the same batch, logged as a `collectives` event."""
@@ -159,7 +178,8 @@ class RankDigests(HookBase):
     def _append(self, tag: str) -> None:
         t = self.trainer
         append_digest(t.run_dir / "digests.jsonl", step=t.step, rank=t.runtime.rank, tag=tag, model=t.model,
-                      optimizer=t.backend.optimizer_fingerprint(), ema=t.ema.module if t.ema is not None else None)
+                      optimizer=t.backend.optimizer_fingerprint(), ema=t.ema.module if t.ema is not None else None,
+                      loss_scale=float(t.loss_scale.value()) if t.loss_scale is not None else None)
 
     def before_train(self) -> None:
         if self.trainer.resumed_from is not None:

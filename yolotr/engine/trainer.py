@@ -34,8 +34,10 @@ from yolotr.debug.faults import FaultInjector
 from yolotr.distributed import broadcast_tensors_from_rank0
 from yolotr.engine.backends import make_step_backend
 from yolotr.engine.eval_hook import EvalHook
+from yolotr.engine.fast_path import FastPath
 from yolotr.engine.hooks import (
     CollectiveCount,
+    CompileReport,
     CrashDrill,
     HookBase,
     Hooks,
@@ -65,6 +67,9 @@ from yolotr.track.summary import print_summary
 log = logging.getLogger(__name__)
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # train.precision; fp32 runs without autocast
+
+
 class StopTraining(Exception):
     def __init__(self, code: int, reason: str):
         super().__init__(reason)
@@ -76,6 +81,9 @@ def default_hooks(cfg: Config, runtime: Runtime) -> list[HookBase]:
     """The hooks a config asks for, in the order they run: validation before the periodic checkpoint (a validation
     checkpoints its epoch itself, with the fitness), drills last (a crash comes after the step's checkpoint)."""
     hooks: list[HookBase] = [EvalHook(), PeriodicCheckpoint()]
+    fast = FastPath.from_config(cfg.train, runtime.device)
+    if fast.compile:
+        hooks.append(CompileReport(fast.compile_backend))
     if cfg.debug.sample_ledger:
         hooks.append(SampleLedger())
     if cfg.debug.rank_digests:
@@ -103,7 +111,9 @@ class Trainer:
         # The model yaml's architecture, or a weights file's; train.weights transferred layer by layer; frozen layers.
         model, self.transfer = build_model(cfg.model, cfg.train.weights, nc=self.data.nc, freeze=cfg.train.freeze,
                                            transformer=cfg.transformer.as_yaml(), verbose=runtime.is_main)
-        self.model = model.to(self.device)
+        # Channels-last on a GPU (engine/fast_path.py); compiled once the EMA has copied the plain module (below).
+        self.fast = FastPath.from_config(cfg.train, self.device)
+        self.model = self.fast.prepare_model(model.to(self.device))
         self.model.names = list(self.data.names)
         self.anchor_fit = self._fit_anchors() if cfg.train.autoanchor else None  # a resume then loads its own
         self.wrapper = ConsensusModule(self.model).to(self.device)
@@ -152,9 +162,13 @@ class Trainer:
         # Before the step backend: DeepSpeed's provenance hook must see the gradient after the injected NaN (tensor
         # hooks run in the order they were registered).
         self.faults = FaultInjector(cfg.faults, runtime.rank, self.model)
+        # In place, before DDP wraps it (engine/fast_path.py): the EMA above copied the eager module.
+        self.fast.compile_model(self.model)
         self.backend = make_step_backend(cfg, runtime, self.wrapper, optimizer, accumulate=self.accumulate,
                                          resume_from=self.resumed_from, local_bad=self.local_bad)
         self.optimizer = self.backend.optimizer
+        # fp16's loss scale (guard/loss_scale.py) is saved with the counters; DeepSpeed refuses fp16.
+        self.loss_scale = self.backend.loss_scale if cfg.train.precision == "fp16" else None
         self.checkpointer.states = {"model": self.model, "ema": self.ema, "optimizer": self.backend,
                                     "train_state": self, "guard": self.monitor, "stream": self.stream,
                                     "wandb_run_id": self.logger}
@@ -165,7 +179,8 @@ class Trainer:
         self.anomaly = AnomalyHooks(self.model) if cfg.debug.anomaly_hooks else None
         # Reading verdicts costs a GPU a sync, a CPU nothing; debug.cuda_sync_check makes a CPU run behave like a GPU.
         self.check_every = cfg.guard.check_every or (cfg.train.log_every if sync_free_path else 1)
-        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
+        self.autocast = torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES.get(cfg.train.precision, torch.float32),
+                                       enabled=cfg.train.precision in AUTOCAST_DTYPES)
         self.hooks = Hooks(self, default_hooks(cfg, runtime))
         self.train_log: TrainLog | None = None  # opened with the run (start)
 
@@ -199,7 +214,8 @@ class Trainer:
         return {"step": self.step, "applied_steps": self.applied_steps, "epoch": self.epoch,
                 "backoff_until": self.backoff_until, "skipped_windows": self.skipped_windows,
                 "rollbacks": self.rollbacks, "best_fitness": self.best_fitness,
-                "ema_updates": self.ema.updates if self.ema is not None else 0, "val_pending": self.val_pending}
+                "ema_updates": self.ema.updates if self.ema is not None else 0, "val_pending": self.val_pending,
+                **({"loss_scale": self.loss_scale.state_dict()} if self.loss_scale is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
@@ -212,6 +228,8 @@ class Trainer:
         self.val_pending = state.get("val_pending")  # absent from checkpoints before 0.1.0's last sessions
         if self.ema is not None:
             self.ema.updates = int(state["ema_updates"])
+        if self.loss_scale is not None:  # absent from a bf16 or fp32 run's checkpoint: the scale starts afresh
+            self.loss_scale.load_state_dict(state.get("loss_scale", {}))
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> int:
@@ -290,21 +308,22 @@ class Trainer:
                 self.backend.backward(loss, items, bad, micro_batches=micro_batches, stop=self.stop_signal,
                                       force_skip=force_skip)
         # The gradient sums the losses of every rank's images of every micro-batch: the clip's units (guard/step.py).
-        grad_norm, skipped, consensus = self.backend.optimizer_step(
+        grad_norm, skipped, consensus, overflow = self.backend.optimizer_step(
             images=self.cfg.train.batch_size * micro_batches, force_skip=force_skip, buffers=self.buffers,
             buffers_before=buffers_before)
         if self.ema is not None:
             self.ema.update(self.model, skipped)
         bad_module = self.anomaly.take() if self.anomaly is not None else None
-        return PendingStep(step, grad_norm, skipped, consensus, self.local_bad.clone(), keys, images, bad_module)
+        return PendingStep(step, grad_norm, skipped, consensus, self.local_bad.clone(), keys, images, bad_module,
+                           overflow)
 
     def forward_loss(self, step: int, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One micro-batch: to the device (uint8 → [0,1] there), bf16-autocast forward, fp32 loss.
+        """One micro-batch: to the device (uint8 → [0,1] there), autocast forward (train.precision), fp32 loss.
         Returns (loss, items [box, obj, cls], this rank's loss is non-finite)."""
         if self.first_batch is None:
             self.first_batch = batch  # drawn as train_batch0.jpg
         self.hooks.on_batch(step, batch)
-        images = batch.images.to(self.device, non_blocking=True).float().div_(255)
+        images = self.fast.images(batch.images.to(self.device, non_blocking=True).float().div_(255))
         targets = batch.targets.to(self.device, non_blocking=True)
         with self.autocast:
             preds = self.backend.module(images)
@@ -322,7 +341,7 @@ class Trainer:
         """Forward, loss and backward through the same DDP module with no guard at all, gradients then dropped
         (debug.count_collectives compares a guarded step with this)."""
         with self.autocast:
-            preds = self.backend.module(batch.images.to(self.device).float().div_(255))
+            preds = self.backend.module(self.fast.images(batch.images.to(self.device).float().div_(255)))
         loss, _ = self.compute_loss(preds, batch.targets.to(self.device))
         self.wrapper.tie(loss).backward()
         self.optimizer.zero_grad(set_to_none=True)

@@ -32,6 +32,7 @@ class PendingStep:
     keys: list[str]
     images: int
     bad_module: str | None = None  # debug.anomaly_hooks: first module with a non-finite output on this rank
+    overflow: torch.Tensor | None = None  # fp16: skipped because the scaled gradient overflowed (guard/loss_scale.py)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class StepOutcome:
     cls: float
     stop_requested: bool
     images: int
+    overflow: bool = False
 
 
 @dataclass
@@ -76,16 +78,18 @@ class GuardMonitor:
     def inspect(self, pending: list[PendingStep]) -> Verdict:
         if not pending:
             return Verdict(outcomes=[])
-        # One device→host transfer for the whole window: [grad_norm, skipped, *consensus] per step.
+        # One device→host transfer for the whole window: [grad_norm, skipped, overflow, *consensus] per step.
         rows = torch.stack(
-            [torch.cat([p.grad_norm.reshape(1), p.skipped.float().reshape(1), p.consensus.float()]) for p in pending]
+            [torch.cat([p.grad_norm.reshape(1), p.skipped.float().reshape(1),
+                        (p.overflow if p.overflow is not None else torch.zeros_like(p.skipped)).float().reshape(1),
+                        p.consensus.float()]) for p in pending]
         ).cpu()
         local_bad = torch.stack([p.local_bad.reshape(()) for p in pending]).cpu().tolist()
         verdict = Verdict(outcomes=[])
         bad_steps = [p for p, row in zip(pending, rows) if row[1] > 0]
         provenance = self._provenance(bad_steps, {p.step: bool(b) for p, b in zip(pending, local_bad)})
         for p, row in zip(pending, rows):
-            c = row[2:]
+            c = row[3:]
             outcome = StepOutcome(
                 step=p.step,
                 grad_norm=float(row[0]),
@@ -96,6 +100,7 @@ class GuardMonitor:
                 cls=float(c[ConsensusPayload.CLS]),
                 stop_requested=bool(c[ConsensusPayload.STOP] > 0),
                 images=p.images,
+                overflow=bool(row[2] > 0),
             )
             verdict.outcomes.append(outcome)
             verdict.stop_requested |= outcome.stop_requested
@@ -123,6 +128,13 @@ class GuardMonitor:
 
     def _on_skip(self, outcome: StepOutcome, bad: dict[int, dict], verdict: Verdict) -> None:
         self.skipped_steps += 1
+        if outcome.overflow:
+            # fp16's routine: the scale was too large for this gradient and is backed off. No sample is to blame,
+            # and a run of them is the scale settling, not trouble to roll back (guard/loss_scale.py).
+            verdict.events.append({"event": "skip", "step": outcome.step, "overflow": True,
+                                   "grad_norm": _json_float(outcome.grad_norm), "loss": _json_float(outcome.loss),
+                                   "bad_ranks": sorted(bad), "skipped_steps": self.skipped_steps})
+            return
         self.consecutive_skips += 1
         verdict.events.append(
             {

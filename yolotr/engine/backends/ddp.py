@@ -19,6 +19,7 @@ from yolotr.config import Config
 from yolotr.debug.digests import optimizer_digest, optimizer_sum
 from yolotr.engine.runtime import Runtime
 from yolotr.guard.consensus import ConsensusModule, ConsensusPayload, install_local_check_hook
+from yolotr.guard.loss_scale import LossScale
 from yolotr.guard.step import BufferGuard, guarded_step, unguarded_step
 
 
@@ -52,6 +53,8 @@ class DDPBackend:
             install_local_check_hook(self.module, local_bad)
         self._payload = torch.zeros(ConsensusPayload.SIZE, device=runtime.device)
         self._force = torch.zeros((), dtype=torch.bool, device=runtime.device)
+        # fp16: the loss is scaled before backward, the gradients unscaled before the guard (guard/loss_scale.py).
+        self.loss_scale = LossScale(runtime.device, enabled=cfg.train.precision == "fp16")
 
     # ---- one optimizer step ----------------------------------------------------------------------------------------
     def accumulating(self, last: bool):
@@ -67,28 +70,34 @@ class DDPBackend:
         payload[ConsensusPayload.LOCAL_BAD] = bad.float()
         # Every micro-batch adds its share: after the last backward the consensus gradient holds the step's mean.
         self.wrapper.payload = payload / micro_batches
-        self.runtime.accelerator.backward(self.wrapper.tie(loss))
+        self.runtime.accelerator.backward(self.loss_scale.scale(self.wrapper.tie(loss)))
 
     def optimizer_step(self, *, images: int, force_skip: bool, buffers: BufferGuard,
-                       buffers_before: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       buffers_before: list[torch.Tensor]
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Clip-or-skip (guard/step.py). `images`: how many images' losses the gradient sums. Returns device
-        tensors: (grad norm of the per-image mean loss, skipped, consensus)."""
+        tensors: (grad norm of the per-image mean loss, skipped, consensus, fp16 overflow or None)."""
         consensus = self.wrapper.consensus.grad.detach().clone()
         force = self._force.fill_(force_skip)  # a fill kernel: no host->device copy
         # A rank whose loss was non-finite but whose gradient is finite (e.g. a batch emptied by corrupt or
         # quarantined samples) still makes every rank skip: the flag came through the consensus all-reduce.
-        force |= consensus[ConsensusPayload.LOCAL_BAD] > 0
+        losses_finite = consensus[ConsensusPayload.LOCAL_BAD] == 0
+        force |= ~losses_finite
+        self.loss_scale.unscale_(self.optimizer)  # the norm, the clip and the verdict see the true gradient
         if self.guard.enabled:
             grad_norm, skipped = guarded_step(self.params, self.optimizer, max_norm=self.guard.max_norm, images=images,
                                               force_skip=force, buffers=buffers, buffers_before=buffers_before)
+            overflow = self.loss_scale.overflow(grad_norm, ~force)  # force: a forced skip or a bad loss
+            self.loss_scale.update(self.optimizer, skipped)  # the verdict backs the scale off: one decision
         else:
+            overflow = None
             grad_norm, skipped = unguarded_step(self.params, self.optimizer, max_norm=self.guard.max_norm,
                                                 images=images)
         if not self.runtime.distributed:  # no comm hook saw the local gradient: it is the global one
             torch.logical_or(self.local_bad, ~torch.isfinite(grad_norm), out=self.local_bad)
         self.optimizer.zero_grad(set_to_none=True)
         self.wrapper.consensus.grad = None
-        return grad_norm, skipped, consensus
+        return grad_norm, skipped, consensus, overflow
 
     # ---- checkpoints -----------------------------------------------------------------------------------------------
     def checkpoint_optimizer_state(self):

@@ -69,6 +69,9 @@ class DeepSpeedBackend:
         if cfg.debug.cuda_sync_check:
             raise UsageError("debug.cuda_sync_check: DeepSpeed reads its overflow flag on the host every step; "
                              "the sync-free step is the DDP / single-process path's")
+        if cfg.train.precision == "fp16":
+            raise UsageError("train.precision: fp16's loss scale is the DDP / single-process path's (DeepSpeed runs "
+                             "fp32 master weights with yolotr's autocast): use bf16 or fp32 under DeepSpeed")
         self.runtime = runtime
         self.accumulate = accumulate
         self.local_bad = local_bad
@@ -126,7 +129,7 @@ class DeepSpeedBackend:
         self.engine.step()  # applies only at the accumulation boundary
 
     def optimizer_step(self, *, images: int, force_skip: bool, buffers: BufferGuard,
-                       buffers_before: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       buffers_before: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
         payload = self._payload
         payload[ConsensusPayload.STOP].fill_(float(self._stop))
         payload[ConsensusPayload.LOCAL_BAD] = self.local_bad.float()
@@ -137,7 +140,7 @@ class DeepSpeedBackend:
         norm = self.engine.get_global_grad_norm()  # of the summed gradient, before clipping: per image, as DDP logs
         grad_norm = torch.tensor(float("nan") if norm is None else float(norm) / images, device=self.runtime.device)
         buffers.restore(buffers_before, where=skipped)
-        return grad_norm, skipped, consensus
+        return grad_norm, skipped, consensus, None  # no fp16 overflow: DeepSpeed refuses train.precision fp16
 
     # ---- checkpoints -----------------------------------------------------------------------------------------------
     def checkpoint_optimizer_state(self) -> None:
