@@ -98,6 +98,27 @@ def read_history(wandb_file: str | os.PathLike) -> tuple[str | None, list[dict[s
     return run_id, rows
 
 
+def read_run_history(run_dir: str | os.PathLike) -> tuple[str | None, list[dict[str, Any]]]:
+    """(run id, history rows) of a run over every start that logged to it, one row per step, the steps metrics.jsonl
+    holds. Offline, each process writes a `.wandb` file of its own; a start that resumed from a checkpoint at step S
+    (its `event/resume` row) trained again the steps an earlier start logged after S, whose records metrics.jsonl
+    moved to metrics.superseded.jsonl: those rows are superseded here too. The rows one step gets from the starts
+    that logged it (the trained step S and the resume event at S) are merged into one, as W&B merges a step."""
+    run_id: str | None = None
+    steps: dict[int, dict[str, Any]] = {}
+    for wandb_file in find_wandb_files(run_dir):
+        file_id, rows = read_history(wandb_file)
+        run_id = file_id or run_id
+        resumed_at = next((row["_step"] for row in rows if "event/resume" in row and "_step" in row), None)
+        if resumed_at is not None:
+            for step in [step for step in steps if step > resumed_at]:
+                del steps[step]
+        for row in rows:
+            if "_step" in row:
+                steps.setdefault(row["_step"], {}).update(row)
+    return run_id, [steps[step] for step in sorted(steps)]
+
+
 def wait_until_complete(wandb_file: str | os.PathLike, timeout_s: float, poll_s: float = 0.05) -> bool:
     """Wait until a `.wandb` file ends with its run's `exit` record; False if that takes over `timeout_s`."""
     deadline = time.monotonic() + timeout_s
