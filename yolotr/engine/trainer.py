@@ -422,7 +422,7 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
             if resumed is not None:  # the records the crashed attempt wrote after its checkpoint are superseded
                 supersede_records_after(self.run_dir / "metrics.jsonl", self.step)
-            self.logger.open()
+            self.logger.open(resumed_at=self.step if resumed is not None else None)
             for message in self._damaged:
                 self.logger.event(event="checkpoint_fallback", step=self.step, message=message)
             if resumed is not None:

@@ -30,12 +30,13 @@ class RunLogger:
         self._metrics: MetricsWriter | None = None
         self._wandb: WandbLogger | None = None
 
-    def open(self) -> None:
-        """Opens the sinks (rank 0): appends to an existing metrics.jsonl, resumes the W&B run of `wandb_run_id`."""
+    def open(self, resumed_at: int | None = None) -> None:
+        """Opens the sinks (rank 0): appends to an existing metrics.jsonl, resumes the W&B run of `wandb_run_id`
+        (rewound to `resumed_at`, the step of the checkpoint a resumed start continues from)."""
         if not self.is_main:
             return
         self._metrics = MetricsWriter(self.dir / "metrics.jsonl")
-        self._wandb = WandbLogger(self.dir, run_id=self.wandb_run_id, **self._wandb_args)
+        self._wandb = WandbLogger(self.dir, run_id=self.wandb_run_id, resumed_at=resumed_at, **self._wandb_args)
         self.wandb_run_id = self._wandb.run_id
 
     @property
