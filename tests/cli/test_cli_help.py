@@ -87,3 +87,12 @@ def test_a_group_without_a_subcommand_names_what_is_missing(capsys):
 
     assert exit.value.code == 2
     assert "usage: yolotr data" in capsys.readouterr().err
+
+
+def test_a_config_error_is_answered_without_importing_torch():
+    probe = ("import sys; from yolotr.cli import main; code = main(['train', 'train.lr=1']); "
+             "print(code, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+    assert result.stdout.split() == ["2", "False"], result.stderr
+    assert "config key 'train.lr'" in result.stderr and "did you mean" in result.stderr

@@ -55,6 +55,7 @@ def test_a_requeued_or_restarted_job_continues_the_folder_it_started_and_no_othe
     newest = choose_run_folder(run, "auto", {})
     assert (newest.path, newest.resume) == (tmp_path / "exp3", "auto")
     step = tmp_path / "exp2" / "checkpoints" / "step-00000004"
+    step.mkdir(parents=True)
     assert choose_run_folder(run, str(step), {}).path == tmp_path / "exp2"
     (tmp_path / "exp" / "checkpoints").mkdir()
     assert (choose_run_folder(run, str(run), {}).path, choose_run_folder(run, str(run), {}).resume) == (run, "auto")

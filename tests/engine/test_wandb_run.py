@@ -3,7 +3,7 @@
 import pytest
 
 from tests.engine.conftest import check, read_jsonl, run_train
-from yolotr.track.wandb_reader import find_wandb_files, read_history
+from yolotr.track.wandb_reader import find_wandb_files, iter_records, read_history, read_run_history
 
 pytestmark = pytest.mark.slow
 
@@ -27,3 +27,8 @@ def test_offline_wandb_history_holds_loss_and_map_and_a_resume_continues_the_sam
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     first_loss = [r["loss"] for r in metrics if r["kind"] == "train"][0]
     assert [r["train/loss"] for r in rows1 if "train/loss" in r][0] == pytest.approx(first_loss)
+    # The resume rewound the run to its checkpoint (what `wandb sync` tells the server), and reads back once per step.
+    (run_record, *_) = [r.run for r in iter_records(files[1]) if r.WhichOneof("record_type") == "run"]
+    assert (run_record.branch_point.metric, run_record.branch_point.value) == ("_step", 4)
+    run_id, rows = read_run_history(run_dir)
+    assert run_id == id1 and [r["_step"] for r in rows if "train/loss" in r] == [1, 2, 3, 4, 5, 6]

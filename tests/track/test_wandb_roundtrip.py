@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from yolotr.track.metrics import MetricsWriter
+from yolotr.track.metrics import MetricsWriter, read_metrics, supersede_records_after
 from yolotr.track.wandb_logger import WandbLogger, wandb_mode
-from yolotr.track.wandb_reader import find_wandb_files, iter_records, read_history
+from yolotr.track.wandb_reader import find_wandb_files, iter_records, read_history, read_run_history
 
 NAMES = ["cat", "dog"]
 
@@ -68,6 +68,46 @@ def test_a_resumed_run_logs_into_the_same_id_with_continued_steps(offline_wandb)
     assert [r["_step"] for r in first_rows] == [0, 10, 20]
     assert [r["_step"] for r in second_rows] == [30, 40, 50]
     assert second_rows[-1]["val/map50"] == pytest.approx(0.3)
+
+
+def test_after_a_resume_that_superseded_records_the_readers_see_each_step_once_with_the_resumed_values(
+        offline_wandb):
+    run_dir = offline_wandb / "run"
+    # The first start trains steps 1-6 (a checkpoint at 4), validates at 6 and dies; W&B and metrics.jsonl hold it.
+    first = WandbLogger(run_dir, {}, run_id=None, enabled=True)
+    with MetricsWriter(run_dir / "metrics.jsonl") as writer:
+        for step in range(1, 7):
+            first.log_record(writer.write("train", step=step, epoch=0, loss=1.0))
+        first.log_record(writer.write("val", step=6, epoch=0, map50=0.9))
+    first.finish()
+    time.sleep(1.1)  # a later process: offline folders are named by the second they start in
+    # The resumed start, as the trainer does it: records after step 4 move aside, the W&B run is continued rewound
+    # to step 4, and steps 5-8 are trained again (no validation at 6 this time).
+    assert supersede_records_after(run_dir / "metrics.jsonl", 4) == 3  # train 5, 6 and the val at 6
+    resumed = WandbLogger(run_dir, {}, run_id=first.run_id, enabled=True, resumed_at=4)
+    with MetricsWriter(run_dir / "metrics.jsonl") as writer:
+        resumed.log_record(writer.write("event", event="resume", step=4))
+        for step in range(5, 9):
+            resumed.log_record(writer.write("train", step=step, epoch=0, loss=0.5))
+    resumed.finish()
+
+    first_file, resumed_file = find_wandb_files(run_dir)
+    run_records = [r.run for r in iter_records(resumed_file) if r.WhichOneof("record_type") == "run"]
+    run_id, rows = read_run_history(run_dir)
+    records = read_metrics(run_dir / "metrics.jsonl")  # what the summary and the plots read
+
+    # Each file keeps what its start logged; the resumed one says where it rewound the run to (`wandb sync` sends it).
+    assert [r["_step"] for r in read_history(first_file)[1]] == [1, 2, 3, 4, 5, 6]  # the val row merged into 6
+    assert [r["_step"] for r in read_history(resumed_file)[1]] == [5, 6, 7, 8]
+    assert (run_records[0].run_id, run_records[0].branch_point.metric, run_records[0].branch_point.value) == (
+        first.run_id, "_step", 4)
+    assert run_id == first.run_id
+    assert [row["_step"] for row in rows] == list(range(1, 9))
+    assert [row["train/loss"] for row in rows] == [1.0] * 4 + [0.5] * 4  # the resumed values, not the superseded
+    assert not [row for row in rows if "val/map50" in row]  # the val at 6 belongs to training thrown away
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 9))
+    assert [r["loss"] for r in records if r["kind"] == "train"] == [1.0] * 4 + [0.5] * 4
+    assert not [r for r in records if r["kind"] == "val"]
 
 
 def test_a_record_longer_than_a_block_is_reassembled(offline_wandb):

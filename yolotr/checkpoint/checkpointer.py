@@ -40,9 +40,17 @@ from yolotr.checkpoint.resume_config import describe as describe_differences
 from yolotr.checkpoint.writer_process import ThreadWriter, WriterProcess
 from yolotr.config import Config
 from yolotr.config.tree import to_dict
+from yolotr.errors import EXIT_USAGE, UsageError
 
 JSON_STATES = ("train_state", "guard", "stream", "wandb_run_id")
 _JSON_KEYS = {"train_state": "counters", "guard": "guard", "stream": "stream", "wandb_run_id": "wandb_run_id"}
+
+
+class IncompatibleCheckpoint(CheckpointError, UsageError):
+    """A sound checkpoint this run cannot continue from (another model, optimizer, backend or recipe). A usage error
+    (exit 2), not a runtime failure: a launcher's retry would meet the same checkpoint with the same config."""
+
+    exit_code = EXIT_USAGE
 
 
 @functools.cache  # once per process: a subprocess per checkpoint would stall the training loop
@@ -186,8 +194,8 @@ class Checkpointer:
         except (RuntimeError, ValueError, KeyError, CheckpointException) as exc:  # DCP's derives from BaseException
             detail = next((line for line in str(exc).splitlines() if "mismatch" in line or "Missing key" in line),
                           str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            raise CheckpointError(f"{path}: does not fit this run's model or optimizer (was the model yaml, nc or "
-                                  f"train.optimizer changed?): {detail.strip()}") from None
+            raise IncompatibleCheckpoint(f"{path}: does not fit this run's model or optimizer (was the model yaml, nc "
+                                         f"or train.optimizer changed?): {detail.strip()}") from None
         for group, values in zip(backend.optimizer.param_groups, kept):
             group.update(values)
         if ema is not None:
@@ -207,18 +215,18 @@ class Checkpointer:
         saved = meta.get("config", {})
         old, new = saved.get("train", {}).get("optimizer"), self.cfg.train.optimizer
         if old is not None and old != new:
-            raise CheckpointError(f"{path}: written with train.optimizer={old}, this run has {new}: resume with "
-                                  f"{old}, or start a new run folder")
+            raise IncompatibleCheckpoint(f"{path}: written with train.optimizer={old}, this run has {new}: resume "
+                                         f"with {old}, or start a new run folder")
         # The other direction (a DeepSpeed run, a checkpoint without) is refused by the DeepSpeed backend's set-up.
         if meta.get("backend") == "deepspeed" and self.states["optimizer"].kind != "deepspeed":
-            raise CheckpointError(f"{path}: written with DeepSpeed, this run is without: its optimizer state is laid "
-                                  "out differently; resume with distributed.backend=deepspeed")
+            raise IncompatibleCheckpoint(f"{path}: written with DeepSpeed, this run is without: its optimizer state "
+                                         "is laid out differently; resume with distributed.backend=deepspeed")
         changed = config_differences(saved, self._config)
         if changed:
-            raise CheckpointError(f"{path}: this run's config differs from the checkpoint's where a resume cannot "
-                                  f"change it: {describe_differences(changed)}. Resume with the checkpoint's values, or "
-                                  "start a new run (checkpoint.resume=none; train.weights=<this checkpoint> starts from "
-                                  "its weights)")
+            raise IncompatibleCheckpoint(f"{path}: this run's config differs from the checkpoint's where a resume "
+                                         f"cannot change it: {describe_differences(changed)}. Resume with the "
+                                         "checkpoint's values, or start a new run (checkpoint.resume=none; "
+                                         "train.weights=<this checkpoint> starts from its weights)")
 
 
 def _rng_state() -> dict:

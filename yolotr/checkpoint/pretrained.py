@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from yolotr.checkpoint.weights_file import WeightsFile, read_weights_file
+from yolotr.checkpoint.weights_file import WeightsFile, build_described_model, read_weights_file
 from yolotr.config.presets import YAML_SUFFIXES, find_file
 from yolotr.model.transfer import TransferReport, freeze_layers, transfer_state
 from yolotr.model.yolo import DetectionModel
@@ -31,11 +31,10 @@ def build_model(model: str, weights: str | None = None, *, nc: int, transformer:
     model = find_file(model, "models")
     source: WeightsFile | None = None
     if is_model_yaml(model):
-        architecture: str | dict = model
+        built = DetectionModel(model, nc=nc, transformer=transformer)
     else:
         source = read_weights_file(model)
-        architecture = dict(source.model_yaml)
-    built = DetectionModel(architecture, nc=nc, transformer=transformer)
+        built = build_described_model(source, model, nc=nc, transformer=transformer)
     report = None
     if weights is not None or source is not None:
         if weights is not None and weights != model:

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from yolotr.checkpoint.run_lock import RunFolderBusy, RunLock
+from yolotr.checkpoint.run_lock import RunLock
 from yolotr.checkpoint.storage import StorageError
+from yolotr.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,19 @@ def choose_run_folder(run_dir: str | os.PathLike, resume: str,
     run_dir = Path(run_dir)
     if resume not in ("none", "auto"):
         target = Path(resume)
+        if not target.exists():
+            raise UsageError(f"--resume {resume}: no such run folder or checkpoint (--resume takes auto, none, a run "
+                             "folder or one of its checkpoints/step-N)")
         if target.parent.name == "checkpoints":
             return RunFolder(target.parent.parent, resume, f"resuming {target}")
         if (target / "checkpoints").is_dir():
             return RunFolder(target, "auto", f"resuming run {target}")
+        if not (target / "manifest.json").is_file():
+            raise UsageError(f"--resume {resume}: neither a run folder (it has no checkpoints/) nor a checkpoint (it "
+                             "has no manifest.json)")
         return RunFolder(run_dir, resume, f"resuming {target}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"run.dir {run_dir}: is a file, not a folder; name another run.dir")
     runs = numbered_runs(run_dir)
     if resume == "auto":
         newest = runs[-1][1] if runs else run_dir
@@ -119,9 +128,10 @@ def settle_run_folder(cfg, env: Mapping[str, str] = os.environ) -> RunFolder:
     choice: list = [None]
     lock = None
     if rank == 0:
-        folder = choose_run_folder(cfg.run.dir, cfg.checkpoint.resume, env)
         job, restart = this_job(env)
+        folder = RunFolder(Path(cfg.run.dir), cfg.checkpoint.resume, "as configured")
         try:
+            folder = choose_run_folder(cfg.run.dir, cfg.checkpoint.resume, env)
             folder.path.mkdir(parents=True, exist_ok=True)
             lock = RunLock(folder.path, job=job, restart=restart)
             note = lock.acquire()  # before anything is written there
@@ -131,7 +141,7 @@ def settle_run_folder(cfg, env: Mapping[str, str] = os.environ) -> RunFolder:
             (folder.path / JOB_FILE).write_text(json.dumps(record) + "\n")
         except OSError as error:  # read-only, full, gone: every rank stops with the same reason
             choice = [("error", StorageError.from_os_error(error, folder.path))]
-        except RunFolderBusy as error:
+        except UsageError as error:  # a run folder in use by another job, a --resume that names no run
             choice = [("error", error)]
         else:
             if folder.path != Path(cfg.run.dir) or folder.resume != cfg.checkpoint.resume:

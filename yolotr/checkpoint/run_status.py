@@ -13,7 +13,6 @@ import logging
 import os
 from pathlib import Path
 
-from yolotr.checkpoint.manager import write_json_durably
 from yolotr.errors import (
     EXIT_DATA,
     EXIT_DIVERGED,
@@ -39,6 +38,8 @@ _ADVICE = {
 
 
 def write_exit_file(run_dir: Path, code: int, reason: str, step: int) -> None:
+    from yolotr.checkpoint.manager import write_json_durably  # here: it imports torch, which a config error needs not
+
     write_json_durably(Path(run_dir) / "exit.json", {"exit_code": code, "reason": reason, "step": step})
 
 
@@ -48,6 +49,8 @@ def write_status_file(*, run_dir: str | os.PathLike | None = None, exit_code: in
     target = os.environ.get(STATUS_ENV)
     if not target or int(os.environ.get("LOCAL_RANK", "0")) != 0:
         return
+    from yolotr.checkpoint.manager import write_json_durably  # here: it imports torch, which a config error needs not
+
     try:
         status = json.loads(Path(target).read_text())
     except (OSError, ValueError):

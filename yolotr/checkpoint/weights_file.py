@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from yolotr.checkpoint.checkpoint_weights import read_checkpoint_weights
+from yolotr.checkpoint.weights_errors import WeightsFileError
 from yolotr.checkpoint.yolov5_pickle import as_yolotr_yaml, read_yolov5_checkpoint
 from yolotr.model.transfer import with_head_aliases
 
@@ -111,38 +113,45 @@ def read_weights_file(path: str | os.PathLike, device: str | torch.device = "cpu
         return _from_checkpoint(path)
     _check_suffix(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
+        raise WeightsFileError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
-        with safe_open(str(path), framework="pt") as handle:
-            raw_meta = handle.metadata() or {}
-        tensors = load_file(str(path), device=str(device))
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                raw_meta = handle.metadata() or {}
+            tensors = load_file(str(path), device=str(device))
+        except SafetensorError as error:  # a truncated or foreign file: safetensors says only "invalid header"
+            raise WeightsFileError(f"{path}: not a readable .safetensors file ({error}); was it cut short?") from None
         header: dict[str, Any] = {}
         for key in ("format", "version", "model_yaml", "names", "imgsz", "extra"):
             if key not in raw_meta:
-                raise ValueError(f"{path}: metadata key '{key}' missing; not a yolotr weights file")
+                raise WeightsFileError(f"{path}: metadata key '{key}' missing; not a yolotr weights file")
             header[key] = raw_meta[key] if key == "format" else json.loads(raw_meta[key])
     else:
+        if not zipfile.is_zipfile(path):  # torch.load would answer with an error from deep inside pickle
+            raise WeightsFileError(f"{path}: not a .pt weights file (torch saves those as zip archives); was it cut "
+                                   "short, or is it another kind of file?")
         try:
             header = torch.load(path, map_location=device, weights_only=True)
         except pickle.UnpicklingError:  # pickled modules: a yolov5 checkpoint, or a file to refuse naming its global
             return _from_yolov5(path)
         except Exception as error:  # torch raises UnpicklingError with a long explanation
-            raise ValueError(f"{path}: not a weights-only .pt file (refusing to unpickle it): {error}") from error
+            raise WeightsFileError(f"{path}: not a weights-only .pt file (refusing to unpickle it): {error}") from error
         if not isinstance(header, dict) or "tensors" not in header:
-            raise ValueError(f"{path}: not a yolotr weights file (expected a dict with 'tensors')")
+            raise WeightsFileError(f"{path}: not a yolotr weights file (expected a dict with 'tensors')")
         tensors = header.pop("tensors")
 
     if header.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path}: format {header.get('format')!r} is not {FORMAT_NAME!r}")
+        raise WeightsFileError(f"{path}: format {header.get('format')!r} is not {FORMAT_NAME!r}")
     if int(header["version"]) > FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {header['version']} is newer than this yolotr ({FORMAT_VERSION})")
+        raise WeightsFileError(f"{path}: format version {header['version']} is newer than this yolotr "
+                               f"({FORMAT_VERSION})")
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     ema_state = {k.removeprefix("ema."): v for k, v in tensors.items() if k.startswith("ema.")}
     if not model_state and not ema_state:
-        raise ValueError(f"{path}: holds no model.* or ema.* tensors")
+        raise WeightsFileError(f"{path}: holds no model.* or ema.* tensors")
     return WeightsFile(
         model_state=model_state,
         ema_state=ema_state or None,
@@ -183,16 +192,14 @@ def _from_checkpoint(path: Path) -> WeightsFile:
 
 def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu", prefer_ema: bool = True) -> LoadedWeights:
     """Build the DetectionModel a weights file describes and load its (EMA) weights, in eval mode."""
-    from yolotr.model.yolo import DetectionModel
-
     contents = read_weights_file(path, device="cpu")
     use_ema = (prefer_ema and contents.ema_state is not None) or not contents.model_state
     state = contents.ema_state if use_ema else contents.model_state
-    model = DetectionModel(dict(contents.model_yaml), ch=int(contents.model_yaml.get("ch", 3)), nc=len(contents.names))
+    model = build_described_model(contents, path, nc=len(contents.names))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise ValueError(f"{path}: weights do not fit the model its yaml describes: {error}") from error
+        raise WeightsFileError(f"{path}: weights do not fit the model its yaml describes: {error}") from error
     model = model.float().to(device).eval()
     meta = {
         "version": contents.version,
@@ -203,9 +210,20 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu", pr
     return LoadedWeights(model=model, names=contents.names, imgsz=contents.imgsz, meta=meta)
 
 
+def build_described_model(contents: WeightsFile, path: str | os.PathLike, **kwargs) -> torch.nn.Module:
+    """The DetectionModel a weights file's own model yaml describes; an error in that yaml names the file (the
+    parser only knows it was handed a dict)."""
+    from yolotr.model.yolo import DetectionModel, ModelConfigError
+
+    try:
+        return DetectionModel(dict(contents.model_yaml), ch=int(contents.model_yaml.get("ch", 3)), **kwargs)
+    except ModelConfigError as error:
+        raise ModelConfigError(f"{path} (the model it describes)", error.problem, error.layer) from None
+
+
 def _check_suffix(path: Path) -> None:
     if path.suffix not in SUFFIXES:
-        raise ValueError(f"{path}: weights files are {' or '.join(SUFFIXES)}, not '{path.suffix}'")
+        raise WeightsFileError(f"{path}: weights files are {' or '.join(SUFFIXES)}, not '{path.suffix}'")
 
 
 def _plain_tensors(state: dict[str, Any], what: str) -> dict[str, torch.Tensor]:

@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from yolotr.checkpoint.weights_errors import WeightsFileError
+
 # Storage classes a torch archive names, and the dtype of their elements.
 _STORAGE_DTYPES = {
     "HalfStorage": torch.float16,
@@ -42,7 +44,7 @@ _STORAGE_DTYPES = {
 _PATH_CLASSES = {"PosixPath", "WindowsPath", "Path", "PurePosixPath", "PureWindowsPath", "PurePath"}
 
 
-class UnsafePickleError(ValueError):
+class UnsafePickleError(WeightsFileError):
     """A pickle names a global outside the allow-list; nothing it names was called."""
 
 
@@ -151,7 +153,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             raw = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
         except KeyError:
-            raise ValueError(f"{self.source}: storage data/{key} is missing from the archive") from None
+            raise WeightsFileError(f"{self.source}: storage data/{key} is missing from the archive") from None
         if not raw:
             return torch.empty(0, dtype=dtype)
         return torch.frombuffer(raw, dtype=dtype)
@@ -159,21 +161,21 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 def unpickle_archive(path: str | Path) -> Any:
     """The object a torch zip archive holds, rebuilt by `RestrictedUnpickler`. Raises `UnsafePickleError` for a
-    disallowed global and ValueError for a file that is not a torch zip archive."""
+    disallowed global and WeightsFileError for a file that is not a torch zip archive."""
     path = Path(path)
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        raise ValueError(f"{path}: not a torch zip archive (files saved by torch < 1.6 are not supported: load and "
-                         "save them once with a recent torch)") from None
+        raise WeightsFileError(f"{path}: not a torch zip archive (files saved by torch < 1.6 are not supported: "
+                               "load and save them once with a recent torch)") from None
     with archive:
         pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:
-            raise ValueError(f"{path}: not a torch archive (expected one <name>/data.pkl)")
+            raise WeightsFileError(f"{path}: not a torch archive (expected one <name>/data.pkl)")
         prefix = pickles[0].removesuffix("data.pkl")
         byteorder = f"{prefix}byteorder"
         if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
-            raise ValueError(f"{path}: saved on a big-endian machine; not supported")
+            raise WeightsFileError(f"{path}: saved on a big-endian machine; not supported")
         with archive.open(pickles[0]) as data:
             return RestrictedUnpickler(data, archive, prefix, str(path)).load()
 
@@ -211,18 +213,18 @@ class Yolov5Checkpoint:
 
 
 def read_yolov5_checkpoint(path: str | Path) -> Yolov5Checkpoint:
-    """Parses a yolov5 checkpoint; ValueError (or UnsafePickleError) naming the file when it is not one."""
+    """Parses a yolov5 checkpoint; WeightsFileError (or UnsafePickleError) naming the file when it is not one."""
     path = Path(path)
     obj = unpickle_archive(path)
     if isinstance(obj, StandIn):  # a bare pickled model (torch.save(model))
         obj = {"model": obj}
     if not isinstance(obj, dict) or not isinstance(obj.get("model"), StandIn):
-        raise ValueError(f"{path}: not a yolov5 checkpoint (expected a dict with a pickled 'model')")
+        raise WeightsFileError(f"{path}: not a yolov5 checkpoint (expected a dict with a pickled 'model')")
     model, ema = obj["model"], obj.get("ema")
     state = model.state
     model_yaml = state.get("yaml")
     if not isinstance(model_yaml, dict):
-        raise ValueError(f"{path}: the pickled model has no 'yaml' dict; cannot tell its architecture")
+        raise WeightsFileError(f"{path}: the pickled model has no 'yaml' dict; cannot tell its architecture")
     nc = int(model_yaml.get("nc", 0) or state.get("nc", 0))
     names = state.get("names")
     if isinstance(names, dict):

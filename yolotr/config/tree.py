@@ -8,6 +8,7 @@ error formats for the same job.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -39,7 +40,8 @@ def from_dict(cls: type, data: Any, *, path: str = "", source: str | None = None
     unknown = sorted(set(data) - set(fields))
     if unknown:
         key = _join(path, str(unknown[0]))
-        raise ConfigError(key, f"unknown key (known keys here: {', '.join(sorted(fields))})", source)
+        raise ConfigError(key, f"unknown key{_did_you_mean(str(unknown[0]), fields, path)} (known keys here: "
+                          f"{', '.join(sorted(fields))})", source)
     values = {}
     for name, value in data.items():
         values[name] = _convert(hints[name], value, _join(path, name), source)
@@ -47,6 +49,12 @@ def from_dict(cls: type, data: Any, *, path: str = "", source: str | None = None
         return cls(**values)
     except TypeError as exc:  # a required field without default that the yaml left out
         raise ConfigError(path or "<root>", str(exc), source) from None
+
+
+def _did_you_mean(name: str, known, path: str) -> str:
+    """`; did you mean 'train.lr0'?` for a near miss (a typo, a missing letter), else nothing."""
+    close = [f"'{_join(path, match)}'" for match in difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)]
+    return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
 def _join(path: str, name: str) -> str:

@@ -48,13 +48,15 @@ class ConversionReport:
     boxes_written: int = 0
     boxes_clipped: int = 0  # extended beyond the image, clipped to it
     boxes_dropped: int = 0  # entirely outside the image
+    backgrounds: int = 0  # images written without a box (an empty or absent label file: YOLOv5's backgrounds)
     reencoded: int = 0  # images in formats other than JPEG/PNG, stored as lossless PNG
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
             "written": self.written, "boxes_written": self.boxes_written, "boxes_clipped": self.boxes_clipped,
-            "boxes_dropped_outside_image": self.boxes_dropped, "reencoded_as_png": self.reencoded, "notes": self.notes,
+            "boxes_dropped_outside_image": self.boxes_dropped, "background_images": self.backgrounds,
+            "reencoded_as_png": self.reencoded, "notes": self.notes,
             "excluded": [asdict(e) | {"meaning": REASONS.get(e.reason, "")} for e in self.excluded],
         }
 
@@ -65,6 +67,7 @@ class ConversionReport:
         lines = [f"{split}: {count} samples written" for split, count in self.written.items()]
         lines.append(f"boxes: {self.boxes_written} written, {self.boxes_clipped} clipped to their image, "
                      f"{self.boxes_dropped} dropped (entirely outside their image)")
+        lines.append(f"background images (no boxes: an empty or missing label file): {self.backgrounds}")
         if self.reencoded:
             lines.append(f"images stored as lossless PNG (not JPEG or PNG at the source): {self.reencoded}")
         lines.append(f"excluded samples: {len(self.excluded)}")
@@ -83,6 +86,8 @@ def read_image_file(path: Path) -> tuple[bytes, str, np.ndarray | None]:
         data = path.read_bytes()
     except OSError as err:
         raise SampleError("missing_file", f"{path}: {err.strerror or err}") from None
+    if not data:  # else reported as a format nobody decodes, which sends the user looking for the wrong problem
+        raise SampleError("invalid_image", "the file is empty (0 bytes)")
     if data[:3] == b"\xff\xd8\xff":
         return data, "jpg", None
     if data[:8] == b"\x89PNG\r\n\x1a\n":
@@ -126,6 +131,7 @@ def write_split(candidates: Iterable[Candidate], out_dir: Path, *, split: str, n
             report.boxes_clipped += clipped
             report.boxes_dropped += dropped
             report.reencoded += reencoded
+            report.backgrounds += not len(record.label.classes)
             yield record
 
     index = write_shards(records(), out_dir / split, nc=nc, names=names, samples_per_shard=samples_per_shard,

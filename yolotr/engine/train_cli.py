@@ -26,7 +26,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from yolotr.checkpoint.run_folder import choose_run_folder
+    # Light imports only until the config is read: a typo in a key is answered at once, without loading torch.
     from yolotr.checkpoint.run_status import write_status_file
     from yolotr.config import dump_config, load_config
 
@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, overrides)
         if args.print_config:  # with the run folder this start would take (launch scripts read it)
+            from yolotr.checkpoint.run_folder import choose_run_folder
+
             folder = choose_run_folder(cfg.run.dir, cfg.checkpoint.resume)
             cfg.run.dir, cfg.checkpoint.resume = str(folder.path), folder.resume
             console.result(dump_config(cfg), end="")

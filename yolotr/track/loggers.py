@@ -45,14 +45,15 @@ class RunLogger:
 
         On a resume from `step`, what an earlier attempt wrote after that step is dropped first, so that every step
         is recorded once: metrics.jsonl's later records move to metrics.superseded.jsonl, results.csv is remade from
-        the records left, and TensorBoard hides the later events (purge_step)."""
+        the records left, TensorBoard hides the later events (purge_step), and the W&B run is rewound to `step`."""
         if not self.is_main:
             return
         metrics_path = self.dir / "metrics.jsonl"
         if resumed:
             supersede_records_after(metrics_path, step)
         self._metrics = MetricsWriter(metrics_path)
-        self._wandb = WandbLogger(self.dir, run_id=self.wandb_run_id, **self._wandb_args)
+        self._wandb = WandbLogger(self.dir, run_id=self.wandb_run_id, resumed_at=step if resumed else None,
+                                  **self._wandb_args)
         self.wandb_run_id = self._wandb.run_id
         if self._results_csv_enabled:
             self._mirrors.append(ResultsCsv(self.dir / "results.csv", read_metrics(metrics_path)))

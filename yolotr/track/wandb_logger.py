@@ -62,7 +62,12 @@ class WandbLogger:
         enabled: bool,
         project: str = "yolotr",
         name: str | None = None,
+        resumed_at: int | None = None,
     ) -> None:
+        """`run_id`: the W&B run to continue (None: a new one). `resumed_at`: the step of the checkpoint a resumed
+        start continues from: the run is rewound to it (W&B's `resume_from`), since what an earlier start logged
+        after it is training the run threw away (metrics.jsonl supersedes those records too), and W&B would keep
+        those rows and ignore the resumed run's, a lower step than the one it has."""
         self.mode = wandb_mode() if enabled else "disabled"
         if int(os.environ.get("RANK", "0")) != 0:
             self.mode = "disabled"  # one W&B run per training: a run per rank would duplicate every chart
@@ -74,15 +79,27 @@ class WandbLogger:
 
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        init = dict(project=project, name=name, dir=str(run_dir), config=config, id=run_id, resume="allow")
-        try:
-            self._run = wandb.init(mode=self.mode, **init)
-        except Exception as error:  # noqa: BLE001 - an unreachable server must not stop training
-            if self.mode != "online":
-                raise
-            warnings.warn(f"W&B online init failed ({error}); logging offline instead", stacklevel=2)
-            self.mode = "offline"
-            self._run = wandb.init(mode="offline", **init)
+        init = dict(project=project, name=name, dir=str(run_dir), config=config)
+        plain = dict(id=run_id, resume="allow")
+        rewind = dict(resume_from=f"{run_id}?_step={int(resumed_at)}") if run_id and resumed_at is not None else None
+        # Offline, the rewind is recorded in the run's file and done by `wandb sync`. Online, a server that cannot
+        # rewind (an old server, a run never synced) still gets the run continued, and an unreachable one the files.
+        attempts = [(self.mode, rewind or plain)]
+        if self.mode == "online":
+            attempts = [("online", rewind)] * (rewind is not None) + [("online", plain), ("offline", rewind or plain)]
+        for attempt, (mode, how) in enumerate(attempts):
+            try:
+                self._run = wandb.init(mode=mode, **init, **how)
+                self.mode = mode
+                break
+            except Exception as error:  # noqa: BLE001 - an unreachable server must not stop training
+                if attempt == len(attempts) - 1:
+                    raise
+                next_mode, next_how = attempts[attempt + 1]
+                what = f"rewinding run {run_id} to step {resumed_at}" if how is rewind else "init"
+                lost = rewind is not None and next_how is not rewind
+                then = f" without the rewind (the rows after step {resumed_at} stay)" if lost else ""
+                warnings.warn(f"W&B {mode} {what} failed ({error}); trying {next_mode}{then}", stacklevel=2)
         self.run_id = self._run.id
 
     @property

@@ -84,18 +84,49 @@ def iter_records(wandb_file: str | os.PathLike) -> Iterator[wandb_internal_pb2.R
 
 def read_history(wandb_file: str | os.PathLike) -> tuple[str | None, list[dict[str, Any]]]:
     """(run id, history rows) of a `.wandb` file; each row maps logged keys to values and has `_step`."""
+    run_id, rows, _ = _read_file(wandb_file)
+    return run_id, rows
+
+
+def read_run_history(run_dir: str | os.PathLike) -> tuple[str | None, list[dict[str, Any]]]:
+    """(run id, history rows) of a run over every start that logged to it, one row per step: the steps
+    metrics.jsonl holds, and what a W&B server that rewinds runs shows once the files are synced. Offline, each process writes a `.wandb` file of its
+    own; a start that resumed from a checkpoint at step S rewound the run to S (its run record's branch point; in
+    files from before yolotr rewound, its `event/resume` row), so the rows an earlier start logged after S, training
+    the run threw away, are left out. The rows one step gets from the starts that logged it are merged into one."""
     run_id: str | None = None
+    steps: dict[int, dict[str, Any]] = {}
+    for wandb_file in find_wandb_files(run_dir):
+        file_id, rows, rewound_to = _read_file(wandb_file)
+        run_id = file_id or run_id
+        if rewound_to is None:
+            rewound_to = next((row["_step"] for row in rows if "event/resume" in row and "_step" in row), None)
+        if rewound_to is not None:
+            for step in [step for step in steps if step > rewound_to]:
+                del steps[step]
+        for row in rows:
+            if "_step" in row:
+                steps.setdefault(row["_step"], {}).update(row)
+    return run_id, [steps[step] for step in sorted(steps)]
+
+
+def _read_file(wandb_file: str | os.PathLike) -> tuple[str | None, list[dict[str, Any]], int | None]:
+    """(run id, history rows, the `_step` the run was rewound to when it started, or None)."""
+    run_id: str | None = None
+    rewound_to: int | None = None
     rows: list[dict[str, Any]] = []
     for record in iter_records(wandb_file):
         kind = record.WhichOneof("record_type")
-        if kind == "run" and record.run.run_id:
-            run_id = record.run.run_id
+        if kind == "run":
+            run_id = record.run.run_id or run_id
+            if record.run.HasField("branch_point") and record.run.branch_point.metric == "_step":
+                rewound_to = int(record.run.branch_point.value)
         elif kind == "history":
             row = {_item_key(item): json.loads(item.value_json) for item in record.history.item}
             if record.history.HasField("step"):
                 row["_step"] = record.history.step.num
             rows.append(row)
-    return run_id, rows
+    return run_id, rows, rewound_to
 
 
 def wait_until_complete(wandb_file: str | os.PathLike, timeout_s: float, poll_s: float = 0.05) -> bool:
