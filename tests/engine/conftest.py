@@ -43,7 +43,7 @@ def tiny_model(tmp_path_factory) -> Path:
     return path
 
 
-def write_train_config(directory: Path, data: Path, model: Path, **sections) -> Path:
+def write_train_config(directory: Path, data: Path, model: Path, /, **sections) -> Path:
     """A small training config (run folder `directory/run`) written into `directory`; `sections` update its own."""
     cfg = {
         "model": str(model),
