@@ -82,11 +82,11 @@ class Attempt:
             if time.monotonic() - ranks_seen > RANKS_EVERY_S:
                 self.ranks.update(ranks_below(proc.pid))
                 ranks_seen = time.monotonic()
-            step = self.folder.trained_step()
+            step = self.folder.trained_step(since=result.started)
             if step != last_step:
                 last_step, last_progress = step, time.monotonic()
             if self.fault is not None and result.fired_at is None:
-                result.fired_at = self._maybe_fire(proc, step)
+                result.fired_at = self._maybe_fire(proc, step, result.started)
             if time.monotonic() - last_progress > self.stall_timeout:
                 result.stalled = True
                 kill_job(proc.pid, self.ranks)
@@ -94,10 +94,10 @@ class Attempt:
             time.sleep(POLL_S)
         proc.wait()
 
-    def _maybe_fire(self, proc: subprocess.Popen, step: int) -> int | None:
+    def _maybe_fire(self, proc: subprocess.Popen, step: int, started: float) -> int | None:
         fault = self.fault
         if fault.kind == "kill_during_write":
-            saving = self.folder.committing(fault.step, self.world_size)
+            saving = self.folder.committing(fault.step, self.world_size, since=started)
             if saving is None:
                 return None
             kill_job(proc.pid, self.ranks)

@@ -16,7 +16,7 @@ class RunFolder:
         self.path = Path(path)
         self.checkpoints = self.path / "checkpoints"
         self._metrics_seen: tuple[int, int] | None = None
-        self._step = 0
+        self._train_steps: list[tuple[float, int]] = []  # (time, step) of metrics.jsonl's train records
 
     # ---- records -----------------------------------------------------------------------------------------------
     def records(self, *, since: float = 0.0, until: float = float("inf"), superseded: bool = True) -> list[dict]:
@@ -28,8 +28,11 @@ class RunFolder:
         found = [r for f in files for r in _read_jsonl(f) if since <= r.get("time", 0.0) <= until]
         return sorted(found, key=lambda r: r.get("time", 0.0))
 
-    def trained_step(self) -> int:
-        """The last step in a train record (the drill runs with train.log_every=1): the step the run has reached."""
+    def trained_step(self, since: float = 0.0) -> int:
+        """The last step in a train record written at or after `since` (the drill runs with train.log_every=1): the
+        step the attempt started at `since` has reached. The earlier attempts' records stay in metrics.jsonl until the
+        new one resumes and supersedes them, so without `since` a fault due at a step the killed attempt had already
+        passed would fire at once, before the new attempt has resumed."""
         path = self.path / "metrics.jsonl"
         try:
             stat = path.stat()
@@ -37,8 +40,8 @@ class RunFolder:
             return 0
         if (stat.st_size, stat.st_mtime_ns) != self._metrics_seen:  # read again only when it changed
             self._metrics_seen = (stat.st_size, stat.st_mtime_ns)
-            self._step = max((r["step"] for r in _read_jsonl(path) if r.get("kind") == "train"), default=0)
-        return self._step
+            self._train_steps = [(r.get("time", 0.0), r["step"]) for r in _read_jsonl(path) if r.get("kind") == "train"]
+        return max((step for time, step in self._train_steps if time >= since), default=0)
 
     def world_size(self) -> int | None:
         starts = [r for r in _read_jsonl(self.path / "metrics.jsonl") if r.get("event") == "start"]
@@ -61,15 +64,19 @@ class RunFolder:
         """The committed checkpoints whose manifest verifies, oldest first."""
         return [p for p in self.committed() if verify(p) is None]
 
-    def committing(self, from_step: int, world_size: int) -> Path | None:
-        """A save of step >= `from_step` whose files every rank has written and whose commit has not landed: a
-        `step-N.tmp/` with trainer.json and one hash sidecar per rank (the sidecars go once the manifest is made)."""
+    def committing(self, from_step: int, world_size: int, since: float = 0.0) -> Path | None:
+        """A save of step >= `from_step`, begun at or after `since`, whose files every rank has written and whose
+        commit has not landed: a `step-N.tmp/` with trainer.json and one hash sidecar per rank (the sidecars go once
+        the manifest is made). `since` leaves out a save that a killed attempt left uncommitted."""
         if not self.checkpoints.is_dir():
             return None
         for tmp in sorted(self.checkpoints.glob("step-*.tmp")):
             step = int(tmp.name[5:13])
-            if (step >= from_step and (tmp / "trainer.json").is_file()
-                    and len(list(tmp.glob(_HASH_SIDECARS))) >= world_size):
+            try:
+                fresh = (tmp / "trainer.json").stat().st_mtime >= since
+            except FileNotFoundError:
+                continue
+            if step >= from_step and fresh and len(list(tmp.glob(_HASH_SIDECARS))) >= world_size:
                 return tmp
         return None
 
