@@ -222,7 +222,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not (args.synth or args.data or args.report_only):
         parser.error("one of --synth or --data is required")
     trainers = set(args.trainers.split(","))
-    if "yolov5" in trainers and not args.yolov5_dir:
+    if "yolov5" in trainers and not args.yolov5_dir and not args.report_only:
         parser.error("yolov5 runs need YOLOV5_DIR (or --yolov5-dir): a checkout of ultralytics/yolov5")
     for model in args.models.split(","):
         if model not in MODELS:
