@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.conftest import REPO, check, read_jsonl, run_in_own_session, run_train
+from tests.engine.conftest import REPO, check, descendant_pids, read_jsonl, run_in_own_session, run_train
 from yolotr.checkpoint.manager import verify
 
 pytestmark = pytest.mark.slow
@@ -109,22 +109,6 @@ def test_a_lock_whose_holder_is_an_unreaped_zombie_is_stale():
         child.wait()
 
 
-def _descendants(root: int) -> list[int]:
-    found, frontier = [], [root]
-    while frontier:
-        parent = frontier.pop()
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                    found.append(int(entry.name))
-                    frontier.append(int(entry.name))
-    return found
-
-
 def _is_rank(pid: int) -> bool:
     try:
         return b"RANK=" in Path(f"/proc/{pid}/environ").read_bytes() and b"yolotr" in Path(
@@ -144,7 +128,7 @@ def test_ranks_whose_launcher_is_killed_stop_with_a_checkpoint_instead_of_traini
     while not (run_dir / "metrics.jsonl").exists() or "train" not in (run_dir / "metrics.jsonl").read_text():
         assert launcher.poll() is None and time.time() < deadline
         time.sleep(0.2)
-    ranks = [pid for pid in _descendants(launcher.pid) if _is_rank(pid)]
+    ranks = [pid for pid in descendant_pids(launcher.pid) if _is_rank(pid)]
     assert len(ranks) == 2
 
     os.killpg(launcher.pid, signal.SIGKILL)  # the launcher's whole process group; the ranks run in sessions of their own
