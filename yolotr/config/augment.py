@@ -30,7 +30,8 @@ class AugmentConfig:
     """Probability that an image is a 4-image mosaic."""
     mosaic_partners: Literal["dataset", "batch"] = "batch"
     """Where a mosaic's three other images come from: drawn from the whole train split, as YOLOv5 (each costs a read
-    and a decode), or from the same local batch (decoded once; a batch then shares its images across its mosaics)."""
+    and a decode), or from the same local batch (decoded once; a batch then shares its images across its mosaics).
+    The parity ablation scored `batch` higher on both seeds tried (docs/parity.md, row B5)."""
 
     def __post_init__(self) -> None:
         if self.mosaic_partners not in ("dataset", "batch"):
