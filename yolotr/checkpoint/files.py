@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 import torch.distributed.checkpoint as dcp
 
-from yolotr.checkpoint.manager import CheckpointError, write_json_durably
+from yolotr.checkpoint.durable_json import write_json_durably
+from yolotr.checkpoint.manager import CheckpointError
 
 
 def write_rank_files(staged: dict, meta: dict, rank: int, tmp: Path) -> list[Path]:

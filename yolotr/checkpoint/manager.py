@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from yolotr.checkpoint.durable_json import write_json_durably
 from yolotr.checkpoint.storage import StorageError, free_text, room_problem, storage_problem
 from yolotr.distributed import all_gather_object, all_ranks, barrier
 from yolotr.errors import YolotrError
@@ -59,15 +60,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def write_json_durably(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 _HASHES = "hashes-rank-{:05d}.json"  # a rank's sidecar in step-N.tmp/: its files' sizes and sha256, folded into the manifest

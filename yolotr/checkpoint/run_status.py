@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+from yolotr.checkpoint.durable_json import write_json_durably
 from yolotr.errors import (
     EXIT_DATA,
     EXIT_DIVERGED,
@@ -38,8 +39,6 @@ _ADVICE = {
 
 
 def write_exit_file(run_dir: Path, code: int, reason: str, step: int) -> None:
-    from yolotr.checkpoint.manager import write_json_durably  # here: it imports torch, which a config error needs not
-
     write_json_durably(Path(run_dir) / "exit.json", {"exit_code": code, "reason": reason, "step": step})
 
 
@@ -49,8 +48,6 @@ def write_status_file(*, run_dir: str | os.PathLike | None = None, exit_code: in
     target = os.environ.get(STATUS_ENV)
     if not target or int(os.environ.get("LOCAL_RANK", "0")) != 0:
         return
-    from yolotr.checkpoint.manager import write_json_durably  # here: it imports torch, which a config error needs not
-
     try:
         status = json.loads(Path(target).read_text())
     except (OSError, ValueError):
