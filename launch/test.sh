@@ -1,14 +1,46 @@
 #!/usr/bin/env bash
 # The test command (README, CI): installs yolotr into .venv and runs the whole test suite.
-#   bash launch/test.sh [pytest args...]
+#   bash launch/test.sh [pytest args...]     (with arguments: one pytest run of exactly those)
+#
+# Without arguments the suite runs as two pytest processes side by side: the multi-process training tests
+# (tests/engine, tests/launch, tests/study: mostly torchrun starts, rendezvous and waits, which leave a core idle) and
+# everything else (single-process model, data, eval and CLI tests). Each has its own session fixtures and temporary
+# folders; the second one's output is printed when both have ended. Exit: the first failure's code; a run that
+# collected no test is a failure, not a pass.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash launch/setup_env.sh .venv
 export OMP_WAIT_POLICY=PASSIVE WANDB_MODE="${WANDB_MODE:-offline}" WANDB_SILENT=true
-status=0
-.venv/bin/python -m pytest -ra --durations=40 "$@" || status=$?
-if [ "$status" -eq 5 ]; then
-    echo "launch/test.sh: pytest collected no tests; that is a failure, not a pass" >&2
-    exit 1
+
+check_status() {  # check_status NAME CODE
+    if [ "$2" -eq 5 ]; then
+        echo "launch/test.sh: pytest collected no tests ($1); that is a failure, not a pass" >&2
+        return 1
+    fi
+    return "$2"
+}
+
+if [ "$#" -gt 0 ]; then
+    status=0
+    .venv/bin/python -m pytest -ra --durations=40 "$@" || status=$?
+    check_status "pytest $*" "$status"
+    exit $?
 fi
-exit "$status"
+
+processes=(tests/engine tests/launch tests/study)
+others_log=$(mktemp "${TMPDIR:-/tmp}/yolotr-tests.XXXXXX")
+others=(--ignore=tests/engine --ignore=tests/launch --ignore=tests/study tests)
+.venv/bin/python -m pytest -ra --durations=20 -p no:cacheprovider "${others[@]}" >"$others_log" 2>&1 &
+others_pid=$!
+status_processes=0
+.venv/bin/python -m pytest -ra --durations=40 -p no:cacheprovider "${processes[@]}" || status_processes=$?
+status_others=0
+wait "$others_pid" || status_others=$?
+echo
+echo "===== the other tests (run beside the multi-process ones) ====="
+cat "$others_log"
+rm -f "$others_log"
+final=0
+check_status "${processes[*]}" "$status_processes" || final=$?
+check_status "the other tests" "$status_others" || { code=$?; [ "$final" -ne 0 ] || final=$code; }
+exit "$final"
