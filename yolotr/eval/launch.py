@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import torch
 
-from yolotr.distributed import destroy_process_group, init_process_group
+from yolotr.distributed import barrier, destroy_process_group, init_process_group
 
 
 @dataclass
@@ -26,8 +26,14 @@ class EvalProcess:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def close(self) -> None:
+    def close(self, *, finished: bool = True) -> None:
+        """Leaves the process group. After a normal finish every rank first waits for the others: a rank that
+        tears its gloo side down while a peer is still printing or writing can abort at exit ("terminate called
+        without an active exception", seen once in CI under load). After an error there is no wait, since the
+        peers may never arrive."""
         if self.owns_process_group:
+            if finished:
+                barrier()
             destroy_process_group()
 
 

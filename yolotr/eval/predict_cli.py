@@ -56,7 +56,12 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, save_images=not args.no_images, save_txt=args.save_txt, save_crop=args.save_crop,
         line_width=args.line_width, vid_stride=args.vid_stride, progress=False if args.no_progress else None,
     )
-    summary = predict(args.weights, args.source, args.out, settings, device=process.device)
+    try:
+        summary = predict(args.weights, args.source, args.out, settings, device=process.device)
+    except BaseException:
+        process.close(finished=False)
+        raise
+    process.close()
     written = summary.written
     videos = f", {len(written.videos)} video{'s' * (len(written.videos) != 1)}" if written.videos else ""
     console.result(f"{summary.images} images{videos}, {summary.detections} detections -> {summary.predictions_json}"

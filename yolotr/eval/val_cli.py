@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from yolotr.eval.launch import start_process
 
     process = start_process(args.device)
+    finished = False
     try:
         # With --json, stdout carries exactly one JSON object: anything else printed meanwhile goes to stderr.
         to_stderr = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
@@ -57,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
                 (args.out / "val.json").write_text(json.dumps(result.to_dict()))
                 written = plot_validation(result, args.out)
                 log.info(f"wrote {args.out / 'val.json'} and {', '.join(p.name for p in written)}")
+        finished = True
     finally:
-        process.close()
+        process.close(finished=finished)
     return 0
 
 
