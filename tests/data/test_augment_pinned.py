@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from yolotr.config.augment import AugmentConfig
-from yolotr.data.augment import augment_into, sample_rng
+from yolotr.data.augment import augment_into
+from yolotr.data.augment_plan import sample_rng
 from yolotr.data.geometry import FILL_VALUE
 
 SIZE = 128
