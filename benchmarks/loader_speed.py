@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import torch
 
@@ -45,12 +46,12 @@ def device_batch(records: list[SampleRecord], size: int, config: AugmentConfig, 
 
 
 def images_per_second(build, batches: list[list[SampleRecord]], device: torch.device) -> float:
-    build(batches[0], 0)  # warm-up: allocator, nvJPEG handles, first-call costs
+    build(batches[0], epoch=0)  # warm-up: allocator, nvJPEG handles, first-call costs
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
     for epoch, batch in enumerate(batches):
-        build(batch, epoch)
+        build(batch, epoch=epoch)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return sum(len(b) for b in batches) / (time.perf_counter() - start)
@@ -75,8 +76,8 @@ def main() -> None:
           f"{torch.get_num_threads()}")
     print(f"{'size':>5} {'cpu img/s (1 process)':>22} {'device img/s':>13} {'device/cpu':>11}")
     for size in args.sizes:
-        cpu = images_per_second(lambda b, e: cpu_batch(b, size, config, e), batches, torch.device("cpu"))
-        dev = images_per_second(lambda b, e: device_batch(b, size, config, e, device), batches, device)
+        cpu = images_per_second(partial(cpu_batch, size=size, config=config), batches, torch.device("cpu"))
+        dev = images_per_second(partial(device_batch, size=size, config=config, device=device), batches, device)
         print(f"{size:>5} {cpu:>22.1f} {dev:>13.1f} {dev / cpu:>11.2f}")
     print("cpu: one process; the trainer runs train.num_workers DataLoader workers per rank, each at about this rate")
 

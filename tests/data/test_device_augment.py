@@ -22,7 +22,7 @@ from yolotr.data.device_hsv import apply_hsv_gains as device_hsv_gains
 from yolotr.data.geometry import FILL_VALUE
 
 SIZE = 128  # a multiple of OpenCV's vector block, so its HSV → RGB takes the vectorised loop everywhere
-NO_COLOUR = dict(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)
+NO_COLOUR = {"hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0}
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                                  reason="needs a CUDA device"))]
 # case: (config, bound on the mean |diff|, share of pixels allowed more than 2 levels off)

@@ -23,7 +23,7 @@ from yolotr.data.augment_plan import AugmentPlan, PastedSource
 from yolotr.data.device_hsv import apply_hsv_gains
 from yolotr.data.geometry import FILL_VALUE, transform_points
 
-IMAGES_PER_CHUNK = 16  # bounds the per-pixel temporaries: about 200 bytes per output pixel of a chunk
+IMAGES_PER_CHUNK = 16  # bounds the per-pixel temporaries (~400 bytes per output pixel: ~2.6 GB at 640 px)
 
 
 def render_plans(plans: Sequence[AugmentPlan], images: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -63,7 +63,8 @@ def _render_chunk(plans: Sequence[AugmentPlan], flat: torch.Tensor, offsets: lis
                   key_index: Mapping[str, int]) -> torch.Tensor:
     """(b, S, S, 3) uint8: the warped sources of `plans` on the fill value, before HSV."""
     size, device = plans[0].size, flat.device
-    # Per pasted source k: its output image, its inverse matrices and its region, as one small host → device copy.
+    # Per pasted source: where its pixels are in `flat`, its size, its inverse matrix and its region's half-planes,
+    # computed on the host in float64 and copied to the device once; `images` says which output each one is pasted in.
     images, rows = [], []
     for image_index, plan in enumerate(plans):
         for source in plan.sources:
