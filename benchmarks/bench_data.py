@@ -38,7 +38,8 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from yolotr.config.augment import AugmentConfig  # noqa: E402
-from yolotr.data.augment import augment_into, sample_rng  # noqa: E402
+from yolotr.data.augment import augment_into  # noqa: E402
+from yolotr.data.augment_plan import sample_rng  # noqa: E402
 from yolotr.data.batch import allocate_images, targets_tensor  # noqa: E402
 from yolotr.data.convert_dataset import convert  # noqa: E402
 from yolotr.data.convert_yolo import read_yolo_label  # noqa: E402

@@ -10,6 +10,8 @@
 #            (channels-last + torch.compile): s/step, images/s, TFLOP/s and their share of the dense bf16 peak, peak
 #            GPU memory, and the first (compiling) step's time; steps.json
 #   loader   the train stream alone (mosaic + augmentations, 8 workers) at 320 and 640 px: images/s
+#   device_loader  loader_speed.py: decode + augment of one CPU process beside nvJPEG + the device renderer (not used
+#            by the trainer yet), batch 64 at 320 and 640 px: images/s and their ratio
 #   trainers the parity harness (benchmarks/parity/): yolov5's own train.py (when YOLOV5_DIR is set) and
 #            `yolotr train` on the same synthetic set, yolov5s and yolov5s-transformer / yolotr-s, 320 px, 2 epochs:
 #            end-to-end training images/s of both (parity.md)
@@ -29,13 +31,15 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
     steps_args=(--device cpu --models yolotr-n --imgsz 64 --batch 2 --steps 1 --warmup 1 --compile-backend eager)
     synth=(--train 32 --val 16 --imgsz 64) loader_args=(--imgsz 64 --batch 8 --workers 0 --loader-batches 2)
     parity_args=(--synth "32,16,64,1" --imgsz 64 --epochs 1 --batch 16 --workers 0 --models "yolov5n")
-    limits=(240 60 200)
+    device_loader_args=(--device cpu --sizes 64 --batch 4 --batches 1 --images 8 --source-size 64)
+    limits=(220 60 200 40)
 else
     steps_args=(--device cuda --models yolov5s yolotr-s --imgsz 320 640 --batch 64 --steps 20 --warmup 3)
     synth=(--train 1024 --val 16 --imgsz 640) loader_args=(--imgsz 320 640 --batch 64 --workers 8 --loader-batches 12)
     parity_args=(--synth "2048,128,320,1" --synth-workers "$(nproc)" --imgsz 320 --epochs 2 --batch 64 --workers 8
                  --models "yolov5s,transformer")
-    limits=(300 60 170)
+    device_loader_args=(--device cuda --sizes 320 640 --batch 64 --batches 3 --images 64 --source-size 640)
+    limits=(260 60 170 40)  # steps gave 40 s to device_loader: its compiled step gets what is left after eager
 fi
 trainers=yolotr
 [ -n "${YOLOV5_DIR:-}" ] && trainers=yolov5,yolotr
@@ -71,6 +75,7 @@ part steps "${limits[0]}" "$py" benchmarks/bench_speed.py "${steps_args[@]}" --d
     --json "$out/steps.json"
 part loader "${limits[1]}" bash -c "'$py' -m yolotr data synth --out '$work/data' ${synth[*]} --seed 0 >/dev/null &&
     '$py' benchmarks/bench_speed.py --paths eager --models --loader '$work/data/data.yaml' ${loader_args[*]}"
+part device_loader "${limits[3]}" "$py" benchmarks/loader_speed.py "${device_loader_args[@]}"
 part trainers "${limits[2]}" bash -c "set -o pipefail && '$py' benchmarks/parity/parity.py ${parity_args[*]} \
     --seeds 0 --trainers $trainers --deadline-s $((limits[2] - 60)) --out '$work/parity' &&
     '$py' benchmarks/parity/parity.py --out '$work/parity' --trainers $trainers --report-only | tee '$out/parity.md'"

@@ -87,3 +87,20 @@ def label_json(boxes: list, classes: list, width: int = 48, height: int = 40) ->
 def make_label() -> Callable[..., bytes]:
     """make_label(boxes, classes, width=48, height=40) → label json bytes (no validation, NaN allowed)."""
     return label_json
+
+
+@pytest.fixture(scope="session")
+def textured_samples() -> list:
+    """Five decoded samples of the synthetic set's kind (textured backgrounds, shapes, tight boxes), of different
+    sizes and aspects, drawn straight from its renderer (no JPEG round trip). Read-only."""
+    from yolotr.data.decode import DecodedSample
+    from yolotr.data.labels import DetectionLabel
+    from yolotr.data.synth import render_image
+
+    samples = []
+    for i, imgsz in enumerate([96, 80, 112, 72, 100]):
+        image, boxes, classes = render_image(np.random.default_rng([7, i]), classes=4, imgsz=imgsz)
+        label = DetectionLabel(boxes=boxes, classes=classes.astype(np.int64), width=image.shape[1],
+                               height=image.shape[0], source="")
+        samples.append(DecodedSample(key=f"tex{i}", image=image, label=label))
+    return samples

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from yolotr.config.augment import AugmentConfig
-from yolotr.data.augment import augment_into, hsv_jitter, letterbox_into, sample_rng
+from yolotr.data.augment import augment_into, hsv_jitter, letterbox_into
+from yolotr.data.augment_plan import sample_rng
 from yolotr.data.batch import build_train_images, build_val_images
 from yolotr.data.decode import DecodedSample
 from yolotr.data.labels import DetectionLabel

@@ -4,7 +4,7 @@ depends only on (seed, epoch, primary key), a quarantined or corrupt partner is 
 import numpy as np
 
 from yolotr.config.augment import AugmentConfig
-from yolotr.data.augment import sample_rng
+from yolotr.data.augment_plan import sample_rng
 from yolotr.data.decode import decode_sample
 from yolotr.data.producers import DatasetPartners, TrainBatches, TrainPlan
 from yolotr.data.shard_reader import ShardReader

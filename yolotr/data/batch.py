@@ -15,7 +15,8 @@ import torch
 from torch.utils.data import get_worker_info
 
 from yolotr.config.augment import AugmentConfig
-from yolotr.data.augment import PartnerDraw, augment_into, letterbox_into, sample_rng
+from yolotr.data.augment import augment_into, letterbox_into
+from yolotr.data.augment_plan import PartnerDraw, sample_rng
 from yolotr.data.decode import DecodedSample
 from yolotr.data.geometry import FILL_VALUE
 
