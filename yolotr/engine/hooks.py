@@ -1,7 +1,7 @@
 """What is not the training loop: validation, periodic checkpoints, fault drills and debug tools, as hooks.
 
 The trainer calls every registered hook at fixed points of `Trainer.fit()` (as detectron2's `HookBase` and YOLOv5's
-callbacks do), in registration order; `default_hooks` registers them from the config. A hook reads and drives the
+callbacks do), in registration order; `build.default_hooks` registers them from the config. A hook reads and drives the
 trainer through `self.trainer`, which is set when it is registered.
 
     before_train()      after the resume and the first snapshot, before the first step
@@ -167,8 +167,18 @@ class CollectiveCount(HookBase):
             return
         bare: dict[str, int] = {}
         with count_collectives(bare):
-            t.bare_step(t.first_batch)
+            self._bare_step(t.first_batch)
         t.logger.event(event="collectives", step=t.step, guarded_step=self.guarded, bare_ddp_step=bare)
+
+    def _bare_step(self, batch) -> None:
+        """Forward, loss and backward through the same DDP module with no guard at all, gradients then dropped."""
+        t = self.trainer
+        with t.autocast:
+            preds = t.backend.module(t.fast.images(batch.images.to(t.device).float().div_(255)))
+        loss, _ = t.compute_loss(preds, batch.targets.to(t.device))
+        t.wrapper.tie(loss).backward()
+        t.optimizer.zero_grad(set_to_none=True)
+        t.wrapper.consensus.grad = None
 
 
 class RankDigests(HookBase):

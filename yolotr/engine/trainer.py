@@ -16,7 +16,6 @@ import torch
 
 from yolotr import console
 from yolotr.checkpoint.checkpointer import Checkpointer
-from yolotr.checkpoint.host_stage import HostStager
 from yolotr.checkpoint.manager import CommitStats
 from yolotr.checkpoint.pretrained import build_model
 from yolotr.checkpoint.resume import read_quarantine_file, resume_target, write_quarantine_file
@@ -27,39 +26,24 @@ from yolotr.config.tree import to_dict
 from yolotr.data.dataset_cache import resolve_data
 from yolotr.data.errors import DataErrorBudgetExceeded
 from yolotr.data.spec import load_data_yaml
-from yolotr.data.split_labels import read_split_labels
-from yolotr.data.stream import TrainStream
 from yolotr.debug.anomaly import AnomalyHooks
 from yolotr.debug.faults import FaultInjector
 from yolotr.distributed import broadcast_tensors_from_rank0
 from yolotr.engine.backends import make_step_backend
-from yolotr.engine.eval_hook import EvalHook
+from yolotr.engine.build import default_hooks, fit_anchors, optimizer_for, run_logger, train_stream
 from yolotr.engine.fast_path import FastPath
-from yolotr.engine.hooks import (
-    CollectiveCount,
-    CompileReport,
-    CrashDrill,
-    HookBase,
-    Hooks,
-    PeriodicCheckpoint,
-    PreemptionDrill,
-    RankDigests,
-    SampleLedger,
-    SyncCheck,
-)
-from yolotr.engine.optim import Schedule, build_optimizer, build_param_groups
+from yolotr.engine.hooks import Hooks
+from yolotr.engine.optim import Schedule
 from yolotr.engine.preemption import PREEMPTION
+from yolotr.engine.recovery import Recovery
 from yolotr.engine.runtime import Runtime
 from yolotr.engine.train_log import TrainLog
 from yolotr.errors import EXIT_DATA, EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, YolotrError
 from yolotr.guard.consensus import ConsensusModule
 from yolotr.guard.ema import ModelEMA
 from yolotr.guard.monitor import GuardMonitor, PendingStep, Verdict
-from yolotr.guard.snapshot import restore_snapshot, take_snapshot
 from yolotr.guard.step import BufferGuard
-from yolotr.model.autoanchor import check_anchors, training_box_sizes
 from yolotr.model.loss import ComputeLoss
-from yolotr.track.loggers import RunLogger
 from yolotr.track.metrics import read_metrics
 from yolotr.track.progress import Progress
 from yolotr.track.summary import print_summary
@@ -75,28 +59,6 @@ class StopTraining(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-
-
-def default_hooks(cfg: Config, runtime: Runtime) -> list[HookBase]:
-    """The hooks a config asks for, in the order they run: validation before the periodic checkpoint (a validation
-    checkpoints its epoch itself, with the fitness), drills last (a crash comes after the step's checkpoint)."""
-    hooks: list[HookBase] = [EvalHook(), PeriodicCheckpoint()]
-    fast = FastPath.from_config(cfg.train, runtime.device)
-    if fast.compile:
-        hooks.append(CompileReport(fast.compile_backend))
-    if cfg.debug.sample_ledger:
-        hooks.append(SampleLedger())
-    if cfg.debug.rank_digests:
-        hooks.append(RankDigests())
-    if cfg.debug.cuda_sync_check:
-        hooks.append(SyncCheck())
-    if cfg.debug.count_collectives and runtime.kind == "ddp":
-        hooks.append(CollectiveCount())
-    if cfg.faults.preempt_at_step is not None:
-        hooks.append(PreemptionDrill(cfg.faults.preempt_at_step))
-    if cfg.faults.exit_at_step is not None:
-        hooks.append(CrashDrill(cfg.faults.exit_at_step))
-    return hooks
 
 
 class Trainer:
@@ -115,15 +77,11 @@ class Trainer:
         self.fast = FastPath.from_config(cfg.train, self.device)
         self.model = self.fast.prepare_model(model.to(self.device))
         self.model.names = list(self.data.names)
-        self.anchor_fit = self._fit_anchors() if cfg.train.autoanchor else None  # a resume then loads its own
+        # AutoAnchor (a resume then loads the checkpoint's anchors).
+        self.anchor_fit = fit_anchors(self.model, self.data, cfg) if cfg.train.autoanchor else None
         self.wrapper = ConsensusModule(self.model).to(self.device)
         self.wrapper.payload = self.wrapper.payload.to(self.device)  # a plain attribute: DDP must not broadcast it
-        self.stream = TrainStream(
-            self.data.train, global_batch_size=cfg.train.batch_size, rank=runtime.rank,
-            world_size=runtime.world_size, seed=cfg.run.seed, imgsz=cfg.train.imgsz, augment=cfg.augment,
-            num_workers=cfg.train.num_workers, max_error_fraction=cfg.train.max_data_error_fraction,
-            pin_memory=self.device.type == "cuda",  # so the uint8 host→device copy is asynchronous
-        )
+        self.stream = train_stream(cfg, self.data, runtime)
         deepspeed = runtime.kind == "deepspeed"
         # Batches per optimizer step once warm-up has ramped the accumulation up (YOLOv5's nbs / batch size).
         self.accumulate = max(round(cfg.train.nominal_batch_size / cfg.train.batch_size), 1)
@@ -132,22 +90,15 @@ class Trainer:
         self.steps_per_epoch = max(self.stream.steps_per_epoch // self.accumulate, 1)  # after warm-up
         self.total_steps = cfg.train.max_steps or self.schedule.total_steps()
 
-        weight_decay = cfg.train.weight_decay * cfg.train.batch_size * self.accumulate / cfg.train.nominal_batch_size
-        groups = build_param_groups(self.model, weight_decay, cfg.train.transformer_lr_mult)
-        # On a GPU, fused kernels give the guard its sync-free skip (found_inf); on a CPU the plain kernels are
-        # faster and the guard reads its verdict directly (guard/step.py), except when debug.cuda_sync_check asks to
-        # check the GPU's code path on a CPU. Under DeepSpeed, ZeRO owns the step.
+        # A GPU's step, or a CPU's that debug.cuda_sync_check makes behave like one: no host sync until inspection.
         sync_free_path = self.device.type == "cuda" or cfg.debug.cuda_sync_check
-        optimizer = build_optimizer(groups, cfg.train.optimizer, cfg.train.lr0, cfg.train.momentum,
-                                    fused=(cfg.guard.enabled and not deepspeed and sync_free_path) or None,
-                                    preinit_momentum=not deepspeed)
+        optimizer = optimizer_for(cfg, self.model, accumulate=self.accumulate, deepspeed=deepspeed,
+                                  sync_free_path=sync_free_path)
         self.ema = ModelEMA(self.model, cfg.train.ema_decay, cfg.train.ema_tau) if cfg.train.ema else None
         self.compute_loss = ComputeLoss(self.model, cfg.loss, imgsz=cfg.train.imgsz)
         max_quarantine = math.ceil(cfg.guard.max_quarantine_fraction * self.data.train.num_samples)
         self.monitor = GuardMonitor(cfg.guard, runtime.rank, runtime.world_size, max_quarantine)
-        self.logger = RunLogger(self.run_dir, is_main=runtime.is_main, wandb_enabled=cfg.wandb.enabled,
-                                wandb_project=cfg.wandb.project, wandb_name=cfg.wandb.name, config=to_dict(cfg),
-                                tensorboard=cfg.log.tensorboard, results_csv=cfg.log.results_csv)
+        self.logger = run_logger(cfg, self.run_dir, runtime)
 
         self.checkpointer = Checkpointer(
             cfg, self.run_dir, rank=runtime.rank, world_size=runtime.world_size, on_commit=self._checkpoint_committed,
@@ -177,7 +128,7 @@ class Trainer:
         self.buffers = BufferGuard(self.model)
         self._ema_buffers = BufferGuard(self.ema.module) if self.ema is not None else None
         self.anomaly = AnomalyHooks(self.model) if cfg.debug.anomaly_hooks else None
-        # Reading verdicts costs a GPU a sync, a CPU nothing; debug.cuda_sync_check makes a CPU run behave like a GPU.
+        # Reading verdicts costs a GPU a sync, a CPU nothing.
         self.check_every = cfg.guard.check_every or (cfg.train.log_every if sync_free_path else 1)
         self.autocast = torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES.get(cfg.train.precision, torch.float32),
                                        enabled=cfg.train.precision in AUTOCAST_DTYPES)
@@ -188,32 +139,18 @@ class Trainer:
         self.steps_this_process = 0  # unlike `step`, not restored on resume
         self.applied_steps = 0
         self.epoch = 0
-        self.backoff_until = -1
         self.val_pending: int | None = None  # an epoch whose validation is due
-        self.skipped_windows: list[list[int]] = []
-        self.rollbacks = 0
         self.best_fitness: float | None = None
         self.pending: list[PendingStep] = []
-        self.snapshot = None
-        self._snapshot_stager = HostStager()
-        self.clean_since_snapshot = True
+        self.recovery = Recovery(cfg.guard)  # the last good snapshot, rollbacks, the LR cool-down after one
         self.first_batch = None
-
-    def _fit_anchors(self) -> dict:
-        """YOLOv5's AutoAnchor: every rank computes the same anchors from the same labels (no collective)."""
-        boxes = [(label.boxes, label.width, label.height) for label in read_split_labels(self.data.train)]
-        wh = training_box_sizes(boxes, self.cfg.train.imgsz, seed=self.cfg.run.seed)
-        before, after = check_anchors(self.model.detect, wh, self.cfg.loss.anchor_t)
-        return {"boxes": len(wh), "before": str(before), "after": None if after is None else str(after),
-                "replaced": after is not None and after.bpr > before.bpr}
 
     # ------------------------------------------------------------------ the trainer's own state
     def state_dict(self) -> dict:
         """The counters (trainer.json's "counters"). The EMA's update count rides with them: its tensors are saved
         like the model's, its count is a counter (the checkpoint format of 0.1.0)."""
         return {"step": self.step, "applied_steps": self.applied_steps, "epoch": self.epoch,
-                "backoff_until": self.backoff_until, "skipped_windows": self.skipped_windows,
-                "rollbacks": self.rollbacks, "best_fitness": self.best_fitness,
+                **self.recovery.state_dict(), "best_fitness": self.best_fitness,
                 "ema_updates": self.ema.updates if self.ema is not None else 0, "val_pending": self.val_pending,
                 **({"loss_scale": self.loss_scale.state_dict()} if self.loss_scale is not None else {})}
 
@@ -221,9 +158,7 @@ class Trainer:
         self.step = int(state["step"])
         self.applied_steps = int(state["applied_steps"])
         self.epoch = int(state["epoch"])
-        self.backoff_until = int(state["backoff_until"])
-        self.skipped_windows = [list(w) for w in state["skipped_windows"]]
-        self.rollbacks = int(state["rollbacks"])
+        self.recovery.load_state_dict(state)
         self.best_fitness = state["best_fitness"]
         self.val_pending = state.get("val_pending")  # absent from checkpoints before 0.1.0's last sessions
         if self.ema is not None:
@@ -238,7 +173,7 @@ class Trainer:
         batches = self.batches()
         try:
             self.hooks.before_train()
-            self.schedule.apply(self.optimizer, self.applied_steps, self._backoff())
+            self.schedule.apply(self.optimizer, self.applied_steps, self.recovery.lr_factor(self.step))
             self.train_log.restart_clock()
             while self.step < self.total_steps:
                 epoch_before = self.stream.epoch
@@ -254,7 +189,7 @@ class Trainer:
                     self.judge()  # may stop the run: preempted, or diverged after the rollback budget
                 if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
                     self.log_train()  # with the LR this step used
-                self.schedule.apply(self.optimizer, self.applied_steps, self._backoff())
+                self.schedule.apply(self.optimizer, self.applied_steps, self.recovery.lr_factor(self.step))
                 self.hooks.after_step()  # validation, the periodic checkpoint, drills
             self.hooks.after_train()  # the final validation and checkpoint
             return self.finish(EXIT_OK, "completed")
@@ -286,9 +221,6 @@ class Trainer:
         validation only ever sees judged steps."""
         return (self.step % self.check_every == 0 or self.step == self.total_steps
                 or self.checkpointer.due(self.step) or self.val_pending is not None)
-
-    def _backoff(self) -> float:
-        return self.cfg.guard.lr_backoff if self.step < self.backoff_until else 1.0
 
     # ------------------------------------------------------------------ one optimizer step
     def train_step(self, batches) -> PendingStep:
@@ -337,16 +269,6 @@ class Trainer:
         torch.logical_or(self.local_bad, bad, out=self.local_bad)
         return loss, items, bad
 
-    def bare_step(self, batch) -> None:
-        """Forward, loss and backward through the same DDP module with no guard at all, gradients then dropped
-        (debug.count_collectives compares a guarded step with this)."""
-        with self.autocast:
-            preds = self.backend.module(self.fast.images(batch.images.to(self.device).float().div_(255)))
-        loss, _ = self.compute_loss(preds, batch.targets.to(self.device))
-        self.wrapper.tie(loss).backward()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.wrapper.consensus.grad = None
-
     # ------------------------------------------------------------------ acting on verdicts
     def judge(self) -> None:
         """Reads the pending steps' verdicts (one device→host copy) and acts on them."""
@@ -360,7 +282,7 @@ class Trainer:
                 self.applied_steps -= 1
                 if self.ema is not None:
                     self.ema.updates -= 1
-                self.clean_since_snapshot = False
+                self.recovery.mark_skipped()
         self.train_log.add(verdict.outcomes)
         for event in verdict.events:
             self.logger.event(**event)
@@ -370,36 +292,26 @@ class Trainer:
                 write_quarantine_file(self.run_dir, self.monitor.quarantine)  # a resume reads it back
         if verdict.rollback_reason and self.cfg.guard.enabled:
             self.rollback(verdict.rollback_reason, verdict.rollback_step)
-        elif self.cfg.guard.enabled and self.step % self.cfg.guard.snapshot_every == 0:
-            if self.clean_since_snapshot or self.snapshot is None:
-                self.take_snapshot()
-            self.clean_since_snapshot = True
+        elif self.cfg.guard.enabled:
+            self.recovery.after_judged(self.step, self.applied_steps, self.model, self.optimizer, self.ema)
         if verdict.stop_requested:
             raise StopTraining(EXIT_PREEMPTED, "preemption signal received; checkpoint written, requeue to continue")
 
-    def take_snapshot(self) -> None:
-        """A host copy of the state: what a rollback restores."""
-        self.snapshot = take_snapshot(self.step, self.applied_steps, self.model, self.optimizer, self.ema,
-                                      self._snapshot_stager)
-
     def rollback(self, reason: str, bad_step: int) -> None:
-        """Restores the last good snapshot, skips the data window since then (the stream only moves forward),
-        and backs the LR off for a cool-down. Every rank reaches this with the same inputs."""
-        if self.snapshot is None:
+        """Back to the last good snapshot, its data window skipped and the LR cooled down (engine/recovery.py), or
+        the end of the run when there is none or the rollback budget is spent. Every rank reaches this with the same
+        inputs."""
+        if self.recovery.snapshot is None:
             raise StopTraining(EXIT_DIVERGED, f"{reason} before any good state was recorded")
         stop = self.monitor.record_rollback(self.step)
         if stop:
             raise StopTraining(EXIT_DIVERGED, f"{reason}; {stop}")
-        restore_snapshot(self.snapshot, self.model, self.optimizer, self.ema)
-        window = [self.snapshot.step + 1, self.step]
-        self.applied_steps = self.snapshot.applied_steps
-        self.skipped_windows.append(window)
-        self.backoff_until = self.step + self.cfg.guard.cooldown_steps
-        self.rollbacks += 1
-        self.clean_since_snapshot = True
+        done = self.recovery.roll_back(self.step, self.model, self.optimizer, self.ema)
+        self.applied_steps = done.restored_applied_steps
         self.logger.event(event="rollback", step=self.step, reason=reason, bad_step=bad_step,
-                          restored_step=self.snapshot.step, skipped_window=window, lr_backoff=self.cfg.guard.lr_backoff,
-                          cooldown_until=self.backoff_until, rollbacks=self.rollbacks)
+                          restored_step=done.restored_step, skipped_window=done.skipped_window,
+                          lr_backoff=self.cfg.guard.lr_backoff, cooldown_until=self.recovery.backoff_until,
+                          rollbacks=self.recovery.rollbacks)
 
     # ------------------------------------------------------------------ state that leaves the process
     def sync_buffers(self) -> None:
@@ -457,7 +369,8 @@ class Trainer:
             progress = Progress(self.total_steps, self.step, enabled=self.cfg.train.progress_bar)
         self.train_log = TrainLog(self.logger, world_size=self.runtime.world_size, max_norm=self.cfg.guard.max_norm,
                                   progress=progress)
-        self.take_snapshot()  # the state the run starts from is good by definition: the first rollback target
+        # The state the run starts from is good by definition: the first rollback target.
+        self.recovery.take_snapshot(self.step, self.applied_steps, self.model, self.optimizer, self.ema)
 
     def _resume(self) -> dict:
         meta = self.checkpointer.restore(self.resumed_from)
@@ -477,7 +390,7 @@ class Trainer:
 
     def log_train(self) -> None:
         self.train_log.write(step=self.step, epoch=self.epoch, optimizer=self.optimizer, stream=self.stream,
-                             skipped_steps=self.monitor.skipped_steps, rollbacks=self.rollbacks,
+                             skipped_steps=self.monitor.skipped_steps, rollbacks=self.recovery.rollbacks,
                              quarantined=len(self.monitor.quarantine))
 
     def finish(self, code: int, reason: str) -> int:
