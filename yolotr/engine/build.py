@@ -35,11 +35,11 @@ from yolotr.model.yolo import DetectionModel
 from yolotr.track.loggers import RunLogger
 
 
-def default_hooks(cfg: Config, runtime: Runtime) -> list[HookBase]:
+def default_hooks(cfg: Config, runtime: Runtime, fast: FastPath) -> list[HookBase]:
     """The hooks a config asks for, in the order they run: validation before the periodic checkpoint (a validation
-    checkpoints its epoch itself, with the fitness), drills last (a crash comes after the step's checkpoint)."""
+    checkpoints its epoch itself, with the fitness), drills last (a crash comes after the step's checkpoint).
+    `fast` is the trainer's own fast path: whether it compiles decides the compile report."""
     hooks: list[HookBase] = [EvalHook(), PeriodicCheckpoint()]
-    fast = FastPath.from_config(cfg.train, runtime.device)
     if fast.compile:
         hooks.append(CompileReport(fast.compile_backend))
     if cfg.debug.sample_ledger:

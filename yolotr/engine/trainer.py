@@ -132,7 +132,7 @@ class Trainer:
         self.check_every = cfg.guard.check_every or (cfg.train.log_every if sync_free_path else 1)
         self.autocast = torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES.get(cfg.train.precision, torch.float32),
                                        enabled=cfg.train.precision in AUTOCAST_DTYPES)
-        self.hooks = Hooks(self, default_hooks(cfg, runtime))
+        self.hooks = Hooks(self, default_hooks(cfg, runtime, self.fast))
         self.train_log: TrainLog | None = None  # opened with the run (start)
 
         self.step = 0
