@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Self
 
 import torch
 
@@ -26,6 +27,12 @@ class EvalProcess:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.close(finished=exc_type is None)
+
     def close(self, *, finished: bool = True) -> None:
         """Leaves the process group. After a normal finish every rank first waits for the others: a rank that
         tears its gloo side down while a peer is still printing or writing can abort at exit ("terminate called
@@ -39,7 +46,8 @@ class EvalProcess:
 
 def start_process(device: str | None = None, timeout_s: float = 1800) -> EvalProcess:
     """Pick the device (default: this rank's GPU, else CPU) and join the launcher's process group
-    (NCCL on GPUs, gloo on CPU) when `WORLD_SIZE` > 1."""
+    (NCCL on GPUs, gloo on CPU) when `WORLD_SIZE` > 1. Use it as a context manager: `with start_process() as p:`
+    leaves the group at the end, after waiting for the other ranks unless the block raised."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -50,18 +50,13 @@ def run(args: argparse.Namespace) -> int:
     from yolotr.eval.launch import start_process
     from yolotr.eval.predict import PredictSettings, predict
 
-    process = start_process(args.device)
     settings = PredictSettings(
         conf_thres=args.conf, iou_thres=args.iou, max_det=args.max_det, imgsz=args.imgsz, classes=args.classes,
         batch_size=args.batch_size, save_images=not args.no_images, save_txt=args.save_txt, save_crop=args.save_crop,
         line_width=args.line_width, vid_stride=args.vid_stride, progress=False if args.no_progress else None,
     )
-    try:
+    with start_process(args.device) as process:
         summary = predict(args.weights, args.source, args.out, settings, device=process.device)
-    except BaseException:
-        process.close(finished=False)
-        raise
-    process.close()
     written = summary.written
     videos = f", {len(written.videos)} video{'s' * (len(written.videos) != 1)}" if written.videos else ""
     console.result(f"{summary.images} images{videos}, {summary.detections} detections -> {summary.predictions_json}"

@@ -39,9 +39,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from yolotr.eval.launch import start_process
 
-    process = start_process(args.device)
-    finished = False
-    try:
+    with start_process(args.device) as process:
         # With --json, stdout carries exactly one JSON object: anything else printed meanwhile goes to stderr.
         to_stderr = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
         with to_stderr:
@@ -58,9 +56,6 @@ def run(args: argparse.Namespace) -> int:
                 (args.out / "val.json").write_text(json.dumps(result.to_dict()))
                 written = plot_validation(result, args.out)
                 log.info(f"wrote {args.out / 'val.json'} and {', '.join(p.name for p in written)}")
-        finished = True
-    finally:
-        process.close(finished=finished)
     return 0
 
 
