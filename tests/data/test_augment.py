@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from yolotr.config.augment import AugmentConfig
-from yolotr.data.augment import augment_into, hsv_jitter, letterbox_into
-from yolotr.data.augment_plan import sample_rng
+from yolotr.data.augment import apply_hsv_gains, augment_into, letterbox_into
+from yolotr.data.augment_plan import draw_hsv_gains, sample_rng
 from yolotr.data.batch import build_train_images, build_val_images
 from yolotr.data.decode import DecodedSample
 from yolotr.data.labels import DetectionLabel
@@ -127,14 +127,14 @@ def test_the_same_seed_epoch_and_key_give_the_same_image_and_another_epoch_anoth
     assert not np.array_equal(first[0].numpy(), other[0].numpy())
 
 
-def test_hsv_jitter_changes_colours_but_zero_gains_change_nothing():
+def test_hsv_gains_change_colours_but_zero_gains_change_nothing():
     image = solid_objects_batch(0)[0].image.copy()
     untouched = image.copy()
 
-    hsv_jitter(image, np.random.default_rng(0), AugmentConfig(**NO_COLOUR))
+    apply_hsv_gains(image, draw_hsv_gains(np.random.default_rng(0), AugmentConfig(**NO_COLOUR)))
     assert np.array_equal(image, untouched)
 
-    hsv_jitter(image, np.random.default_rng(0), AugmentConfig(hsv_h=0.0, hsv_s=0.0, hsv_v=0.4))
+    apply_hsv_gains(image, draw_hsv_gains(np.random.default_rng(0), AugmentConfig(hsv_h=0.0, hsv_s=0.0, hsv_v=0.4)))
     assert not np.array_equal(image, untouched)
 
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from yolotr.config.augment import AugmentConfig
-from yolotr.data.augment_plan import AugmentPlan, PartnerDraw, draw_hsv_gains, plan_augmentation
+from yolotr.data.augment_plan import AugmentPlan, PartnerDraw, hsv_lookup_tables, plan_augmentation
 from yolotr.data.decode import DecodedSample
 from yolotr.data.geometry import letterbox_geometry, paste_warped, scaling, transform_boxes, translation
 
@@ -57,18 +57,12 @@ def letterbox_into(out: np.ndarray, sample: DecodedSample) -> tuple[np.ndarray, 
     return rows, box.ratio, (box.left, box.top)
 
 
-def hsv_jitter(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> None:
-    """YOLOv5's HSV augmentation, in place on an RGB (H, W, 3) uint8 image: gains drawn from `rng`, then applied."""
-    apply_hsv_gains(image, draw_hsv_gains(rng, config))
-
-
 def apply_hsv_gains(image: np.ndarray, gains: np.ndarray) -> None:
     """Multiplies H, S, V of an RGB (H, W, 3) uint8 image by `gains` (3,), in place, through one lookup table."""
     if np.all(gains == 1):
         return
-    x = np.arange(256, dtype=np.float64)
-    lut = np.stack([(x * gains[0]) % 180, np.clip(x * gains[1], 0, 255), np.clip(x * gains[2], 0, 255)], axis=-1)
-    lut = lut.astype(np.uint8).reshape(256, 1, 3)  # one table per channel: H, S, V
+    tables = hsv_lookup_tables(np.asarray(gains)[None])[0]  # (3, 256): H, S, V
+    lut = np.ascontiguousarray(tables.T).reshape(256, 1, 3)  # cv2.LUT's layout for a 3-channel image
     hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
     cv2.LUT(hsv, lut, dst=hsv)
     cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB, dst=image)

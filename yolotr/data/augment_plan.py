@@ -127,6 +127,18 @@ def draw_hsv_gains(rng: np.random.Generator, config: AugmentConfig) -> np.ndarra
     return rng.uniform(-1, 1, 3) * [config.hsv_h, config.hsv_s, config.hsv_v] + 1
 
 
+def hsv_lookup_tables(gains: np.ndarray) -> np.ndarray:
+    """(B, 3) H, S, V gains → (B, 3, 256) uint8 tables, the value each H, S, V byte becomes: H times its gain modulo
+    180 (OpenCV's uint8 hue range), S and V times theirs, clipped; float64 products truncated to uint8 as YOLOv5's
+    table. Both renderers apply these tables, so their colour changes are the same."""
+    x = np.arange(256, dtype=np.float64)
+    gains = np.asarray(gains, dtype=np.float64)[:, :, None]  # (B, 3, 1)
+    hue = (x * gains[:, 0]) % 180
+    saturation = np.clip(x * gains[:, 1], 0, 255)
+    value = np.clip(x * gains[:, 2], 0, 255)
+    return np.stack([hue, saturation, value], axis=1).astype(np.uint8)
+
+
 def _long_side_size(label: DetectionLabel, size: int) -> tuple[int, int]:
     """(w, h) of the labelled image resized so that its long side is `size`."""
     ratio = size / max(label.width, label.height)

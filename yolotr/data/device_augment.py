@@ -37,10 +37,11 @@ def render_plans(plans: Sequence[AugmentPlan], images: Mapping[str, torch.Tensor
     device = next(iter(images.values())).device
     keys = sorted({source.sample.key for plan in plans for source in plan.sources})
     flat, offsets, shapes = _flat_sources(images, keys)
+    key_index = {key: i for i, key in enumerate(keys)}
     out = torch.empty((len(plans), size, size, 3), dtype=torch.uint8, device=device)  # (B, S, S, 3)
     for first in range(0, len(plans), IMAGES_PER_CHUNK):
         chunk = plans[first:first + IMAGES_PER_CHUNK]
-        out[first:first + len(chunk)] = _render_chunk(chunk, flat, offsets, shapes, {k: i for i, k in enumerate(keys)})
+        out[first:first + len(chunk)] = _render_chunk(chunk, flat, offsets, shapes, key_index)
     out = apply_hsv_gains(out, np.stack([plan.hsv_gains for plan in plans]))
     return out.permute(0, 3, 1, 2)  # (B, 3, S, S) view of (B, S, S, 3) memory
 

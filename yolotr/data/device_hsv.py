@@ -1,6 +1,7 @@
 """OpenCV's uint8 HSV conversions and the HSV jitter's lookup tables, in torch, on any device.
 
-The CPU path (`augment.apply_hsv_gains`) goes RGB → HSV with `cv2.cvtColor`, through a per-channel table, and back.
+The CPU path (`augment.apply_hsv_gains`) goes RGB → HSV with `cv2.cvtColor`, through a per-channel table
+(`augment_plan.hsv_lookup_tables`, which this module applies too), and back.
 Both conversions round, and H lives in [0, 180) as one byte, so a float HSV formula would drift from it by a few
 levels; these functions follow OpenCV's own arithmetic instead (color_hsv.simd.hpp): RGB → HSV in fixed point with
 its division tables (RGB2HSV_b), HSV → RGB in float32 as its vectorised loop does it (HSV2RGB_b with HSV2RGB_simd:
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from yolotr.data.augment_plan import hsv_lookup_tables
 
 _HSV_SHIFT = 12  # fractional bits of OpenCV's fixed-point division tables
 
@@ -66,17 +69,6 @@ def _fused_one_minus_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     `1 - s*h` becomes an FMA (with two roundings, 0.015% of all HSV values came out one level off). The float64
     product of two float32 values is exact, so one float64 subtraction and one rounding reproduce it."""
     return (1 - a.double() * b.double()).float()
-
-
-def hsv_lookup_tables(gains: np.ndarray) -> np.ndarray:
-    """(B, 3) H, S, V gains → (B, 3, 256) uint8 tables, computed as `augment.apply_hsv_gains` computes its table
-    (float64 products, truncated to uint8), so the tables are identical."""
-    x = np.arange(256, dtype=np.float64)
-    gains = np.asarray(gains, dtype=np.float64)[:, :, None]  # (B, 3, 1)
-    hue = (x * gains[:, 0]) % 180
-    saturation = np.clip(x * gains[:, 1], 0, 255)
-    value = np.clip(x * gains[:, 2], 0, 255)
-    return np.stack([hue, saturation, value], axis=1).astype(np.uint8)
 
 
 def apply_hsv_gains(images: torch.Tensor, gains: np.ndarray) -> torch.Tensor:
