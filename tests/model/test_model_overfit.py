@@ -54,6 +54,10 @@ def test_small_yolotr_n_overfits_one_batch_and_then_detects_its_boxes(tiny_model
     for image, found in enumerate(detections):
         truth = targets[targets[:, 0] == image]
         truth_boxes = box_convert(truth[:, 2:] * IMAGE_SIZE, "cxcywh", "xyxy")
-        best = box_iou(truth_boxes, found[:, :4]).max(dim=1)  # each true box's best detection
-        assert (best.values > 0.5).all(), f"image {image}: best IoUs {best.values.tolist()}"
-        assert torch.equal(found[best.indices, 5], truth[:, 1]), f"image {image}: wrong classes"
+        overlaps = box_iou(truth_boxes, found[:, :4]) > 0.5
+        for box, hits in enumerate(overlaps):
+            assert hits.any(), f"image {image}: true box {box} has no detection at IoU > 0.5"
+            # NMS is per class, so a weaker duplicate of the other class may sit on the same box; the detection that
+            # counts (for mAP, and for a user) is the most confident one there.
+            strongest = found[hits][found[hits, 4].argmax()]
+            assert strongest[5] == truth[box, 1], f"image {image}, box {box}: strongest detection {strongest.tolist()}"
