@@ -16,7 +16,7 @@ from torch.utils.data import get_worker_info
 
 from yolotr.config.augment import AugmentConfig
 from yolotr.data.augment import augment_into, letterbox_into
-from yolotr.data.augment_plan import PartnerDraw, sample_rng
+from yolotr.data.augment_plan import AugmentPlan, LabelledSample, PartnerDraw, plan_augmentation, sample_rng
 from yolotr.data.decode import DecodedSample
 from yolotr.data.geometry import FILL_VALUE
 
@@ -25,15 +25,31 @@ from yolotr.data.geometry import FILL_VALUE
 class Batch:
     """A local training batch."""
 
-    images: torch.Tensor  # (B, 3, S, S) uint8, channels_last memory
+    # (B, 3, S, S) uint8, channels_last memory; None while only planned (`plans`): the stream renders them
+    images: torch.Tensor | None
     targets: torch.Tensor  # (N, 6) float32 rows [image_index_in_batch, class, cx, cy, w, h], normalised to [0, 1]
     keys: list[str]  # the primary sample of each image; these samples count as trained on
     epoch: int
     step: int  # step in epoch
+    # train.augment_on: device: each image's augmentation plan, its sources `EncodedSample`s (not yet decoded)
+    plans: list[AugmentPlan] | None = None
 
     def pin_memory(self) -> Batch:
         """A copy in pinned memory (what DataLoader(pin_memory=True) calls), for asynchronous copies to the GPU."""
-        return replace(self, images=self.images.pin_memory(), targets=self.targets.pin_memory())
+        images = self.images.pin_memory() if self.images is not None else None
+        return replace(self, images=images, targets=self.targets.pin_memory())
+
+    def select(self, keep: Sequence[int]) -> Batch:
+        """The batch with only images `keep` (indices, in order), their targets renumbered."""
+        if len(keep) == len(self.keys):
+            return self
+        new_index = torch.full((len(self.keys),), -1, dtype=torch.float32)
+        new_index[list(keep)] = torch.arange(len(keep), dtype=torch.float32)
+        rows = self.targets[new_index[self.targets[:, 0].long()] >= 0]  # (N', 6)
+        rows[:, 0] = new_index[rows[:, 0].long()]
+        return replace(self, images=self.images[list(keep)] if self.images is not None else None, targets=rows,
+                       keys=[self.keys[i] for i in keep],
+                       plans=[self.plans[i] for i in keep] if self.plans is not None else None)
 
 
 @dataclass
@@ -88,10 +104,25 @@ def build_train_images(samples: Sequence[DecodedSample], *, size: int, augment: 
         if augment is None:
             boxes, _, _ = letterbox_into(out, sample)
         else:
-            pool = partners or [s for j, s in enumerate(samples) if j != i]
+            pool = _partners(samples, i, partners)
             boxes = augment_into(out, sample, pool, sample_rng(seed, epoch, sample.key), augment)
         rows.append(boxes)
     return buffer.permute(0, 3, 1, 2), targets_tensor(rows, size)
+
+
+def plan_train_batch(samples: Sequence[LabelledSample], *, size: int, augment: AugmentConfig, seed: int, epoch: int,
+                     partners: PartnerDraw | None = None) -> tuple[list[AugmentPlan], torch.Tensor]:
+    """The plans and targets (N, 6) of a training batch, as `build_train_images` would draw them (the same generator
+    per sample, so the same boxes), without a pixel: a device renders them (`device_augment.render_plans`)."""
+    plans = [plan_augmentation(sample, _partners(samples, i, partners), sample_rng(seed, epoch, sample.key), augment,
+                               size) for i, sample in enumerate(samples)]
+    return plans, targets_tensor([plan.boxes for plan in plans], size)
+
+
+def _partners(samples: Sequence[LabelledSample], index: int,
+              partners: PartnerDraw | None) -> PartnerDraw | list[LabelledSample]:
+    """Where sample `index`'s mosaic partners come from: `partners`, or else the batch's other samples."""
+    return partners or [s for j, s in enumerate(samples) if j != index]
 
 
 def build_val_images(samples: Sequence[DecodedSample], *, size: int) -> tuple[torch.Tensor, torch.Tensor, list]:

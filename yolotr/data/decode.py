@@ -84,20 +84,52 @@ def encode_png(image: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
+@dataclass(frozen=True)
+class EncodedSample:
+    """A sample whose label is checked but whose image is not decoded yet: what a worker hands to a device decoder
+    (train.augment_on: device). The label's width and height are taken as the image's until the decoder checks them."""
+
+    key: str
+    label: DetectionLabel
+    image: bytes
+    image_ext: str  # "jpg", "jpeg" or "png"
+
+
 def decode_sample(key: str, members: Mapping[str, memoryview], *, nc: int) -> DecodedSample:
     """Decodes the image member and checks the label member of one sample; raises `SampleError` with the key."""
     try:
-        image_ext = next((ext for ext in JPEG_EXTENSIONS + PNG_EXTENSIONS if ext in members), None)
-        if image_ext is None:
-            raise SampleError("missing_image", f"members {sorted(members)}")
-        if "json" not in members:
-            raise SampleError("missing_label", f"members {sorted(members)}")
-        label = parse_label(members["json"], nc=nc)
+        image_ext, label = _image_member_and_label(members, nc)
         image = decode_image(members[image_ext], image_ext)
-        if image.shape[:2] != (label.height, label.width):
-            raise SampleError("image_size_mismatch",
-                              f"image is {image.shape[1]}x{image.shape[0]}, label says {label.width}x{label.height}")
+        check_image_size(image.shape[0], image.shape[1], label)
     except SampleError as err:
         err.key = key
         raise
     return DecodedSample(key=key, image=image, label=label)
+
+
+def encoded_sample(key: str, members: Mapping[str, memoryview], *, nc: int) -> EncodedSample:
+    """Checks the label member of one sample and keeps its image bytes (a copy: the members may be views into a
+    reused read buffer); raises `SampleError` with the key."""
+    try:
+        image_ext, label = _image_member_and_label(members, nc)
+        if len(members[image_ext]) == 0:
+            raise SampleError("invalid_image", "empty image member")
+    except SampleError as err:
+        err.key = key
+        raise
+    return EncodedSample(key=key, label=label, image=bytes(members[image_ext]), image_ext=image_ext)
+
+
+def check_image_size(height: int, width: int, label: DetectionLabel) -> None:
+    """Raises `SampleError('image_size_mismatch')` when the decoded image is not the size its label says."""
+    if (height, width) != (label.height, label.width):
+        raise SampleError("image_size_mismatch", f"image is {width}x{height}, label says {label.width}x{label.height}")
+
+
+def _image_member_and_label(members: Mapping[str, memoryview], nc: int) -> tuple[str, DetectionLabel]:
+    image_ext = next((ext for ext in JPEG_EXTENSIONS + PNG_EXTENSIONS if ext in members), None)
+    if image_ext is None:
+        raise SampleError("missing_image", f"members {sorted(members)}")
+    if "json" not in members:
+        raise SampleError("missing_label", f"members {sorted(members)}")
+    return image_ext, parse_label(members["json"], nc=nc)

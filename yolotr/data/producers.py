@@ -9,7 +9,7 @@ the batches actually delivered (see `stream.py`), using the `BatchReport` that t
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,23 +17,27 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from yolotr.config.augment import AugmentConfig
-from yolotr.data.batch import Batch, BatchReport, ValBatch, build_train_images, build_val_images
-from yolotr.data.decode import DecodedSample, decode_sample
+from yolotr.data.batch import Batch, BatchReport, ValBatch, build_train_images, build_val_images, plan_train_batch
+from yolotr.data.decode import DecodedSample, EncodedSample, decode_sample, encoded_sample
 from yolotr.data.errors import SampleError
 from yolotr.data.index import SplitIndex
 from yolotr.data.order import local_positions
 from yolotr.data.shard_reader import ShardReader
 
+# Turns one sample's tar members into a usable sample, or raises SampleError: decode_sample (pixels decoded here) or
+# encoded_sample (label checked, image bytes kept for a device decoder).
+SampleLoader = Callable[..., DecodedSample | EncodedSample]
 
-def read_positions(reader: ShardReader, ids: Sequence[int], *, quarantine: frozenset[str],
-                   report: BatchReport) -> list[tuple[int, DecodedSample]]:
-    """Reads and decodes samples `ids` (global ids); returns the usable ones with their ids, in the order of `ids`.
+
+def read_positions(reader: ShardReader, ids: Sequence[int], *, quarantine: frozenset[str], report: BatchReport,
+                   load: SampleLoader = decode_sample) -> list[tuple[int, DecodedSample | EncodedSample]]:
+    """Reads and loads samples `ids` (global ids); returns the usable ones with their ids, in the order of `ids`.
 
     Reads go in global-id order, i.e. by (shard, byte offset): forward seeks only. Corrupt samples are recorded in
     `report` and skipped; quarantined keys are not even read.
     """
     split = reader.split
-    decoded: dict[int, DecodedSample] = {}
+    decoded: dict[int, DecodedSample | EncodedSample] = {}
     bytes_before = reader.bytes_read
     for global_id in sorted(ids):
         key = split.keys[global_id]
@@ -41,7 +45,7 @@ def read_positions(reader: ShardReader, ids: Sequence[int], *, quarantine: froze
             report.quarantined += 1
             continue
         try:
-            decoded[global_id] = decode_sample(key, reader.read(global_id), nc=split.nc)
+            decoded[global_id] = load(key, reader.read(global_id), nc=split.nc)
         except SampleError as err:
             report.errors.append((key, err.reason, err.detail))
     report.samples_seen += len(ids)
@@ -73,6 +77,7 @@ class TrainPlan:
     imgsz: int
     augment: AugmentConfig | None
     quarantine: frozenset[str]
+    plan_only: bool = False  # train.augment_on: device: plans and image bytes, no pixels (the stream renders them)
 
 
 class TrainBatches(IterableDataset):
@@ -93,15 +98,20 @@ class TrainBatches(IterableDataset):
                                     global_batch_size=plan.global_batch_size)
         ids = plan.order[positions.start:positions.stop].tolist()
         report = BatchReport()
-        usable = read_positions(reader, ids, quarantine=plan.quarantine, report=report)
+        load = encoded_sample if plan.plan_only else decode_sample
+        usable = read_positions(reader, ids, quarantine=plan.quarantine, report=report, load=load)
         samples = [s for _, s in usable]
         partners = None
         if plan.augment is not None and plan.augment.mosaic > 0 and plan.augment.mosaic_partners == "dataset":
-            partners = DatasetPartners(reader, plan.quarantine, decoded=dict(usable))
+            partners = DatasetPartners(reader, plan.quarantine, decoded=dict(usable), load=load)
+        keys = [s.key for s in samples]
+        if plan.plan_only:
+            plans, targets = plan_train_batch(samples, size=plan.imgsz, augment=plan.augment, seed=plan.seed,
+                                              epoch=plan.epoch, partners=partners)
+            return Batch(images=None, targets=targets, keys=keys, epoch=plan.epoch, step=step, plans=plans), report
         images, targets = build_train_images(samples, size=plan.imgsz, augment=plan.augment, seed=plan.seed,
                                              epoch=plan.epoch, partners=partners)
-        batch = Batch(images=images, targets=targets, keys=[s.key for s in samples], epoch=plan.epoch, step=step)
-        return batch, report
+        return Batch(images=images, targets=targets, keys=keys, epoch=plan.epoch, step=step), report
 
 
 class DatasetPartners:
@@ -109,12 +119,15 @@ class DatasetPartners:
     once per batch. The draw uses the primary's generator, so it depends only on (seed, epoch, primary key).
 
     A partner that is quarantined or cannot be decoded is replaced by the primary. It is not counted here: it is
-    counted, with its reason, when the stream reaches it as a primary sample."""
+    counted, with its reason, when the stream reaches it as a primary sample. `load` is the batch's own loader
+    (`encoded_sample` leaves the decoding, and its failures, to the device: device_batch.py)."""
 
-    def __init__(self, reader: ShardReader, quarantine: frozenset[str], decoded: dict[int, DecodedSample]) -> None:
+    def __init__(self, reader: ShardReader, quarantine: frozenset[str], decoded: dict[int, DecodedSample],
+                 load: SampleLoader = decode_sample) -> None:
         self.reader = reader
         self.quarantine = quarantine
         self.decoded = decoded  # global id -> sample: the batch's own, then every partner read
+        self.load = load
 
     def __call__(self, rng: np.random.Generator, primary: DecodedSample) -> list[DecodedSample]:
         split = self.reader.split
@@ -126,7 +139,7 @@ class DatasetPartners:
             if key in self.quarantine:
                 return primary
             try:
-                self.decoded[global_id] = decode_sample(key, self.reader.read(global_id), nc=split.nc)
+                self.decoded[global_id] = self.load(key, self.reader.read(global_id), nc=split.nc)
             except SampleError:
                 return primary
         return self.decoded[global_id]
