@@ -34,6 +34,12 @@ class TrainConfig:
     """Square training image size in pixels (multiple of 32)."""
     num_workers: int = 2
     """DataLoader workers per rank."""
+    augment_on: Literal["cpu", "device"] = "cpu"
+    """Where training images are decoded and augmented. cpu: in the DataLoader workers (libjpeg-turbo, OpenCV).
+    device: the workers only read the samples and draw the augmentations; the training process decodes the batch in
+    one call on its device (nvJPEG on a GPU) and renders mosaic, affine, flip and HSV there, with the same boxes and
+    pixels equal up to interpolation rounding (data/device_batch.py). Not yet measured on a GPU against cpu, so not
+    the default there; `benchmarks/loader_speed.py` compares the two."""
     max_data_error_fraction: float = 0.01
     """Corrupt samples (skipped, counted, logged with key and reason) beyond this fraction stop the run (exit 4)."""
     optimizer: Literal["sgd", "adamw"] = "sgd"

@@ -21,6 +21,7 @@ import torch
 
 from yolotr.config.augment import AugmentConfig
 from yolotr.data.batch import Batch, BatchReport, ValBatch
+from yolotr.data.device_batch import render_batch
 from yolotr.data.error_budget import ErrorBudget
 from yolotr.data.errors import DataErrorBudgetExceeded, StreamStateError
 from yolotr.data.index import SplitIndex
@@ -40,7 +41,8 @@ class TrainStream:
 
     def __init__(self, split: SplitIndex, *, global_batch_size: int, rank: int, world_size: int, seed: int,
                  imgsz: int, augment: AugmentConfig | None, num_workers: int = 0, shuffle_window_shards: int = 4,
-                 max_error_fraction: float = 0.01, quarantine: Iterable[str] = (), pin_memory: bool = False) -> None:
+                 max_error_fraction: float = 0.01, quarantine: Iterable[str] = (), pin_memory: bool = False,
+                 render_device: torch.device | None = None) -> None:
         check_batch_split(global_batch_size, world_size, rank)
         if split.num_samples < global_batch_size:
             raise ValueError(f"{split.index_file}: {split.num_samples} samples are fewer than one global batch "
@@ -57,6 +59,11 @@ class TrainStream:
         self.num_workers = num_workers
         self.shuffle_window_shards = shuffle_window_shards
         self.pin_memory = pin_memory
+        # train.augment_on: device: workers plan, this process decodes and renders on this device (device_batch.py)
+        self.render_device = render_device if augment is not None else None
+        if self.render_device is not None and rank == 0:
+            log.info("data: workers plan the augmentation; each rank decodes and renders its batches on %s",
+                     self.render_device.type)
         self.local_batch_size = global_batch_size // world_size
         self.steps_per_epoch = split.num_samples // global_batch_size
         self.dropped_per_epoch = split.num_samples % global_batch_size
@@ -69,6 +76,7 @@ class TrainStream:
         self._samples_delivered = 0
         self._batches_delivered = 0
         self._samples_skipped = 0
+        self._partner_dropped = 0
         self._order_cache: tuple[int, np.ndarray] | None = None
         # Only the newest iteration delivers: a new `iter(stream)` or load_state_dict() retires older ones.
         self._generation = 0
@@ -106,15 +114,18 @@ class TrainStream:
         return TrainPlan(split=self.split, order=self._order(epoch), epoch=epoch, first_step=first_step,
                          stop_step=self.steps_per_epoch, rank=self.rank, world_size=self.world_size,
                          global_batch_size=self.global_batch_size, seed=self.seed, imgsz=self.imgsz,
-                         augment=self.augment, quarantine=frozenset(self._quarantine))
+                         augment=self.augment, quarantine=frozenset(self._quarantine),
+                         plan_only=self.render_device is not None)
 
     def _deliver(self, batch: Batch, report: BatchReport) -> Batch:
         if (batch.epoch, batch.step) != (self.epoch, self.step_in_epoch):
             raise RuntimeError(f"batch of epoch {batch.epoch} step {batch.step} arrived at position "
                                f"({self.epoch}, {self.step_in_epoch}); the delivery order is broken")
-        self._budget.count(report)
         self._quarantined += report.quarantined
         batch = self._drop_quarantined(batch)
+        if batch.images is None:
+            batch = self._render(batch, report)
+        self._budget.count(report)
         self._samples_delivered += len(batch.keys)
         self._batches_delivered += 1
         # Advance before handing the batch out: a checkpoint taken while the trainer holds it must resume after it.
@@ -126,15 +137,18 @@ class TrainStream:
     def _drop_quarantined(self, batch: Batch) -> Batch:
         """Quarantine added after a worker built this batch still applies (mosaic partners already used stay)."""
         keep = [i for i, key in enumerate(batch.keys) if key not in self._quarantine]
-        if len(keep) == len(batch.keys):
-            return batch
         self._quarantined += len(batch.keys) - len(keep)
-        new_index = torch.full((len(batch.keys),), -1, dtype=torch.float32)
-        new_index[keep] = torch.arange(len(keep), dtype=torch.float32)
-        rows = batch.targets[new_index[batch.targets[:, 0].long()] >= 0]  # (N', 6)
-        rows[:, 0] = new_index[rows[:, 0].long()]
-        return Batch(images=batch.images[keep], targets=rows, keys=[batch.keys[i] for i in keep],
-                     epoch=batch.epoch, step=batch.step)
+        return batch.select(keep)
+
+    def _render(self, batch: Batch, report: BatchReport) -> Batch:
+        """A planned batch's images, decoded and rendered on the render device; what fails there joins `report`."""
+        rendered = render_batch(batch, self.render_device, self.imgsz)
+        report.errors.extend((err.key, err.reason, err.detail) for err in rendered.errors)
+        if rendered.partner_dropped:
+            self._partner_dropped += len(rendered.partner_dropped)
+            log.warning("dropped %d image(s) whose mosaic partner failed to decode on %s: %s",
+                        len(rendered.partner_dropped), self.render_device, ", ".join(rendered.partner_dropped))
+        return rendered.batch
 
     def _order(self, epoch: int) -> np.ndarray:
         if self._order_cache is None or self._order_cache[0] != epoch:
@@ -234,6 +248,7 @@ class TrainStream:
             "samples_delivered": self._samples_delivered,
             "samples_seen": self._budget.samples_seen,
             "samples_skipped": self._samples_skipped,
+            "partner_dropped": self._partner_dropped,
             "batches_delivered": self._batches_delivered,
             "bytes_read": self._budget.bytes_read,
             "unreadable_shards": len(self._budget.unreadable_shards),
