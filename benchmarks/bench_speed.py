@@ -111,26 +111,31 @@ def time_steps(name: str, imgsz: int, batch: int, device: torch.device, fast: Fa
             "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
 
 
-def loader_images_per_s(data_yaml: str, imgsz: int, batch: int, workers: int, batches: int) -> dict:
-    """The train stream alone (mosaic and augmentations at `imgsz`), after one warm-up batch."""
+def loader_images_per_s(data_yaml: str, imgsz: int, batch: int, workers: int, batches: int, augment_on: str,
+                        device: torch.device) -> dict:
+    """The train stream alone (mosaic and augmentations at `imgsz`), after one warm-up batch. augment_on: cpu (the
+    workers decode and augment) or device (the workers plan, `device` decodes and renders: train.augment_on)."""
     from yolotr.config.augment import AugmentConfig
     from yolotr.data.spec import load_data_yaml
     from yolotr.data.stream import TrainStream
 
     spec = load_data_yaml(data_yaml, splits=("train",))
     stream = TrainStream(spec.train, global_batch_size=batch, rank=0, world_size=1, seed=0, imgsz=imgsz,
-                         augment=AugmentConfig(), num_workers=workers)
+                         augment=AugmentConfig(), num_workers=workers,
+                         render_device=device if augment_on == "device" else None)
     it = iter(stream)
     next(it)
+    _sync(device)
     start, images = time.perf_counter(), 0
     for _ in range(batches):
         try:
             images += len(next(it).keys)
         except StopIteration:  # a small set: the epoch ended, the rate stands on what was timed
             break
+    _sync(device)
     seconds = time.perf_counter() - start
     it.close()
-    return {"loader": data_yaml, "imgsz": imgsz, "batch": batch, "workers": workers,
+    return {"loader": data_yaml, "imgsz": imgsz, "batch": batch, "workers": workers, "augment_on": augment_on,
             "images_per_s": images / seconds if seconds > 0 else None}
 
 
@@ -149,6 +154,8 @@ def main() -> None:
     parser.add_argument("--loader", default=None, help="a data yaml: time the train stream alone, at each --imgsz")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--loader-batches", type=int, default=20)
+    parser.add_argument("--augment-on", nargs="+", default=["cpu"], choices=["cpu", "device"],
+                        help="the loader's data paths to time (train.augment_on; device: on --device)")
     parser.add_argument("--deadline-s", type=float, default=None, help="start no configuration after this many s")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -171,8 +178,8 @@ def main() -> None:
                 row["peak_share"] = row["tflops"] / peak if peak else None
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    loaders = [loader_images_per_s(args.loader, imgsz, args.batch, args.workers, args.loader_batches)
-               for imgsz in args.imgsz] if args.loader else []
+    loaders = [loader_images_per_s(args.loader, imgsz, args.batch, args.workers, args.loader_batches, where, device)
+               for imgsz in args.imgsz for where in args.augment_on] if args.loader else []
     for row in loaders:
         print(json.dumps(row), flush=True)
 
@@ -187,7 +194,8 @@ def main() -> None:
             print(f"| {r['model']} | {r['imgsz']} | {r['path']} | {r['s_per_step']:.4f} | {r['images_per_s']:.1f} | "
                   f"{r['tflops']:.2f} | {share} | {mem} | {r['first_step_s']:.1f} |")
     for r in loaders:
-        print(f"\ntrain stream alone at {r['imgsz']} px, {r['workers']} workers: {r['images_per_s']:.1f} images/s")
+        print(f"\ntrain stream alone at {r['imgsz']} px, {r['workers']} workers, augment_on {r['augment_on']}: "
+              f"{r['images_per_s']:.1f} images/s")
     if args.json:
         args.json.write_text(json.dumps({"device": name, "precision": args.precision, "peak_tflops": peak,
                                          "steps": rows, "loader": loaders}, indent=1))

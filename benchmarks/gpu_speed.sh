@@ -9,9 +9,10 @@
 #   steps    bench_speed.py: yolov5s and yolotr-s at 320 and 640 px, batch 64, bf16, eager beside the fast path
 #            (channels-last + torch.compile): s/step, images/s, TFLOP/s and their share of the dense bf16 peak, peak
 #            GPU memory, and the first (compiling) step's time; steps.json
-#   loader   the train stream alone (mosaic + augmentations, 8 workers) at 320 and 640 px: images/s
-#   device_loader  loader_speed.py: decode + augment of one CPU process beside nvJPEG + the device renderer (not used
-#            by the trainer yet), batch 64 at 320 and 640 px: images/s and their ratio
+#   loader   the train stream alone (mosaic + augmentations, 8 workers) at 320 and 640 px, the workers decoding and
+#            augmenting (train.augment_on=cpu) and the workers planning for the GPU (device): images/s
+#   device_loader  loader_speed.py: decode + augment of one CPU process beside nvJPEG + the device renderer
+#            in one process, batch 64 at 320 and 640 px: images/s and their ratio
 #   trainers the parity harness (benchmarks/parity/): yolov5's own train.py (when YOLOV5_DIR is set) and
 #            `yolotr train` on the same synthetic set, yolov5s and yolov5s-transformer / yolotr-s, 320 px, 2 epochs:
 #            end-to-end training images/s of both (parity.md)
@@ -29,17 +30,19 @@ trap 'rm -rf "$work"' EXIT
 
 if [ "${DRY_RUN:-0}" = 1 ]; then
     steps_args=(--device cpu --models yolotr-n --imgsz 64 --batch 2 --steps 1 --warmup 1 --compile-backend eager)
-    synth=(--train 32 --val 16 --imgsz 64) loader_args=(--imgsz 64 --batch 8 --workers 0 --loader-batches 2)
+    synth=(--train 32 --val 16 --imgsz 64)
+    loader_args=(--imgsz 64 --batch 8 --workers 0 --loader-batches 2 --device cpu --augment-on cpu device)
     parity_args=(--synth "32,16,64,1" --imgsz 64 --epochs 1 --batch 16 --workers 0 --models "yolov5n")
     device_loader_args=(--device cpu --sizes 64 --batch 4 --batches 1 --images 8 --source-size 64)
-    limits=(220 60 200 40)
+    limits=(220 80 200 20)
 else
     steps_args=(--device cuda --models yolov5s yolotr-s --imgsz 320 640 --batch 64 --steps 20 --warmup 3)
-    synth=(--train 1024 --val 16 --imgsz 640) loader_args=(--imgsz 320 640 --batch 64 --workers 8 --loader-batches 12)
+    synth=(--train 1024 --val 16 --imgsz 640)
+    loader_args=(--imgsz 320 640 --batch 64 --workers 8 --loader-batches 12 --device cuda --augment-on cpu device)
     parity_args=(--synth "2048,128,320,1" --synth-workers "$(nproc)" --imgsz 320 --epochs 2 --batch 64 --workers 8
                  --models "yolov5s,transformer")
-    device_loader_args=(--device cuda --sizes 320 640 --batch 64 --batches 3 --images 64 --source-size 640)
-    limits=(260 60 170 40)  # steps gave 40 s to device_loader: its compiled step gets what is left after eager
+    device_loader_args=(--device cuda --sizes 320 640 --batch 64 --batches 2 --images 64 --source-size 640)
+    limits=(260 80 170 20)  # steps gave 40 s to the device data path: its compiled step gets what is left after eager
 fi
 trainers=yolotr
 [ -n "${YOLOV5_DIR:-}" ] && trainers=yolov5,yolotr

@@ -4,7 +4,7 @@
   mosaic with the batch's other images as partners, affine, flip, HSV). One process; the trainer runs
   `train.num_workers` such workers per rank (default 2), so its loader rate is up to that many times this one.
 * device: the batch's JPEGs decoded in one call on --device (nvJPEG on a GPU, device_decode), the same plans
-  (augment_plan) rendered there (device_augment). Not used by the trainer yet.
+  (augment_plan) rendered there (device_augment): what `train.augment_on: device` does in the training process.
 
 Both start from JPEG bytes in memory (reading the shards is not measured) of the synthetic set's images, drawn at
 --source-size px, with YOLOv5's default augmentations. The device path is timed to a synchronised end.
