@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from yolotr.config.augment import AugmentConfig
+from yolotr.data.augment_plan import LabelledSample
 from yolotr.data.batch import Batch, BatchReport, ValBatch, build_train_images, build_val_images, plan_train_batch
 from yolotr.data.decode import DecodedSample, EncodedSample, decode_sample, encoded_sample
 from yolotr.data.errors import SampleError
@@ -122,18 +123,18 @@ class DatasetPartners:
     counted, with its reason, when the stream reaches it as a primary sample. `load` is the batch's own loader
     (`encoded_sample` leaves the decoding, and its failures, to the device: device_batch.py)."""
 
-    def __init__(self, reader: ShardReader, quarantine: frozenset[str], decoded: dict[int, DecodedSample],
-                 load: SampleLoader = decode_sample) -> None:
+    def __init__(self, reader: ShardReader, quarantine: frozenset[str],
+                 decoded: dict[int, DecodedSample | EncodedSample], load: SampleLoader = decode_sample) -> None:
         self.reader = reader
         self.quarantine = quarantine
         self.decoded = decoded  # global id -> sample: the batch's own, then every partner read
         self.load = load
 
-    def __call__(self, rng: np.random.Generator, primary: DecodedSample) -> list[DecodedSample]:
+    def __call__(self, rng: np.random.Generator, primary: LabelledSample) -> list[LabelledSample]:
         split = self.reader.split
         return [self._get(int(i), split, primary) for i in rng.integers(0, split.num_samples, 3)]
 
-    def _get(self, global_id: int, split: SplitIndex, primary: DecodedSample) -> DecodedSample:
+    def _get(self, global_id: int, split: SplitIndex, primary: LabelledSample) -> LabelledSample:
         if global_id not in self.decoded:
             key = split.keys[global_id]
             if key in self.quarantine:
