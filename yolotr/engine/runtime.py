@@ -123,13 +123,24 @@ def _deepspeed_plugin(cfg: Config):
     ds_config["train_micro_batch_size_per_gpu"] = cfg.train.batch_size // int(os.environ.get("WORLD_SIZE", "1"))
     ds_config.pop("train_batch_size", None)
     ds_config["gradient_accumulation_steps"] = 1  # the trainer sets its own accumulation before prepare()
-    # fp32 master weights and gradients; yolotr autocasts the forward to bf16 itself (see engine/backends/deepspeed.py).
+    # fp32 master weights and gradients, the forward autocast as train.precision says (engine/backends/deepspeed.py).
     for section in ("bf16", "fp16", "torch_autocast"):
         if ds_config.get(section, {}).get("enabled"):
             log.warning(f"{path}: '{section}' is ignored: yolotr runs DeepSpeed with fp32 master weights and "
                         "autocasts the forward itself (train.precision)")
         ds_config.pop(section, None)
+    ds_config.update(forward_autocast_section(cfg.train.precision))
     return DeepSpeedPlugin(hf_ds_config=ds_config)
+
+
+def forward_autocast_section(precision: str) -> dict:
+    """DeepSpeed's `torch_autocast` section for train.precision. Without it the engine's forward turns an enclosing
+    CUDA autocast *off* ("torch.autocast is enabled outside DeepSpeed but disabled within the DeepSpeed engine"):
+    ZeRO then trained in fp32 on a GPU, half DDP's speed, with other numerics. The section only sets the forward's
+    dtype: no module is listed as lower-precision safe, so ZeRO reduces every gradient in fp32, as DDP does."""
+    if precision != "bf16":
+        return {}  # fp32: no autocast; fp16 is refused under DeepSpeed (config/load.py)
+    return {"torch_autocast": {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}}
 
 
 def _skip_accelerate_transformers_hook() -> None:

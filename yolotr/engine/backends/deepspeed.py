@@ -1,8 +1,10 @@
 """The step backend of DeepSpeed ZeRO-1/2, and its checkpoints.
 
 Numerics match the DDP backend: fp32 master weights and fp32 gradients in the ZeRO partitions, the forward under
-`torch.autocast(bfloat16)` applied by yolotr, the loss in fp32. (DeepSpeed's own `bf16` section would cast the module,
-BatchNorm statistics included, to bf16; its `torch_autocast` section would reduce some gradients in bf16.)
+`torch.autocast(bfloat16)`, the loss in fp32. DeepSpeed's own `bf16` section would cast the module, BatchNorm
+statistics included, to bf16. Its `torch_autocast` section is the one yolotr writes (engine/runtime.py): the engine's
+forward turns an enclosing CUDA autocast off without it, and with no module listed as lower-precision safe it reduces
+every gradient in fp32.
 
 The verdict: DeepSpeed computes the global gradient norm across all ZeRO partitions with one all-reduce, and when that
 norm is non-finite it skips the step (parameters, optimizer state and step counter untouched). The norm being the
