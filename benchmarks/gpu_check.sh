@@ -2,7 +2,7 @@
 # The checks that need an NVIDIA GPU, in one go (about 7 minutes on one H100), most important first. Each writes
 # OUT_DIR/<name>.txt; OUT_DIR/summary.txt collects the tail of each (9 files in all). Exit status 1 if any failed.
 # On a GPU train.compile and train.channels_last are on by default (auto): every `yolotr train` below runs compiled,
-# so the sync-free checks are the compiled path's (the fp16 check alone runs eager, to keep it short).
+# so the sync-free checks are the compiled path's (the fp16 and DeepSpeed checks run eager, to keep them short).
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR     PYTHON=... picks the interpreter (default python3);
 #                                            DEADLINE_S=... bounds the whole script (default 540 s: one device call
@@ -16,7 +16,9 @@
 #               a NaN injected: images/s, the skip, the compile event, checkpoint stalls, mAP (makes the synthetic set
 #               the later checks use)
 #   fp16        train.precision fp16 (the T4/V100 path), eager, sync check on, a NaN injected: the skip, the loss scale
-#   deepspeed   DeepSpeed ZeRO-2 over NCCL (one rank): the guarded step through DeepSpeed's engine, the module compiled
+#   deepspeed   DeepSpeed ZeRO-2 over NCCL beside the plain path (one rank, eager, a NaN injected in both): the guarded
+#               step through DeepSpeed's engine, and the steady-state images/s of both (bench_backends.py; fails if
+#               DeepSpeed turned the trainer's bf16 autocast off)
 #   guard       guard overhead on the GPU: guarded vs plain clip + step, yolotr-n and yolotr-s at 640 px
 #   bench_train checkpoint stall (async vs sync) and time to first step (fresh vs resume) on one GPU
 set -uo pipefail
@@ -76,10 +78,9 @@ check fp16 70 bash -c "'$py' -m yolotr train --config configs/train/demo.yaml da
     run.dir='$work/fp16' train.imgsz=320 train.batch_size=64 train.nominal_batch_size=64 train.max_steps=80 \
     train.num_workers=8 train.log_every=20 val.every_epochs=0 train.precision=fp16 train.compile=false \
     debug.cuda_sync_check=true 'faults.nan_grad_at=[[0, 50]]' && grep -h '\"skip\"' '$work/fp16/metrics.jsonl'"
-check deepspeed 100 "$py" -m torch.distributed.run --nproc-per-node 1 -m yolotr train --config configs/train/demo.yaml \
-    data="$work/data/data.yaml" run.dir="$work/ds" train.imgsz=320 train.batch_size=64 train.nominal_batch_size=64 \
-    train.max_steps=120 train.num_workers=6 train.log_every=20 val.every_epochs=0 distributed.backend=deepspeed \
-    distributed.deepspeed_config=configs/deepspeed/zero2.json 'faults.nan_grad_at=[[0, 50]]'
+check deepspeed 120 "$py" benchmarks/bench_backends.py --nproc 1 --model configs/models/yolotr-s.yaml --imgsz 320 \
+    --batch 64 --workers 6 --steps 140 --warmup-steps 40 --log-every 10 --rounds 1 --data "$work/data/data.yaml" \
+    train.compile=false 'faults.nan_grad_at=[[0, 20]]'
 check guard 120 bash -c "'$py' benchmarks/bench_guard.py --device cuda --batch 64 --imgsz 640 --rounds 31 &&
     '$py' benchmarks/bench_guard.py --device cuda --cfg configs/models/yolotr-s.yaml --batch 64 --imgsz 640 --rounds 31"
 # shellcheck disable=SC2086  # BENCH_SECTIONS is a word list
