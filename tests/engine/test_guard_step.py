@@ -201,3 +201,21 @@ def test_the_fused_guarded_step_and_ema_never_make_the_host_wait_and_a_skip_chan
     assert all(torch.equal(v, optimizer_before[k]) if torch.is_tensor(v) else v == optimizer_before[k]
                for k, v in _state_bytes(optimizer).items())
     assert all(torch.equal(v, ema_before["module"][k]) for k, v in ema.state_dict()["module"].items())
+
+
+@pytest.mark.parametrize("poison, bad", [(None, False), (float("nan"), True), (float("inf"), True),
+                                         (float("-inf"), True), ("inf and -inf", True), (3e38, False)])
+def test_a_gradient_with_a_nan_or_an_infinity_marks_the_rank_bad_and_the_mark_stays(poison, bad):
+    from yolotr.guard.consensus import record_nonfinite
+
+    grad = torch.randn(1000)
+    if poison == "inf and -inf":  # they cancel in the sum to NaN, not to a finite value
+        grad[3], grad[700] = float("inf"), float("-inf")
+    elif poison is not None:
+        grad[17] = poison
+    local_bad = torch.zeros((), dtype=torch.bool)
+    with no_host_sync(grad.device):
+        record_nonfinite(local_bad, grad)
+    assert bool(local_bad) is bad
+    record_nonfinite(local_bad, torch.ones(10))  # a later finite gradient of the step does not clear it
+    assert bool(local_bad) is bad

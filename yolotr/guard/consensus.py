@@ -48,11 +48,20 @@ class ConsensusModule(nn.Module):
         return loss + self.consensus.sum() * 0.0
 
 
+def record_nonfinite(local_bad: torch.Tensor, grad: torch.Tensor) -> None:
+    """`local_bad` |= `grad` holds a NaN or an infinity, on the device. Through the sum, as DeepSpeed's own overflow
+    check: NaN and ±inf survive it (inf - inf is NaN), and one read of the gradient with a scalar result costs a tenth
+    of `isfinite(grad).all()`, which writes a boolean copy of the gradient first (yolotr-s on a CPU: 2.8 against
+    22 ms per step for DeepSpeed's per-parameter hooks). Finite values that sum past fp32's 3.4e38 count as bad too;
+    such a gradient's norm is infinite, and the step is skipped anyway."""
+    torch.logical_or(local_bad, ~torch.isfinite(grad.sum()), out=local_bad)
+
+
 def install_local_check_hook(ddp: nn.Module, local_bad: torch.Tensor) -> None:
     """Makes DDP record in `local_bad` whether this rank's *local* gradient was non-finite before it is averaged
     (provenance only: the verdict comes from the averaged gradient). A device-side flag: no host sync."""
     def hook(process_group, bucket):
-        torch.logical_or(local_bad, ~torch.isfinite(bucket.buffer()).all(), out=local_bad)
+        record_nonfinite(local_bad, bucket.buffer())
         return allreduce_hook(process_group, bucket)
 
     ddp.register_comm_hook(None, hook)
@@ -65,7 +74,7 @@ def install_local_gradient_check(model: nn.Module, local_bad: torch.Tensor) -> N
     its overflow flag on the host anyway."""
 
     def check(grad: torch.Tensor) -> None:
-        torch.logical_or(local_bad, ~torch.isfinite(grad).all(), out=local_bad)
+        record_nonfinite(local_bad, grad)
 
     for param in model.parameters():
         if param.requires_grad:
