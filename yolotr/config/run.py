@@ -34,6 +34,10 @@ class TrainConfig:
     """Square training image size in pixels (multiple of 32)."""
     num_workers: int = 2
     """DataLoader workers per rank."""
+    prefetch: int | None = None
+    """Batches each DataLoader worker builds ahead (torch's prefetch_factor). None: chosen for each epoch from the
+    measured times, enough queued to cover a worker's slow batches at the trainer's pace, at least 2 (torch's
+    default), at most 16 and 2 GiB of queued images per rank (data/prefetch.py); logged when it changes."""
     augment_on: Literal["cpu", "device"] = "cpu"
     """Where training images are decoded and augmented. cpu: in the DataLoader workers (libjpeg-turbo, OpenCV).
     device: the workers only read the samples and draw the augmentations; the training process decodes the batch in

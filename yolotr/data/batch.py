@@ -77,6 +77,7 @@ class BatchReport:
     samples_seen: int = 0  # positions of this batch (delivered + corrupt + quarantined)
     bytes_read: int = 0
     unreadable_shards: list[str] = field(default_factory=list)
+    build_s: float = 0.0  # the worker's time to build the batch (data/prefetch.py)
 
 
 def allocate_images(count: int, size: int) -> torch.Tensor:

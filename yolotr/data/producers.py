@@ -9,6 +9,7 @@ the batches actually delivered (see `stream.py`), using the `BatchReport` that t
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -89,7 +90,10 @@ class TrainBatches(IterableDataset):
         reader = ShardReader(self.plan.split)
         try:
             for step in _worker_slice(self.plan.first_step, self.plan.stop_step):
-                yield self.build(step, reader)
+                started = time.perf_counter()
+                batch, report = self.build(step, reader)
+                report.build_s = time.perf_counter() - started
+                yield batch, report
         finally:
             reader.close()
 
@@ -197,13 +201,16 @@ def leave_preemption_to_the_trainer(worker_id: int) -> None:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
-def iterate_loader(dataset: IterableDataset, *, num_workers: int, pin_memory: bool) -> Iterator:
-    """Runs `dataset` in a fresh DataLoader and shuts its workers down when the caller stops iterating."""
+def iterate_loader(dataset: IterableDataset, *, num_workers: int, pin_memory: bool,
+                   prefetch_factor: int | None = None) -> Iterator:
+    """Runs `dataset` in a fresh DataLoader (`prefetch_factor` batches ahead per worker, torch's default without)
+    and shuts its workers down when the caller stops iterating."""
     # A generator of its own: every new iterator draws its workers' base seed from it, and from the process's global
     # RNG without one. A resume starts one more iterator than a run with no stop (the rest of its epoch), so the
     # checkpointed RNG states of the two would differ (the fault drill found it). Nothing here draws from torch's RNG:
     # augmentations are seeded by (seed, epoch, key).
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                        prefetch_factor=prefetch_factor if num_workers > 0 else None,
                         worker_init_fn=leave_preemption_to_the_trainer if num_workers > 0 else None,
                         generator=torch.Generator().manual_seed(0))
     iterator = iter(loader)

@@ -14,6 +14,7 @@ last batch of epoch e it is (e + 1, 0).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -26,6 +27,7 @@ from yolotr.data.error_budget import ErrorBudget
 from yolotr.data.errors import DataErrorBudgetExceeded, StreamStateError
 from yolotr.data.index import SplitIndex
 from yolotr.data.order import check_batch_split, epoch_order, order_digest
+from yolotr.data.prefetch import DEFAULT_DEPTH, LoaderClock
 from yolotr.data.producers import TrainBatches, TrainPlan, iterate_loader
 from yolotr.data.val_stream import ValStream
 
@@ -42,7 +44,7 @@ class TrainStream:
     def __init__(self, split: SplitIndex, *, global_batch_size: int, rank: int, world_size: int, seed: int,
                  imgsz: int, augment: AugmentConfig | None, num_workers: int = 0, shuffle_window_shards: int = 4,
                  max_error_fraction: float = 0.01, quarantine: Iterable[str] = (), pin_memory: bool = False,
-                 render_device: torch.device | None = None) -> None:
+                 render_device: torch.device | None = None, prefetch: int | None = None) -> None:
         check_batch_split(global_batch_size, world_size, rank)
         if split.num_samples < global_batch_size:
             raise ValueError(f"{split.index_file}: {split.num_samples} samples are fewer than one global batch "
@@ -59,6 +61,10 @@ class TrainStream:
         self.num_workers = num_workers
         self.shuffle_window_shards = shuffle_window_shards
         self.pin_memory = pin_memory
+        # Batches each worker builds ahead: `prefetch`, or chosen for each new loader from the timings (prefetch.py).
+        self.prefetch = prefetch
+        self.prefetch_depth = prefetch or DEFAULT_DEPTH
+        self.clock = LoaderClock()
         # train.augment_on: device: workers plan, this process decodes and renders on this device (device_batch.py)
         self.render_device = render_device if augment is not None else None
         if self.render_device is not None and rank == 0:
@@ -96,12 +102,19 @@ class TrainStream:
         while self.epoch == epoch and generation == self._generation:
             self._moved = False
             loader = iterate_loader(TrainBatches(self._plan(epoch, self.step_in_epoch)),
-                                    num_workers=self.num_workers, pin_memory=self.pin_memory)
+                                    num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                    prefetch_factor=self._choose_prefetch_depth())
             try:
+                asked = time.perf_counter()
                 for batch, report in loader:
                     if generation != self._generation:
                         return
-                    yield self._deliver(batch, report)
+                    batch = self._deliver(batch, report)
+                    handed = time.perf_counter()
+                    self.clock.handed_out(handed - asked, report.build_s)
+                    yield batch
+                    asked = time.perf_counter()
+                    self.clock.consumed(asked - handed)
                     if self._moved:
                         break
             finally:
@@ -109,6 +122,19 @@ class TrainStream:
             if not self._moved and self.epoch == epoch and generation == self._generation:
                 raise RuntimeError(f"the loader stopped at epoch {epoch} step {self.step_in_epoch} of "
                                    f"{self.steps_per_epoch}")
+
+    def _choose_prefetch_depth(self) -> int | None:
+        """The new loader's prefetch depth (None without workers): `prefetch`, or from the timings so far."""
+        if self.num_workers == 0:
+            return None
+        if self.prefetch is None:
+            depth = self.clock.depth(workers=self.num_workers,
+                                     batch_bytes=self.local_batch_size * self.imgsz * self.imgsz * 3)
+            if depth != self.prefetch_depth and self.rank == 0:
+                log.info("data: each of %d worker(s) now builds %d batches ahead (was %d): %s", self.num_workers,
+                         depth, self.prefetch_depth, self.clock.describe())
+            self.prefetch_depth = depth
+        return self.prefetch_depth
 
     def _plan(self, epoch: int, first_step: int) -> TrainPlan:
         return TrainPlan(split=self.split, order=self._order(epoch), epoch=epoch, first_step=first_step,

@@ -74,7 +74,7 @@ def train_stream(cfg: Config, data: DataSpec, runtime: Runtime) -> TrainStream:
         seed=cfg.run.seed, imgsz=cfg.train.imgsz, augment=cfg.augment, num_workers=cfg.train.num_workers,
         max_error_fraction=cfg.train.max_data_error_fraction,
         pin_memory=runtime.device.type == "cuda",  # so the uint8 host→device copy is asynchronous
-        render_device=runtime.device if cfg.train.augment_on == "device" else None,
+        render_device=runtime.device if cfg.train.augment_on == "device" else None, prefetch=cfg.train.prefetch,
     )
 
 
