@@ -43,3 +43,5 @@ def test_images_per_s_counts_the_images_and_the_time_of_its_own_record(train_con
         images = 8 * (record["step"] - before["step"])  # batch 8, one process
         measured = record["images_per_s"] * (record["time"] - before["time"])
         assert 0.5 < measured / images < 2, (before, record)
+    # In-process batches (num_workers 0): building each is part of the wait, and never all of the window.
+    assert all(0 < r["data_wait"] < 1 for r in train), [r["data_wait"] for r in train]

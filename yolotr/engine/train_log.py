@@ -31,11 +31,13 @@ class TrainLog:
         self.window: list[StepOutcome] = []
         self.images_total = 0
         self._window_started = time.perf_counter()
+        self._waited_before = 0.0  # the stream's total wait for batches when the window started
         self._data_errors_seen = 0
 
-    def restart_clock(self) -> None:
+    def restart_clock(self, stream) -> None:
         """At the first step: the first record's img/s covers training, not the start-up before it."""
         self._window_started = time.perf_counter()
+        self._waited_before = stream.clock.wait_total_s
 
     def add(self, outcomes: list[StepOutcome]) -> None:
         self.window += outcomes
@@ -50,6 +52,7 @@ class TrainLog:
             return False
         elapsed = time.perf_counter() - self._window_started
         self._window_started = time.perf_counter()
+        waited, self._waited_before = stream.clock.wait_total_s - self._waited_before, stream.clock.wait_total_s
         images = sum(o.images for o in outcomes) * self.world_size
         self.images_total += images
         finite = [o for o in outcomes if not o.skipped]
@@ -80,6 +83,9 @@ class TrainLog:
             quarantined=quarantined,
             data_errors=sum(stream.counters().get("errors", {}).values()),
             images_per_s=images / max(elapsed, 1e-9),
+            # The share of the window this rank spent waiting for its batches (workers, device rendering): near 0
+            # when the data keeps up, the share to win back with more workers or train.augment_on otherwise.
+            data_wait=min(waited / max(elapsed, 1e-9), 1.0),
         )
         if record is not None and self.progress is not None:
             self.progress.update(step=step, epoch=epoch, loss=record["loss"], images_per_s=record["images_per_s"],

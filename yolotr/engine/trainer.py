@@ -174,7 +174,7 @@ class Trainer:
         try:
             self.hooks.before_train()
             self.schedule.apply(self.optimizer, self.applied_steps, self.recovery.lr_factor(self.step))
-            self.train_log.restart_clock()
+            self.train_log.restart_clock(self.stream)
             while self.step < self.total_steps:
                 epoch_before = self.stream.epoch
                 self.hooks.before_step()
