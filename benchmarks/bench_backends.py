@@ -25,6 +25,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from yolotr.track.metrics import read_metrics
+from yolotr.track.summary import steady_images_per_s
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 AUTOCAST_OFF = "disabled within the DeepSpeed engine"  # DeepSpeed's warning when it turns an outer autocast off
@@ -74,16 +77,13 @@ def run_backend(backend: str, args, data: str, run_dir: Path) -> Measured:
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         sys.exit(f"{backend}: yolotr train failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
-    train = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-             if r["kind"] == "train"]
-    steady = [r for r in train if r["step"] > args.warmup_steps]
-    start = [r for r in train if r["step"] <= args.warmup_steps]
-    if len(steady) < 2 or not start:
-        sys.exit(f"{backend}: too few train records after step {args.warmup_steps} ({len(train)} in all): "
-                 "raise --steps or lower --log-every")
-    span = steady[-1]["time"] - start[-1]["time"]
-    images = sum(r["images"] for r in steady)
-    return Measured(backend, images / span, steady[-1]["step"] - start[-1]["step"], train[-1]["time"] - train[0]["time"],
+    records = read_metrics(run_dir / "metrics.jsonl")
+    try:
+        images_per_s, steps = steady_images_per_s(records, after_step=args.warmup_steps)
+    except ValueError as error:
+        sys.exit(f"{backend}: {error}: raise --steps or lower --log-every")
+    train = [r for r in records if r["kind"] == "train"]
+    return Measured(backend, images_per_s, steps, train[-1]["time"] - train[0]["time"],
                     AUTOCAST_OFF in result.stderr + result.stdout)
 
 

@@ -37,9 +37,25 @@ def print_summary(records: list[dict[str, Any]]) -> str:
     rows.append(("time", _format_duration(_training_time(records))))
     speeds = [r["images_per_s"] for r in train if _is_finite(r.get("images_per_s"))]
     rows.append(("images/s", f"{sum(speeds) / len(speeds):.1f}" if speeds else "-"))
+    waits = [r["data_wait"] for r in train if _is_finite(r.get("data_wait"))]  # absent before 0.2's records
+    if waits:
+        rows.append(("data wait", f"{100 * sum(waits) / len(waits):.0f} % of the time (mean of the train records)"))
 
     width = max(len(label) for label, _ in rows)
     return "\n".join(["run summary"] + [f"  {label:<{width}}  {value}" for label, value in rows])
+
+
+def steady_images_per_s(records: list[dict[str, Any]], *, after_step: int) -> tuple[float, int]:
+    """(images/s, steps) of the `train` records after `after_step`: the images they count over the wall time from
+    the last record at or before `after_step` to the last one. Start-up, compilation and warm-up stay out, which the
+    per-record mean of the summary does not leave out. Raises ValueError when no record lies on either side."""
+    train = [r for r in records if r.get("kind") == "train"]
+    before = [r for r in train if r["step"] <= after_step]
+    steady = [r for r in train if r["step"] > after_step]
+    if not before or not steady:
+        raise ValueError(f"no train record on both sides of step {after_step} ({len(train)} records)")
+    span = steady[-1]["time"] - before[-1]["time"]
+    return sum(r["images"] for r in steady) / span, steady[-1]["step"] - before[-1]["step"]
 
 
 def _training_time(records: list[dict[str, Any]]) -> float:
