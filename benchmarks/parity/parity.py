@@ -130,8 +130,10 @@ def run_yolotr(job: Job, args: argparse.Namespace, shards: Path, variant: list[s
     spec = load_data_yaml(shards)
     predictions = yolotr_predictions(job.dir / "train" / "weights" / "last.safetensors", spec, args.imgsz,
                                      job.dir / "predictions.json", torch_device())
+    waits = [r["data_wait"] for r in records if r["kind"] == "train" and r.get("epoch", 0) >= 1 and "data_wait" in r]
     return {"images_per_s": steady_images_per_s(records, args.batch), "map50": final["map50"], "map": final["map"],
-            "predictions": str(predictions)}
+            "predictions": str(predictions),
+            "data_wait": sum(waits) / len(waits) if waits else None}  # is the loader what caps img/s?
 
 
 def steady_images_per_s(records: list[dict], batch: int) -> float:
@@ -182,8 +184,9 @@ def run_job(args: argparse.Namespace, model: str, trainer: str, seed: int, out: 
                   overrides=args.overrides if trainer == "yolotr" else args.yolov5_arg,
                   settings={"epochs": args.epochs, "batch": args.batch, "imgsz": args.imgsz})
     job.result_file.write_text(json.dumps(result, indent=1))
+    wait = f", data wait {100 * result['data_wait']:.0f} %" if result.get("data_wait") is not None else ""
     print(f"[parity]   mAP50 {result['map50']:.3f} mAP50-95 {result['map']:.3f} "
-          f"{result['images_per_s']:.1f} img/s ({result['wall_s']:.0f} s)", flush=True)
+          f"{result['images_per_s']:.1f} img/s{wait} ({result['wall_s']:.0f} s)", flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
