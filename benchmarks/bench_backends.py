@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,6 @@ from yolotr.track.metrics import read_metrics
 from yolotr.track.summary import steady_images_per_s
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 AUTOCAST_OFF = "disabled within the DeepSpeed engine"  # DeepSpeed's warning when it turns an outer autocast off
 SHIPPED = {"zero1": "configs/deepspeed/zero1.json", "zero2": "configs/deepspeed/zero2.json"}
 
@@ -54,12 +52,6 @@ class Measured:
     autocast_off: bool
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_backend(backend: str, args, data: str, run_dir: Path) -> Measured:
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 2) // args.nproc))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "WANDB_MODE": "disabled"}
@@ -72,8 +64,8 @@ def run_backend(backend: str, args, data: str, run_dir: Path) -> Measured:
         "log.tensorboard=false", "wandb.enabled=false", "train.optimizer=sgd", "train.lr0=0.01",
         *backend_overrides(backend), *args.overrides,
     ]
-    cmd = [str(BIN / "torchrun"), f"--nproc-per-node={args.nproc}", f"--master-port={free_port()}", "-m", "yolotr",
-           "train", "--config", "configs/train/demo.yaml", *overrides]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}", "--standalone",
+           "-m", "yolotr", "train", "--config", "configs/train/demo.yaml", *overrides]
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         sys.exit(f"{backend}: yolotr train failed (exit {result.returncode}):\n{result.stderr[-4000:]}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,13 +24,6 @@ from yolotr.track.metrics import read_metrics
 from yolotr.track.summary import steady_images_per_s
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def checkout(ref: str, where: Path) -> str:
@@ -45,7 +37,7 @@ def checkout(ref: str, where: Path) -> str:
 def train_images_per_s(tree: Path, args, data: Path, run_dir: Path) -> float:
     env = {**os.environ, "PYTHONPATH": str(tree), "WANDB_MODE": "disabled",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 2) // args.nproc))}
-    launcher = ([str(BIN / "torchrun"), f"--nproc-per-node={args.nproc}", f"--master-port={free_port()}"]
+    launcher = ([sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}", "--standalone"]
                 if args.nproc > 1 else [sys.executable])
     cmd = [*launcher, "-m", "yolotr", "train", "--config", str(tree / args.config), f"data={data}",
            f"run.dir={run_dir}", f"train.max_steps={args.steps}", "val.every_epochs=0", "wandb.enabled=false",
