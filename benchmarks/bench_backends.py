@@ -110,8 +110,8 @@ def main() -> None:
             order = args.backends if i % 2 == 0 else args.backends[::-1]
             measured = {b: run_backend(b, args, data, work / f"run-{i}-{b}") for b in order}
             rounds.append([measured[b] for b in args.backends])
-            print(f"round {i + 1}: " + ", ".join(f"{m.backend} {m.steady_images_per_s:.1f} img/s" for m in rounds[-1]),
-                  flush=True)
+            print(f"round {i + 1}: " + ", ".join(f"{m.backend} {m.steady_images_per_s:.1f} img/s over "
+                                                 f"{m.steady_steps} steps" for m in rounds[-1]), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
