@@ -31,6 +31,7 @@ def test_demo_preset_loads_and_overrides_are_parsed_as_yaml(tmp_path):
         ("train:\n  imgsz: 100\n", "train.imgsz", "multiple of 32"),
         ("train:\n  optimizer: adam\n", "train.optimizer", "must be one of"),
         ("guard:\n  max_norm: -1\n", "guard.max_norm", "≥ 0"),
+        ("train:\n  prefetch: 0\n", "train.prefetch", "> 0"),
         ("checkpoint:\n  preempt_signals: [SIGNOPE]\n", "checkpoint.preempt_signals[0]", "unknown signal"),
         ("debug:\n  anomaly_hooks: true\n  cuda_sync_check: true\n", "debug.anomaly_hooks", "turn one of them off"),
     ],

@@ -43,6 +43,7 @@ def validate(cfg: Config, source: str | None = None) -> None:
         _positive(key, value, source)
     _positive("train.max_steps", t.max_steps, source)
     _positive("train.num_workers", t.num_workers, source, allow_zero=True)
+    _positive("train.prefetch", t.prefetch, source)  # DataLoader's prefetch_factor: at least one batch ahead
     _positive("train.weight_decay", t.weight_decay, source, allow_zero=True)
     _positive("guard.max_norm", cfg.guard.max_norm, source, allow_zero=True)
     _positive("guard.check_every", cfg.guard.check_every, source)

@@ -63,7 +63,7 @@ class TrainStream:
         self.pin_memory = pin_memory
         # Batches each worker builds ahead: `prefetch`, or chosen for each new loader from the timings (prefetch.py).
         self.prefetch = prefetch
-        self.prefetch_depth = prefetch or DEFAULT_DEPTH
+        self.prefetch_depth = DEFAULT_DEPTH if prefetch is None else prefetch
         self.clock = LoaderClock()
         # train.augment_on: device: workers plan, this process decodes and renders on this device (device_batch.py)
         self.render_device = render_device if augment is not None else None
