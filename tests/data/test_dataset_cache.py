@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tarfile
 from pathlib import Path
 
 import cv2
@@ -144,3 +146,84 @@ def test_a_shard_data_yaml_is_used_as_it_is(tmp_path):
     assert main(["data", "synth", "--out", str(tmp_path / "s"), "--train", "2", "--val", "2", "--imgsz", "64"]) == 0
     assert resolve_data(tmp_path / "s/data.yaml") == tmp_path / "s/data.yaml"
     assert not (tmp_path / "s/.yolotr").exists()
+
+
+def odd_sized_set(root: Path) -> Path:
+    """Images of 100x60 and 48x90 (neither square nor a training size), one box each."""
+    for i, (width, height) in enumerate([(100, 60), (48, 90), (100, 60), (48, 90)]):
+        write_image(root / "images/train" / f"{i}.jpg", width, height)
+        write_label(root / "labels/train" / f"{i}.txt", "0 0.3 0.3 0.2 0.25\n")
+    write_image(root / "images/val/v.jpg", 48, 90)
+    write_label(root / "labels/val/v.txt", "1 0.5 0.5 0.3 0.3\n")
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/val",
+                                                    "names": ["cat", "dog"]}))
+    return root / "data.yaml"
+
+
+def test_a_label_edited_with_its_size_and_mtime_kept_is_converted_again(tmp_path):
+    data = odd_sized_set(tmp_path / "set")
+    first = resolve_data(data)
+    label = tmp_path / "set/labels/train/1.txt"
+    stat = label.stat()
+    label.write_text("1 0.3 0.3 0.2 0.25\n")  # same size: the class changed
+    os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    second = resolve_data(data)
+
+    assert second != first
+    assert load_data_yaml(second).train.num_samples == 4
+    with tarfile.open(next((second.parent / "train").glob("*.tar"))) as tar:
+        labels = [json.loads(tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".json")]
+    assert sorted(label["classes"][0] for label in labels) == [0, 0, 0, 1]
+    assert {(label["width"], label["height"]) for label in labels} == {(100, 60), (48, 90)}
+
+
+def test_a_conversion_a_run_folder_records_is_kept_by_later_conversions_until_the_run_is_deleted(tmp_path):
+    data = odd_sized_set(tmp_path / "set")
+    run = tmp_path / "runs/a"
+    mine = resolve_data(data, run_dir=run)
+    assert json.loads((run / "data_conversion.json").read_text())["conversion"] == str(mine.parent)
+    label = tmp_path / "set/labels/train/0.txt"
+    label.write_text(label.read_text() + "1 0.6 0.6 0.2 0.2\n")
+
+    edited = resolve_data(data)  # another run's start: a new conversion, run a's kept
+    assert edited != mine and mine.is_file() and load_data_yaml(mine).train.num_samples == 4
+    assert resolve_data(data, run_dir=run) == mine  # run a resumed: its own conversion, not the edited files'
+
+    write_label(tmp_path / "set/labels/train/2.txt", "1 0.3 0.3 0.2 0.25\n")
+    shutil.rmtree(run)
+    newest = resolve_data(data)  # nothing reads the two earlier conversions now
+    assert sorted(p.name for p in newest.parent.parent.iterdir() if p.is_dir()) == [newest.parent.name]
+
+
+def test_a_resume_whose_conversion_is_gone_reconverts_restored_files_and_refuses_edited_ones(tmp_path):
+    data = odd_sized_set(tmp_path / "set")
+    run = tmp_path / "runs/a"
+    label = tmp_path / "set/labels/train/3.txt"
+    original = label.read_text()
+    mine = resolve_data(data, run_dir=run)
+    shutil.rmtree(mine.parent)  # the cache cleared by hand
+    label.write_text(original + "0 0.6 0.6 0.2 0.2\n")
+
+    with pytest.raises(DataSpecError, match=r"trained on a conversion of it that is gone .*\(train: label files "
+                                            r"edited, added or removed\): restore them") as refused:
+        resolve_data(data, run_dir=run)
+    assert refused.value.exit_code == 2
+
+    label.write_text(original)  # restored: the same fingerprint, converted again into the same folder
+    assert resolve_data(data, run_dir=run) == mine
+
+
+def test_a_zero_size_box_is_counted_as_such_and_its_image_as_left_without_boxes(tmp_path, capfd):
+    data = odd_sized_set(tmp_path / "set")
+    write_label(tmp_path / "set/labels/train/0.txt", "0 0.3 0.3 0 0.25\n")  # zero width
+    write_label(tmp_path / "set/labels/train/1.txt", "0 0.3 0.3 0.2 0.25\n0 0.5 0.5 0.2 0\n")  # one of two
+
+    shards = resolve_data(data)
+
+    report = json.loads((shards.parent / "report.json").read_text())
+    assert report["boxes_dropped_zero_size"] == 2 and report["boxes_dropped_outside_image"] == 0
+    assert report["images_left_without_boxes"] == 1 and report["background_images"] == 0
+    err = capfd.readouterr().err
+    assert "2 dropped (zero width or height)" in err
+    assert "images written without boxes because every box of their label was dropped: 1" in err

@@ -13,7 +13,7 @@ import numpy as np
 from yolotr.data.decode import decode_image, decode_other_format, encode_png
 from yolotr.data.errors import REASONS, SampleError
 from yolotr.data.index import SplitIndex
-from yolotr.data.labels import DetectionLabel, clean_boxes
+from yolotr.data.labels import CleanedBoxes, DetectionLabel, clean_boxes
 from yolotr.data.shard_writer import SampleRecord, write_shards
 
 # (boxes (n, 4) x1y1x2y2 pixels, classes (n,)) from the decoded image's (width, height).
@@ -48,14 +48,17 @@ class ConversionReport:
     boxes_written: int = 0
     boxes_clipped: int = 0  # extended beyond the image, clipped to it
     boxes_dropped: int = 0  # entirely outside the image
+    boxes_zero_size: int = 0  # zero width or height as given: dropped, a label row to fix
     backgrounds: int = 0  # images written without a box (an empty or absent label file: YOLOv5's backgrounds)
+    emptied: int = 0  # images written without a box because every box of their label was dropped
     reencoded: int = 0  # images in formats other than JPEG/PNG, stored as lossless PNG
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
             "written": self.written, "boxes_written": self.boxes_written, "boxes_clipped": self.boxes_clipped,
-            "boxes_dropped_outside_image": self.boxes_dropped, "background_images": self.backgrounds,
+            "boxes_dropped_outside_image": self.boxes_dropped, "boxes_dropped_zero_size": self.boxes_zero_size,
+            "background_images": self.backgrounds, "images_left_without_boxes": self.emptied,
             "reencoded_as_png": self.reencoded, "notes": self.notes,
             "excluded": [asdict(e) | {"meaning": REASONS.get(e.reason, "")} for e in self.excluded],
         }
@@ -66,8 +69,12 @@ class ConversionReport:
     def summary(self) -> str:
         lines = [f"{split}: {count} samples written" for split, count in self.written.items()]
         lines.append(f"boxes: {self.boxes_written} written, {self.boxes_clipped} clipped to their image, "
-                     f"{self.boxes_dropped} dropped (entirely outside their image)")
+                     f"{self.boxes_dropped} dropped (entirely outside their image)"
+                     + (f", {self.boxes_zero_size} dropped (zero width or height)" if self.boxes_zero_size else ""))
         lines.append(f"background images (no boxes: an empty or missing label file): {self.backgrounds}")
+        if self.emptied:
+            lines.append(f"images written without boxes because every box of their label was dropped: "
+                         f"{self.emptied}")
         if self.reencoded:
             lines.append(f"images stored as lossless PNG (not JPEG or PNG at the source): {self.reencoded}")
         lines.append(f"excluded samples: {len(self.excluded)}")
@@ -96,9 +103,9 @@ def read_image_file(path: Path) -> tuple[bytes, str, np.ndarray | None]:
     return encode_png(pixels), "png", pixels
 
 
-def build_record(candidate: Candidate, *, nc: int) -> tuple[SampleRecord, int, int, bool]:
-    """Validates one candidate; returns the record, the number of clipped and dropped boxes, and whether the image
-    was re-encoded."""
+def build_record(candidate: Candidate, *, nc: int) -> tuple[SampleRecord, CleanedBoxes, bool]:
+    """Validates one candidate; returns the record, its boxes' cleaning counts, and whether the image was
+    re-encoded."""
     data, ext, pixels = read_image_file(candidate.image_path)
     height, width = (decode_image(data, ext) if pixels is None else pixels).shape[:2]  # decodable, its true size
     if candidate.declared_size is not None and candidate.declared_size != (width, height):
@@ -112,7 +119,7 @@ def build_record(candidate: Candidate, *, nc: int) -> tuple[SampleRecord, int, i
     label = DetectionLabel(boxes=cleaned.boxes, classes=cleaned.classes, width=width, height=height,
                            source=candidate.source, crowd_boxes=crowd.boxes, crowd_classes=crowd.classes)
     record = SampleRecord(key=candidate.key, image=data, image_ext=ext, label=label)
-    return record, cleaned.clipped, cleaned.dropped, pixels is not None
+    return record, cleaned, pixels is not None
 
 
 def write_split(candidates: Iterable[Candidate], out_dir: Path, *, split: str, nc: int, names: list[str],
@@ -122,16 +129,20 @@ def write_split(candidates: Iterable[Candidate], out_dir: Path, *, split: str, n
     def records() -> Iterator[SampleRecord]:
         for candidate in candidates:
             try:
-                record, clipped, dropped, reencoded = build_record(candidate, nc=nc)
+                record, cleaned, reencoded = build_record(candidate, nc=nc)
             except SampleError as err:
                 report.excluded.append(Exclusion(split=split, source=candidate.source, reason=err.reason,
                                                  detail=err.detail))
                 continue
             report.boxes_written += len(record.label.classes)
-            report.boxes_clipped += clipped
-            report.boxes_dropped += dropped
+            report.boxes_clipped += cleaned.clipped
+            report.boxes_dropped += cleaned.dropped
+            report.boxes_zero_size += cleaned.zero_size
             report.reencoded += reencoded
-            report.backgrounds += not len(record.label.classes)
+            if not len(record.label.classes):  # a background as the label file says, or one its drops made
+                dropped = cleaned.dropped + cleaned.zero_size
+                report.emptied += dropped > 0
+                report.backgrounds += dropped == 0
             yield record
 
     index = write_shards(records(), out_dir / split, nc=nc, names=names, samples_per_shard=samples_per_shard,

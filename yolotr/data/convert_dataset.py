@@ -4,6 +4,7 @@ sample with its reason (`yolotr data shard`). Same input, same bytes.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from tqdm import tqdm
 from yolotr.data.convert import Candidate, ConversionReport, Exclusion, write_split
 from yolotr.data.convert_coco import read_coco_dataset
 from yolotr.data.convert_yolo import read_yolo_dataset
-from yolotr.data.errors import DataSpecError
+from yolotr.data.errors import ConversionStorageError, DataSpecError
 from yolotr.data.index import INDEX_FILE
 from yolotr.data.spec import read_yaml_mapping, write_data_yaml
 
@@ -53,9 +54,11 @@ def convert(fmt: str, src: Path, out: Path, *, samples_per_shard: int = 1000, sh
 
 
 def write_dataset(source: SourceDataset, out: Path, *, samples_per_shard: int = 1000, shard_bytes: int | None = None,
-                  progress: bool = False) -> ConversionReport:
+                  progress: bool = False, storage_hint: str = "free space there, or choose another --out") -> ConversionReport:
     """Writes every split of `source` as shards into `out`, with data.yaml and report.json; a progress bar per
-    split on stderr when `progress`."""
+    split on stderr when `progress`. A disk full or read-only raises ConversionStorageError (`storage_hint` says
+    what to do) after removing what this conversion wrote: its splits' folders, and data.yaml and report.json
+    unless they list splits of an earlier conversion, which are kept."""
     out = Path(out)
     names = source.names
     data_yaml = out / "data.yaml"
@@ -64,18 +67,38 @@ def write_dataset(source: SourceDataset, out: Path, *, samples_per_shard: int = 
     for split, orphans in source.orphan_labels.items():
         report.excluded += [Exclusion(split=split, source=str(path), reason="label_without_image",
                                       detail=f"no image of split '{split}' has this label") for path in orphans]
-    for split, candidates in source.splits.items():
-        shown = tqdm(candidates, desc=f"shards: {split}", unit="img", disable=not progress, mininterval=1.0)
-        write_split(shown, out, split=split, nc=len(names), names=names, report=report,
-                    samples_per_shard=samples_per_shard, shard_bytes=shard_bytes)
-    write_data_yaml(data_yaml, names=names, splits={**earlier, **{s: f"{s}/{INDEX_FILE}" for s in source.splits}},
-                    category_ids=source.category_ids)
-    missing = [s for s in ("train", "val") if s not in earlier and s not in source.splits]
-    if missing:
-        report.notes.append(f"{data_yaml} has no {' and no '.join(missing)} split yet: training needs both; convert "
-                            "the other annotations into the same --out (the yaml then lists both)")
-    report.write(out / REPORT_FILE)
+    try:
+        for split, candidates in source.splits.items():
+            shown = tqdm(candidates, desc=f"shards: {split}", unit="img", disable=not progress, mininterval=1.0)
+            write_split(shown, out, split=split, nc=len(names), names=names, report=report,
+                        samples_per_shard=samples_per_shard, shard_bytes=shard_bytes)
+        write_data_yaml(data_yaml, names=names, category_ids=source.category_ids,
+                        splits={**earlier, **{s: f"{s}/{INDEX_FILE}" for s in source.splits}})
+        missing = [s for s in ("train", "val") if s not in earlier and s not in source.splits]
+        if missing:
+            report.notes.append(f"{data_yaml} has no {' and no '.join(missing)} split yet: training needs both; "
+                                "convert the other annotations into the same --out (the yaml then lists both)")
+        report.write(out / REPORT_FILE)
+    except OSError as error:
+        _remove_partial(out, source, earlier)
+        raise ConversionStorageError.from_os_error(error, out, hint=storage_hint) from None
     return report
+
+
+def _remove_partial(out: Path, source: SourceDataset, earlier: dict[str, str]) -> None:
+    """Best effort (the disk may still refuse): what a failed conversion wrote, so that none of it is read as valid."""
+    for split in source.splits:
+        shutil.rmtree(out / split, ignore_errors=True)
+    report = out / REPORT_FILE
+    report.unlink(missing_ok=True)
+    data_yaml = out / "data.yaml"
+    try:
+        if earlier:  # an earlier conversion's splits stay usable; the failed ones are no longer listed
+            write_data_yaml(data_yaml, names=source.names, splits=earlier, category_ids=source.category_ids)
+        else:
+            data_yaml.unlink(missing_ok=True)
+    except OSError:
+        data_yaml.unlink(missing_ok=True)
 
 
 def _earlier_splits(data_yaml: Path, names: list[str], *, converted: set[str]) -> dict[str, str]:

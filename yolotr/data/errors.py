@@ -6,13 +6,35 @@ reports), each with a sentence a user can act on.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from yolotr.errors import EXIT_DATA, UsageError, YolotrError
+from yolotr.errors import EXIT_DATA, EXIT_STORAGE, UsageError, YolotrError
 
 
 class DataSpecError(UsageError):
     """A data yaml, an index or a source dataset is malformed or missing; the message names the file and the key."""
+
+
+class ConversionStorageError(YolotrError):
+    """A conversion cannot be written (disk full, read-only, no permission): EXIT_STORAGE, not retried. What it had
+    written is removed first, so that no half conversion is ever taken for a whole one."""
+
+    exit_code = EXIT_STORAGE
+
+    @classmethod
+    def from_os_error(cls, error: OSError, folder: Path, *, hint: str = "") -> ConversionStorageError:
+        where = error.filename or folder
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = f"no space left on device writing {where}"
+        elif error.errno == errno.EROFS:
+            what = f"cannot write {where}: read-only file system"
+        elif error.errno in (errno.EACCES, errno.EPERM):
+            what = f"cannot write {where}: permission denied"
+        else:
+            what = f"cannot write {where}: {error.strerror or error}"
+        return cls(f"data conversion into {folder}: {what}" + (f"; {hint}" if hint else ""))
 
 
 class StreamStateError(UsageError):

@@ -45,6 +45,7 @@ class CleanedBoxes:
     classes: np.ndarray  # (n,) int64
     clipped: int  # boxes that extended beyond the image and were clipped
     dropped: int  # boxes entirely outside the image (no area left after clipping)
+    zero_size: int = 0  # boxes of zero width or height as given (a point or a line, not a region): dropped too
 
 
 def encode_label(label: DetectionLabel) -> bytes:
@@ -80,11 +81,13 @@ def clean_boxes(boxes: np.ndarray, classes: np.ndarray, *, width: int, height: i
     np.clip(clipped[:, 1::2], 0, height, out=clipped[:, 1::2])
     changed = (clipped != boxes).any(1)
     keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    zero = (sizes == 0).any(1)  # (n,) told apart from boxes outside the image: the label, not the crop, is at fault
     return CleanedBoxes(
         boxes=clipped[keep],
         classes=classes[keep].astype(np.int64),
         clipped=int((changed & keep).sum()),
-        dropped=int((~keep).sum()),
+        dropped=int((~keep & ~zero).sum()),
+        zero_size=int(zero.sum()),
     )
 
 

@@ -67,7 +67,8 @@ class Trainer:
         self.runtime = runtime
         self.device = runtime.device
         self.run_dir = Path(cfg.run.dir)
-        self.data = load_data_yaml(resolve_data(cfg.data, cfg.data_cache))  # a YOLO / COCO source: its cached shards
+        # A YOLO / COCO source: the run's own cached shards, recorded in the run folder (kept while it exists).
+        self.data = load_data_yaml(resolve_data(cfg.data, cfg.data_cache, self.run_dir, record=runtime.is_main))
 
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank (DDP also broadcasts them)
         # The model yaml's architecture, or a weights file's; train.weights transferred layer by layer; frozen layers.
