@@ -5,6 +5,8 @@ process group starts. `yolotr train --print-config` shows the resolved tree.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import signal
 from pathlib import Path
@@ -24,8 +26,20 @@ def _positive(key: str, value: float | int | None, source: str | None, *, allow_
         raise ConfigError(key, f"must be {'≥' if allow_zero else '>'} 0, got {value}", source)
 
 
+def _finite(node: object, path: str, source: str | None) -> None:
+    """Every number of the tree is finite: yaml reads `.inf` and `.nan` as floats, and no setting means either (an
+    infinite lr0 trained to exit 0 with non-finite weights; a NaN one failed deep in the scheduler)."""
+    for field in dataclasses.fields(node):
+        value, key = getattr(node, field.name), f"{path}.{field.name}" if path else field.name
+        if dataclasses.is_dataclass(value):
+            _finite(value, key, source)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(key, f"must be a finite number, got {value}", source)
+
+
 def validate(cfg: Config, source: str | None = None) -> None:
     """Impossible values, named by their key path. Called before any process group starts."""
+    _finite(cfg, "", source)
     t = cfg.train
     for key, value in {
         "train.epochs": t.epochs,
@@ -39,6 +53,8 @@ def validate(cfg: Config, source: str | None = None) -> None:
         "val.batch_size": cfg.val.batch_size,
         "guard.max_consecutive_skips": cfg.guard.max_consecutive_skips,
         "guard.snapshot_every": cfg.guard.snapshot_every,
+        "train.ema_tau": t.ema_tau,  # the EMA's ramp divides by it
+        "distributed.timeout_s": cfg.distributed.timeout_s,
     }.items():
         _positive(key, value, source)
     _positive("train.max_steps", t.max_steps, source)
@@ -56,6 +72,8 @@ def validate(cfg: Config, source: str | None = None) -> None:
         raise ConfigError("train.lrf", f"must be in (0, 1], got {t.lrf}", source)
     if not 0 < t.transformer_lr_mult <= 1:
         raise ConfigError("train.transformer_lr_mult", f"must be in (0, 1], got {t.transformer_lr_mult}", source)
+    if not 0 <= t.ema_decay < 1:  # 1 or more never forgets (or grows) the weights it averages
+        raise ConfigError("train.ema_decay", f"must be in [0, 1), got {t.ema_decay}", source)
     if not 0 <= t.momentum < 1:
         raise ConfigError("train.momentum", f"must be in [0, 1), got {t.momentum}", source)
     if not 0 < cfg.guard.lr_backoff <= 1:

@@ -55,6 +55,18 @@ CONFIG = [
              2, ("config key 'debug.anomaly_hooks'", "debug.cuda_sync_check")),
     BadInput("missing-model", "config", "a model yaml that does not exist", _overrides("model=no-such-model.yaml"),
              2, ("config key 'model'", "no-such-model.yaml")),
+    BadInput("infinite-lr", "config", "an infinite learning rate: `train.lr0=.inf`", _overrides("train.lr0=.inf"),
+             2, ("config key 'train.lr0'", "must be a finite number, got inf")),
+    BadInput("nan-lr", "config", "a NaN learning rate: `train.lr0=.nan`", _overrides("train.lr0=.nan"),
+             2, ("config key 'train.lr0'", "must be a finite number, got nan")),
+    BadInput("ema-decay-above-one", "config", "an EMA decay above 1: `train.ema_decay=2`",
+             _overrides("train.ema_decay=2"), 2, ("config key 'train.ema_decay'", "must be in [0, 1), got 2.0")),
+    BadInput("ema-decay-negative", "config", "a negative EMA decay: `train.ema_decay=-5`",
+             _overrides("train.ema_decay=-5"), 2, ("config key 'train.ema_decay'", "must be in [0, 1), got -5.0")),
+    BadInput("ema-tau-zero", "config", "an EMA ramp of zero: `train.ema_tau=0`", _overrides("train.ema_tau=0"),
+             2, ("config key 'train.ema_tau'", "must be > 0, got 0.0")),
+    BadInput("negative-timeout", "config", "a negative collective timeout: `distributed.timeout_s=-1`",
+             _overrides("distributed.timeout_s=-1"), 2, ("config key 'distributed.timeout_s'", "must be > 0, got -1")),
 ]
 
 
