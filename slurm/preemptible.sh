@@ -42,7 +42,8 @@ run_dir, since, fallback = sys.argv[1:4]
 path = os.path.join(run_dir, "exit.json")
 try:
     fresh = os.path.getmtime(path) >= float(since)
-    print(json.load(open(path))["exit_code"] if fresh else fallback)
+    code = json.load(open(path)).get("exit_code") if fresh else None
+    print(fallback if code is None else code)  # None: the start marked it running and was killed before its end
 except (OSError, ValueError, KeyError):
     print(fallback)
 PY

@@ -39,7 +39,30 @@ _ADVICE = {
 
 
 def write_exit_file(run_dir: Path, code: int, reason: str, step: int) -> None:
-    write_json_durably(Path(run_dir) / "exit.json", {"exit_code": code, "reason": reason, "step": step})
+    write_json_durably(Path(run_dir) / "exit.json", {"state": "ended", "exit_code": code, "reason": reason,
+                                                     "step": step})
+
+
+def mark_running(run_dir: Path) -> None:
+    """Rank 0 at every start: exit.json says the run is running (`exit_code` null) until this start writes how it
+    ended, so that a start killed before it could write (kill -9, a lost node) never leaves an earlier start's
+    "completed" in place. Where even this small file cannot be written (a full disk), the old one is removed: no
+    answer is better than a wrong one."""
+    path = Path(run_dir) / "exit.json"
+    try:
+        write_json_durably(path, {"state": "running", "exit_code": None, "step": None,
+                                  "reason": "running, or killed before it could record how it ended"})
+    except OSError:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            log.warning(f"cannot mark {path} as running ({error.strerror}): it may still describe an earlier start")
+
+
+def recorded_exit_code(status: dict | None) -> int | None:
+    """The exit code exit.json records, None while it says running (or holds none)."""
+    code = status.get("exit_code") if isinstance(status, dict) else None
+    return int(code) if isinstance(code, int) and not isinstance(code, bool) else None
 
 
 def write_status_file(*, run_dir: str | os.PathLike | None = None, exit_code: int | None = None) -> None:

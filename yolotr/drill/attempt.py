@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from yolotr.checkpoint.run_status import recorded_exit_code
 from yolotr.drill.plan import Fault
 from yolotr.drill.processes import Proc, kill, kill_job, ranks_below, wait_gone
 from yolotr.drill.run_folder import RunFolder, step_of
@@ -73,7 +74,8 @@ class Attempt:
         result.last_step = self.folder.trained_step()
         status = self.folder.exit_status()
         written_now = status is not None and (self.folder.path / "exit.json").stat().st_mtime >= result.started
-        result.exit_code = int(status["exit_code"]) if written_now else proc.returncode
+        recorded = recorded_exit_code(status) if written_now else None  # None: still "running", killed
+        result.exit_code = proc.returncode if recorded is None else recorded
         return result
 
     def _watch(self, proc: subprocess.Popen, result: AttemptResult) -> None:

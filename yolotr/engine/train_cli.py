@@ -64,7 +64,7 @@ def train(cfg) -> int:
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"])))
 
-    from yolotr.checkpoint.run_status import write_exit_file, write_status_file
+    from yolotr.checkpoint.run_status import mark_running, write_exit_file, write_status_file
     from yolotr.distributed import destroy_process_group
     from yolotr.engine.runtime import setup_runtime, stop_with_the_launcher
     from yolotr.engine.trainer import Trainer
@@ -73,6 +73,8 @@ def train(cfg) -> int:
     runtime = setup_runtime(cfg)
     folder = settle_run_folder(cfg)  # a new runs/exp2 ... or the run to resume, chosen by rank 0 for every rank
     write_status_file(run_dir=cfg.run.dir)  # a launcher's retry resumes this folder
+    if runtime.is_main:
+        mark_running(Path(cfg.run.dir))
     try:
         try:
             trainer = Trainer(cfg, runtime)
