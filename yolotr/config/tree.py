@@ -49,6 +49,8 @@ def from_dict(cls: type, data: Any, *, path: str = "", source: str | None = None
         return cls(**values)
     except TypeError as exc:  # a required field without default that the yaml left out
         raise ConfigError(path or "<root>", str(exc), source) from None
+    except ValueError as exc:  # a section's own check of its values (its __post_init__), which names the field
+        raise ConfigError(path or "<root>", str(exc), source) from None
 
 
 def _did_you_mean(name: str, known, path: str) -> str:

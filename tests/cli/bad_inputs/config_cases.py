@@ -65,6 +65,8 @@ CONFIG = [
              _overrides("train.ema_decay=-5"), 2, ("config key 'train.ema_decay'", "must be in [0, 1), got -5.0")),
     BadInput("ema-tau-zero", "config", "an EMA ramp of zero: `train.ema_tau=0`", _overrides("train.ema_tau=0"),
              2, ("config key 'train.ema_tau'", "must be > 0, got 0.0")),
+    BadInput("augment-out-of-range", "config", "an augmentation outside [0, 1]: `augment.hsv_h=2`",
+             _overrides("augment.hsv_h=2"), 2, ("config key 'augment'", "augment.hsv_h must be in [0, 1], got 2.0")),
     BadInput("negative-timeout", "config", "a negative collective timeout: `distributed.timeout_s=-1`",
              _overrides("distributed.timeout_s=-1"), 2, ("config key 'distributed.timeout_s'", "must be > 0, got -1")),
 ]
