@@ -17,7 +17,7 @@ ROOT = Path(yolotr.__file__).parent
 
 # Bottom to top; a package may import the packages of lower layers and its own modules, nothing else.
 LAYERS: list[set[str]] = [
-    {"errors", "log", "console"},
+    {"errors", "log", "console", "durable_json"},
     {"config", "distributed"},
     {"model", "data"},
     {"track"},

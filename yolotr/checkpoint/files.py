@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed.checkpoint as dcp
 
-from yolotr.checkpoint.durable_json import write_json_durably
+from yolotr.durable_json import write_json_durably
 from yolotr.checkpoint.manager import CheckpointError
 
 

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from yolotr.checkpoint.durable_json import write_json_durably
+from yolotr.durable_json import write_json_durably
 from yolotr.checkpoint.storage import StorageError, free_text, room_problem, storage_problem
 from yolotr.distributed import all_gather_object, all_ranks, barrier
 from yolotr.errors import YolotrError

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from yolotr.checkpoint.durable_json import write_json_durably
+from yolotr.durable_json import write_json_durably
 from yolotr.checkpoint.manager import CheckpointManager, verify
 from yolotr.distributed import broadcast_from_rank0, rank
 from yolotr.errors import EXIT_NO_VALID_CHECKPOINT, UsageError, YolotrError

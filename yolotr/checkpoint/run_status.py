@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from yolotr.checkpoint.durable_json import write_json_durably
+from yolotr.durable_json import write_json_durably
 from yolotr.errors import (
     EXIT_DATA,
     EXIT_DIVERGED,

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from yolotr.durable_json import write_json_durably
 
 RUN_RECORD = "data_conversion.json"
 USERS = "users"
@@ -47,9 +48,9 @@ def record_use(run_dir: Path, source: Path, conversion: Path, fingerprint: str, 
     run_dir = Path(run_dir).resolve()
     users = conversion / USERS
     users.mkdir(exist_ok=True)
-    _write_atomically(users / f"{_run_tag(run_dir)}.json", {"run": str(run_dir)})
+    write_json_durably(users / f"{_run_tag(run_dir)}.json", {"run": str(run_dir)})
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomically(run_dir / RUN_RECORD, {"source": str(Path(source).resolve()), "fingerprint": fingerprint,
+    write_json_durably(run_dir / RUN_RECORD, {"source": str(Path(source).resolve()), "fingerprint": fingerprint,
                                              "conversion": str(conversion.resolve()), "parts": parts})
 
 
@@ -80,9 +81,3 @@ def runs_using(conversion: Path, fingerprint: str) -> list[Path]:
 def _run_tag(run_dir: Path) -> str:
     return hashlib.sha256(str(run_dir).encode()).hexdigest()[:16]
 
-
-def _write_atomically(path: Path, doc: dict) -> None:
-    """A reader sees the old file or the whole new one (a run killed while recording must not lose its record)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)

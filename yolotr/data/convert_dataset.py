@@ -54,7 +54,8 @@ def convert(fmt: str, src: Path, out: Path, *, samples_per_shard: int = 1000, sh
 
 
 def write_dataset(source: SourceDataset, out: Path, *, samples_per_shard: int = 1000, shard_bytes: int | None = None,
-                  progress: bool = False, storage_hint: str = "free space there, or choose another --out") -> ConversionReport:
+                  progress: bool = False,
+                  storage_hint: str = "free space there, or choose another --out") -> ConversionReport:
     """Writes every split of `source` as shards into `out`, with data.yaml and report.json; a progress bar per
     split on stderr when `progress`. A disk full or read-only raises ConversionStorageError (`storage_hint` says
     what to do) after removing what this conversion wrote: its splits' folders, and data.yaml and report.json
