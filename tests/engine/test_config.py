@@ -83,10 +83,8 @@ def test_the_transformer_overrides_offer_exactly_the_model_switches():
     ]
 
 
-def test_the_readme_config_reference_is_the_one_generated_from_the_config_classes():
-    from pathlib import Path
+def test_the_config_reference_in_docs_is_the_one_generated_from_the_config_classes():
+    from yolotr.config.reference import REFERENCE_DOC, table
 
-    from yolotr.config.reference import table
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert table() in readme, "README's config reference is stale: run python -m yolotr.config.reference"
+    assert REFERENCE_DOC.read_text().endswith(table()), (
+        "docs/config.md is stale: run python -m yolotr.config.reference --write")

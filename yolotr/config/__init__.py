@@ -5,7 +5,7 @@
     augment.py    the augmentation hyperparameters
     load.py       yaml + `key.path=value` overrides -> a validated `Config`; errors name the key and the file
     tree.py       the dataclass <-> plain data machinery behind it
-    reference.py  the README's config table, generated from the docstrings
+    reference.py  docs/config.md's table, generated from the docstrings
 
 Every other package may import this one; it imports none of them.
 """

@@ -1,15 +1,17 @@
-"""The README's config reference, generated from the config dataclasses and their field docstrings.
+"""docs/config.md's config reference, generated from the config dataclasses and their field docstrings.
 
-    python -m yolotr.config.reference        # prints the markdown table
+    python -m yolotr.config.reference           # prints the markdown table
+    python -m yolotr.config.reference --write   # replaces the table in docs/config.md
 
-tests/engine/test_config.py checks that the README holds exactly this table, so the reference cannot drift from the
-code.
+tests/engine/test_config.py checks that docs/config.md holds exactly this table, so the reference cannot drift from
+the code.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 
 from yolotr.config.run import Config
 from yolotr.config.tree import field_docs
@@ -40,7 +42,22 @@ def table() -> str:
     return "\n".join(["| key | type | default | meaning |", "|---|---|---|---|", *rows()]) + "\n"
 
 
+REFERENCE_DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+
+
+def write_reference(doc: Path = REFERENCE_DOC) -> None:
+    """Replace the table in `doc` (everything from its header row to the end of the file) with the current one."""
+    text = doc.read_text()
+    start = text.index("| key | type | default | meaning |")
+    doc.write_text(text[:start] + table())
+
+
 if __name__ == "__main__":
+    import sys
+
     from yolotr import console
 
-    console.result(table(), end="")
+    if sys.argv[1:] == ["--write"]:
+        write_reference()
+    else:
+        console.result(table(), end="")

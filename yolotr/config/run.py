@@ -1,6 +1,6 @@
 """yolotr's one typed config tree: every knob of a training run, as dataclasses with a docstring per field.
 
-Loaded and validated by `yolotr.config.load`; the README's config reference is generated from these docstrings.
+Loaded and validated by `yolotr.config.load`; docs/config.md's reference is generated from these docstrings.
 """
 
 from __future__ import annotations
