@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"model", "data"},
     {"track"},
     {"checkpoint"},
-    {"eval"},
+    {"eval", "export"},
     {"guard", "debug"},
     {"engine"},
     {"study", "api", "drill"},

@@ -165,7 +165,7 @@ class YOLO:
         """Exports to one format (onnx, torchscript, openvino, engine), checks it against PyTorch on the same images
         (as `yolotr export` does) and returns its path; a mismatch raises."""
         from yolotr.checkpoint.weights_file import LoadedWeights
-        from yolotr.eval.exporter import ExportSettings, export
+        from yolotr.export.exporter import ExportSettings, export
 
         imgsz = imgsz or self.imgsz
         source = Path(self.source)

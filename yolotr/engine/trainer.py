@@ -121,7 +121,7 @@ class Trainer:
         self.optimizer = self.backend.optimizer
         # fp16's loss scale (guard/loss_scale.py) is saved with the counters; DeepSpeed refuses fp16.
         self.loss_scale = self.backend.loss_scale if cfg.train.precision == "fp16" else None
-        self.checkpointer.states = {"model": self.model, "ema": self.ema, "optimizer": self.backend,
+        self.checkpointer.states = {"model": self.model, "ema": self.ema, "step_backend": self.backend,
                                     "train_state": self, "guard": self.monitor, "stream": self.stream,
                                     "wandb_run_id": self.logger}
         # BatchNorm statistics, restored on a skipped step. Taken after the backend's set-up: preparing the model for
@@ -241,14 +241,14 @@ class Trainer:
                 self.backend.backward(loss, items, bad, micro_batches=micro_batches, stop=self.stop_signal,
                                       force_skip=force_skip)
         # The gradient sums the losses of every rank's images of every micro-batch: the clip's units (guard/step.py).
-        grad_norm, skipped, consensus, overflow = self.backend.optimizer_step(
+        result = self.backend.optimizer_step(
             images=self.cfg.train.batch_size * micro_batches, force_skip=force_skip, buffers=self.buffers,
             buffers_before=buffers_before)
         if self.ema is not None:
-            self.ema.update(self.model, skipped)
+            self.ema.update(self.model, result.skipped)
         bad_module = self.anomaly.take() if self.anomaly is not None else None
-        return PendingStep(step, grad_norm, skipped, consensus, self.local_bad.clone(), keys, images, bad_module,
-                           overflow)
+        return PendingStep(step, result.grad_norm, result.skipped, result.consensus, self.local_bad.clone(), keys,
+                           images, bad_module, result.overflow)
 
     def forward_loss(self, step: int, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One micro-batch: to the device (uint8 → [0,1] there), autocast forward (train.precision), fp32 loss.

@@ -17,6 +17,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from yolotr.checkpoint.checkpointer import OptimizerStateByName
 from yolotr.config import Config
 from yolotr.debug.digests import optimizer_digest, optimizer_sum
+from yolotr.engine.backends.base import StepResult
 from yolotr.engine.runtime import Runtime
 from yolotr.guard.consensus import ConsensusModule, ConsensusPayload, install_local_check_hook
 from yolotr.guard.loss_scale import LossScale
@@ -73,10 +74,8 @@ class DDPBackend:
         self.runtime.accelerator.backward(self.loss_scale.scale(self.wrapper.tie(loss)))
 
     def optimizer_step(self, *, images: int, force_skip: bool, buffers: BufferGuard,
-                       buffers_before: list[torch.Tensor]
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Clip-or-skip (guard/step.py). `images`: how many images' losses the gradient sums. Returns device
-        tensors: (grad norm of the per-image mean loss, skipped, consensus, fp16 overflow or None)."""
+                       buffers_before: list[torch.Tensor]) -> StepResult:
+        """Clip-or-skip (guard/step.py). `images`: how many images' losses the gradient sums."""
         consensus = self.wrapper.consensus.grad.detach().clone()
         force = self._force.fill_(force_skip)  # a fill kernel: no host->device copy
         # A rank whose loss was non-finite but whose gradient is finite (e.g. a batch emptied by corrupt or
@@ -97,7 +96,7 @@ class DDPBackend:
             torch.logical_or(self.local_bad, ~torch.isfinite(grad_norm), out=self.local_bad)
         self.optimizer.zero_grad(set_to_none=True)
         self.wrapper.consensus.grad = None
-        return grad_norm, skipped, consensus, overflow
+        return StepResult(grad_norm, skipped, consensus, overflow)
 
     # ---- checkpoints -----------------------------------------------------------------------------------------------
     def checkpoint_optimizer_state(self):
