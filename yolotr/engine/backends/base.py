@@ -34,7 +34,10 @@ class StepResult:
 class StepBackend(CheckpointedBackend, Protocol):
     module: torch.nn.Module
     """What the forward runs through: the consensus-tied detector, wrapped in DDP or DeepSpeed's engine."""
-    loss_scale: LossScale | None
+
+    @property
+    def loss_scale(self) -> LossScale | None:
+        """fp16's loss scale (guard/loss_scale.py); None where the backend has none."""
 
     def accumulating(self, last: bool) -> AbstractContextManager:
         """The context of one micro-batch's forward and backward: gradients are reduced on the last one only."""

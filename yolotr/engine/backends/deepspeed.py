@@ -112,7 +112,7 @@ class DeepSpeedBackend:
                 f"{meta['world_size']} needs a universal checkpoint, and DeepSpeed's converter (ds_to_universal) only "
                 f"knows Adam moments: use train.optimizer=adamw with DeepSpeed, or resume on {meta['world_size']} ranks"
             )
-        universal = prepare_universal(resume_from, cfg.run.dir, meta["counters"]["step"], rank=runtime.rank)
+        universal = prepare_universal(resume_from, Path(cfg.run.dir), meta["counters"]["step"], rank=runtime.rank)
         plugin.deepspeed_config["checkpoint"] = {"load_universal": True}
         return universal
 
