@@ -5,6 +5,7 @@
     model = YOLO("yolotr-s.yaml")                 # a model yaml or a preset name: fresh weights
     model = YOLO("runs/exp/weights/best.safetensors")   # yolotr weights, a checkpoint or a run folder
     model = YOLO("yolov5s.pt")                    # an ultralytics/yolov5 checkpoint (read without its pickle code)
+    model.add_callback("on_fit_epoch_end", lambda trainer: print(trainer.epoch, trainer.metrics))
     model.train(data="data.yaml", epochs=10, imgsz=320)  # the CLI's trainer, in this process
     metrics = model.val(data="data.yaml")         # {"map50": ..., "map": ..., "precision": ..., ...}
     results = model.predict("images/")            # per image a Results: .boxes.xyxy / .conf / .cls, .plot(), ...
@@ -32,6 +33,7 @@ import torch
 from yolotr.checkpoint.pretrained import is_model_yaml, transfer_from
 from yolotr.checkpoint.weights_file import load_weights, read_weights_file
 from yolotr.config.presets import find_file
+from yolotr.engine.callbacks import Callbacks
 from yolotr.eval.results import Results
 from yolotr.model.transfer import TransferReport
 from yolotr.model.yolo import DetectionModel
@@ -55,6 +57,8 @@ class YOLO:
             self.model, self.names, self.imgsz = loaded.model, loaded.names, loaded.imgsz
         self.run_dir: Path | None = None
         self.data: str | None = None
+        if not hasattr(self, "callbacks"):  # kept when a training run reloads its best weights into this object
+            self.callbacks = Callbacks()
 
     def __repr__(self) -> str:
         return f"YOLO({self.source!r}, nc={self.model.nc}, imgsz={self.imgsz})"
@@ -71,13 +75,22 @@ class YOLO:
         return report
 
     # ------------------------------------------------------------------ training
+    def add_callback(self, event: str, fn) -> None:
+        """Calls `fn(trainer_view)` at `event` of every later `train()` (ultralytics' names: on_train_start,
+        on_train_epoch_end, on_fit_epoch_end, on_model_save, on_train_end, ...; engine/callbacks.py lists them and
+        says when each fires). An unknown event raises ValueError naming the valid ones."""
+        self.callbacks.add(event, fn)
+
+    def clear_callback(self, event: str) -> None:
+        self.callbacks.clear(event)
+
     def train(self, data: str | os.PathLike, epochs: int | None = None, *, config: str | os.PathLike | None = None,
               **overrides) -> dict:
         """Trains with the CLI's trainer in this process, starting from this model's yaml or weights; afterwards the
         object holds the run's best weights. `config` is a training yaml or preset (demo, coco-yolov5); keyword
         overrides take a key path (`**{"train.lr0": 0.01}`), a field name (`imgsz=320`, `lr0=0.01`, `seed=1`) or an
         ultralytics name (`batch`, `workers`). Returns the final validation's metrics; raises RuntimeError if the run
-        stops early (its run folder's exit.json says why)."""
+        stops early (its run folder's exit.json says why), or the exception of a callback that stopped it."""
         from yolotr.config import load_config
         from yolotr.engine.train_cli import train
 
@@ -85,8 +98,9 @@ class YOLO:
         settings.update({config_key(key): value for key, value in overrides.items()})
         cfg = load_config(config, [f"{key}={json.dumps(value)}" for key, value in settings.items()])
         with _signal_handlers_restored(cfg.checkpoint.preempt_signals):
-            code = train(cfg)
+            code = train(cfg, self.callbacks)
         self.run_dir, self.data = Path(cfg.run.dir), str(data)
+        _raise_callback_failure(self.callbacks, self.run_dir)
         if code != 0:
             raise RuntimeError(f"training stopped with exit code {code}; see {self.run_dir / 'exit.json'}")
         weights = self.run_dir / "weights"
@@ -173,6 +187,16 @@ def config_key(name: str) -> str:
         raise TypeError(f"unknown training option {name!r}" if not matches else
                         f"{name!r} is ambiguous ({', '.join(matches)}): pass the key path, e.g. **{{'{matches[0]}': ...}}")
     return matches[0]
+
+
+def _raise_callback_failure(callbacks: Callbacks, run_dir: Path) -> None:
+    """A callback that stopped the run: its own exception reaches the caller, with a note naming it."""
+    if callbacks.failure is None:
+        return
+    name, event, error = callbacks.failure
+    if hasattr(error, "add_note"):  # Python 3.11+
+        error.add_note(f"raised by callback {name} ({event}); the run stopped: see {run_dir / 'exit.json'}")
+    raise error
 
 
 @contextmanager
