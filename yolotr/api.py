@@ -34,9 +34,11 @@ from yolotr.checkpoint.pretrained import is_model_yaml, transfer_from
 from yolotr.checkpoint.weights_file import load_weights, read_weights_file
 from yolotr.config.presets import find_file
 from yolotr.engine.callbacks import Callbacks
-from yolotr.eval.results import Results
 from yolotr.model.transfer import TransferReport
 from yolotr.model.yolo import DetectionModel
+
+if typing.TYPE_CHECKING:
+    from yolotr.eval.results import Results  # imported by predict: its drawing code loads matplotlib
 
 # ultralytics' names for the keys users pass most, so that their calls carry over.
 ALIASES = {"batch": "train.batch_size", "workers": "train.num_workers", "optimizer": "train.optimizer"}

@@ -21,8 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from yolotr.eval.plots.drawing import draw_boxes, save_image
-
 
 class Boxes:
     """The detections of one image: `data` (n, 6) x1 y1 x2 y2 conf cls, in original pixels, as a torch tensor (or a
@@ -149,6 +147,8 @@ class Results:
              img: np.ndarray | None = None) -> np.ndarray:
         """The original image (or `img`, BGR of the same size) with the boxes drawn, labelled `name 0.87` on a
         filled background (`labels=False`: no text, `conf=False`: the name alone): (H, W, 3) uint8 BGR."""
+        from yolotr.eval.plots.drawing import draw_boxes  # torchvision's drawing and matplotlib: on first use
+
         base = self.orig_img if img is None else img
         rgb = torch.from_numpy(np.ascontiguousarray(base[..., ::-1])).permute(2, 0, 1)  # (H,W,3) BGR -> (3,H,W) RGB
         if boxes and len(self):
@@ -162,6 +162,8 @@ class Results:
     def save(self, filename: str | os.PathLike | None = None, **plot_options) -> str:
         """Writes `plot(**plot_options)` to `filename` (.jpg or .png; default `results_<image name>`) and returns
         the path."""
+        from yolotr.eval.plots.drawing import save_image
+
         filename = filename or f"results_{Path(self.path).stem}.jpg"
         drawn = self.plot(**plot_options)
         save_image(torch.from_numpy(np.ascontiguousarray(drawn[..., ::-1])).permute(2, 0, 1), filename)
