@@ -83,7 +83,8 @@ def test_every_event_fires_at_its_point_in_order_with_the_trainers_view(small_da
     assert json.loads((run_dir / "exit.json").read_text())["exit_code"] == 0 and "map50" in metrics
 
 
-def test_a_callback_that_raises_stops_the_run_naming_itself_and_the_caller_gets_its_exception(small_data, tmp_path):
+def test_a_callback_that_raises_stops_the_run_naming_itself_and_the_caller_gets_its_exception(small_data, tmp_path,
+                                                                                              capfd):
     from yolotr import YOLO
 
     model = YOLO("yolotr-n.yaml")
@@ -110,6 +111,8 @@ def test_a_callback_that_raises_stops_the_run_naming_itself_and_the_caller_gets_
                                  "gets_its_exception.<locals>.upload_metrics (on_train_epoch_end) raised "
                                  "ConnectionError: metrics server refused the upload")
     assert (run_dir / "weights/last.safetensors").is_file()  # what the run trained is kept
+    told = [line for line in capfd.readouterr().err.splitlines() if "upload_metrics" in line]
+    assert told == [f"[yolotr] error: stopped at step 2: {stopped['reason']} (exit 1: a retry may succeed)"]
 
 
 def test_an_unknown_event_is_refused_listing_the_events():

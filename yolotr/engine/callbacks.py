@@ -180,9 +180,10 @@ class _Dispatch:
                 fn(self.view)
             except Exception as error:  # the user's code: whatever it raises stops the run, with its name
                 failure = (getattr(fn, "__qualname__", None) or repr(fn), event, error)
-                log.error(self.describe(failure))
                 if self.failure is None:
                     self.failure = self.callbacks.failure = failure
+                    if event == "teardown":  # after the stop line: this is the only report of it
+                        log.error(self.describe(failure))
                 return
 
     @staticmethod
