@@ -99,6 +99,7 @@ class YOLO:
         settings = {"model": self.source, "data": str(data), **({"train.epochs": epochs} if epochs else {})}
         settings.update({config_key(key): value for key, value in overrides.items()})
         cfg = load_config(config, [f"{key}={json.dumps(value)}" for key, value in settings.items()])
+        self.callbacks.failure = None  # an earlier run's is not this one's
         with _signal_handlers_restored(cfg.checkpoint.preempt_signals):
             code = train(cfg, self.callbacks)
         self.run_dir, self.data = Path(cfg.run.dir), str(data)

@@ -81,6 +81,7 @@ def test_every_event_fires_at_its_point_in_order_with_the_trainers_view(small_da
     assert seen["read_only"] == "the trainer's view is read-only: cannot set 'epoch'"
     assert len(seen["losses"]) == 4 and all(isinstance(loss, float) for loss in seen["losses"])
     assert json.loads((run_dir / "exit.json").read_text())["exit_code"] == 0 and "map50" in metrics
+    assert model.callbacks.registered["on_fit_epoch_end"][-1] is at_fit_epoch_end  # kept with the best weights
 
 
 def test_a_callback_that_raises_stops_the_run_naming_itself_and_the_caller_gets_its_exception(small_data, tmp_path,
@@ -113,6 +114,11 @@ def test_a_callback_that_raises_stops_the_run_naming_itself_and_the_caller_gets_
     assert (run_dir / "weights/last.safetensors").is_file()  # what the run trained is kept
     told = [line for line in capfd.readouterr().err.splitlines() if "upload_metrics" in line]
     assert told == [f"[yolotr] error: stopped at step 2: {stopped['reason']} (exit 1: a retry may succeed)"]
+
+    model.clear_callback("on_train_epoch_end")  # without it, the next run trains to its end
+    calls.clear()
+    assert "map50" in model.train(small_data, **{**SHORT_RUN, "epochs": 1, "run.dir": str(tmp_path / "runs/again")})
+    assert calls[-2:] == [("on_train_end", 0, 2), ("teardown", 0, 2)]
 
 
 def test_an_unknown_event_is_refused_listing_the_events():

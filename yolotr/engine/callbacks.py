@@ -71,9 +71,9 @@ class Callbacks:
 
     def around(self, hooks: list[HookBase]) -> list[HookBase]:
         """`hooks` with the dispatching hooks around them (none when nothing is registered)."""
+        self.failure = None  # this run's, if any
         if not self:
             return hooks
-        self.failure = None
         dispatch = _Dispatch(self)
         return [_First(dispatch), *hooks, _Last(dispatch)]
 
