@@ -82,7 +82,7 @@ class TrainerView:
     """What a callback sees of the trainer. Read-only: setting an attribute raises. `model` and `ema` are the live
     modules, to read (evaluate, save a copy), not to change. `metrics` and `train_metrics` are rank 0's records."""
 
-    __slots__ = ("_trainer", "_dispatch")
+    __slots__ = ("_dispatch", "_trainer")
 
     def __init__(self, trainer: Trainer, dispatch: _Dispatch) -> None:
         object.__setattr__(self, "_trainer", trainer)
@@ -178,7 +178,7 @@ class _Dispatch:
         for fn in self.callbacks.registered[event]:
             try:
                 fn(self.view)
-            except Exception as error:  # the user's code: whatever it raises stops the run, with its name
+            except Exception as error:  # noqa: BLE001 - the user's code: whatever it raises stops the run, named
                 failure = (getattr(fn, "__qualname__", None) or repr(fn), event, error)
                 if self.failure is None:
                     self.failure = self.callbacks.failure = failure
