@@ -122,6 +122,24 @@ def test_a_callback_that_raises_stops_the_run_naming_itself_and_the_caller_gets_
     assert calls[-2:] == [("on_train_end", 0, 2), ("teardown", 0, 2)]
 
 
+def test_a_teardown_callback_that_raises_after_a_completed_run_is_logged_and_raised(small_data, tmp_path, capfd):
+    from yolotr import YOLO
+
+    model = YOLO("yolotr-n.yaml")
+
+    def close_connection(trainer):
+        raise OSError("connection already closed")
+
+    model.add_callback("teardown", close_connection)
+    run_dir = tmp_path / "runs/teardown"
+    with pytest.raises(OSError, match="connection already closed"):
+        model.train(small_data, **{**SHORT_RUN, "epochs": 1, "run.dir": str(run_dir)})
+    assert json.loads((run_dir / "exit.json").read_text())["exit_code"] == 0  # the run itself completed
+    told = [line for line in capfd.readouterr().err.splitlines() if "close_connection" in line]
+    assert len(told) == 1 and told[0].startswith("[yolotr] error: callback ") and told[0].endswith(
+        "close_connection (teardown) raised OSError: connection already closed")
+
+
 def test_an_unknown_event_is_refused_listing_the_events():
     callbacks = Callbacks()
     with pytest.raises(ValueError, match="unknown callback event 'on_epoch_end'; the events are: "

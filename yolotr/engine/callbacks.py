@@ -182,8 +182,8 @@ class _Dispatch:
                 failure = (getattr(fn, "__qualname__", None) or repr(fn), event, error)
                 if self.failure is None:
                     self.failure = self.callbacks.failure = failure
-                    if event == "teardown":  # after the stop line: this is the only report of it
-                        log.error(self.describe(failure))
+                if event == "teardown":  # the run's outcome is already decided: this line is its only report
+                    log.error(self.describe(failure))
                 return
 
     @staticmethod
