@@ -31,6 +31,7 @@ from yolotr.debug.faults import FaultInjector
 from yolotr.distributed import broadcast_tensors_from_rank0
 from yolotr.engine.backends import make_step_backend
 from yolotr.engine.build import default_hooks, fit_anchors, optimizer_for, run_logger, train_stream
+from yolotr.engine.callbacks import Callbacks
 from yolotr.engine.fast_path import FastPath
 from yolotr.engine.hooks import Hooks
 from yolotr.engine.optim import Schedule
@@ -62,7 +63,7 @@ class StopTraining(Exception):
 
 
 class Trainer:
-    def __init__(self, cfg: Config, runtime: Runtime):
+    def __init__(self, cfg: Config, runtime: Runtime, callbacks: Callbacks | None = None):
         self.cfg = cfg
         self.runtime = runtime
         self.device = runtime.device
@@ -133,7 +134,8 @@ class Trainer:
         self.check_every = cfg.guard.check_every or (cfg.train.log_every if sync_free_path else 1)
         self.autocast = torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES.get(cfg.train.precision, torch.float32),
                                        enabled=cfg.train.precision in AUTOCAST_DTYPES)
-        self.hooks = Hooks(self, default_hooks(cfg, runtime, self.fast))
+        hooks = default_hooks(cfg, runtime, self.fast)
+        self.hooks = Hooks(self, callbacks.around(hooks) if callbacks is not None else hooks)  # the API's callbacks
         self.train_log: TrainLog | None = None  # opened with the run (start)
 
         self.step = 0
