@@ -43,12 +43,14 @@ class LedgerWriter:
 
 
 def keep_steps_up_to(path: str | Path, step: int) -> None:
-    """On resume from `step`: the ledger lists the samples whose update the run *kept*, so lines of later steps
-    (trained by the crashed run, then lost with it) go, before any rank appends again. Rewritten atomically."""
+    """At a start from `step` (its checkpoint's, 0 without one): the ledger lists the samples whose update the run
+    *kept*, so lines of later steps (trained by a crashed attempt, then lost with it) go, before any rank appends
+    again. Rewritten atomically. A last line without its newline is the trace of a write the crash cut: not kept."""
     path = Path(path)
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines(keepends=True) if _step_of(line) <= step]
+    kept = [line for line in path.read_text().splitlines(keepends=True)
+            if line.endswith("\n") and _step_of(line) <= step]
     partial = path.with_suffix(".partial")
     partial.write_text("".join(kept))
     partial.replace(path)

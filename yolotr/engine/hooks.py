@@ -211,7 +211,9 @@ class SampleLedger(HookBase):
     def before_train(self) -> None:
         t = self.trainer
         path = t.run_dir / "ledger.jsonl"
-        if t.runtime.is_main and t.resumed_from is not None:
+        # Every start, resumed or not: a start without a checkpoint trains from step 0 again, and the samples an
+        # earlier attempt logged before it crashed (even before its first commit) were lost with it.
+        if t.runtime.is_main:
             keep_steps_up_to(path, t.step)
         barrier()  # no rank appends before the trim
         self.writer = LedgerWriter(path)

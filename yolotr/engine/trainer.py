@@ -356,7 +356,7 @@ class Trainer:
         progress = None
         if self.runtime.is_main:
             (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
-            # On a resume, every record sink drops what the crashed attempt wrote after its checkpoint.
+            # Every record sink drops what an earlier attempt wrote after the step this start begins at.
             self.logger.open(step=self.step, resumed=resumed is not None)
             for message in self._damaged:
                 self.logger.event(event="checkpoint_fallback", step=self.step, message=message)

@@ -43,14 +43,15 @@ class RunLogger:
     def open(self, *, step: int = 0, resumed: bool = False) -> None:
         """Opens the sinks (rank 0): appends to an existing metrics.jsonl, resumes the W&B run of `wandb_run_id`.
 
-        On a resume from `step`, what an earlier attempt wrote after that step is dropped first, so that every step
-        is recorded once: metrics.jsonl's later records move to metrics.superseded.jsonl, results.csv is remade from
-        the records left, TensorBoard hides the later events (purge_step), and the W&B run is rewound to `step`."""
+        Every start begins at `step` (its checkpoint's, 0 without one) and drops first what an earlier attempt wrote
+        after that step, so that every step is recorded once: metrics.jsonl's later records move to
+        metrics.superseded.jsonl, results.csv is remade from the records left, TensorBoard hides the later events
+        (purge_step), and on a resume the W&B run is rewound to `step`. A start without a checkpoint is no exception:
+        an attempt that crashed before its first commit left records of steps that are trained again."""
         if not self.is_main:
             return
         metrics_path = self.dir / "metrics.jsonl"
-        if resumed:
-            supersede_records_after(metrics_path, step)
+        supersede_records_after(metrics_path, step)
         self._metrics = MetricsWriter(metrics_path)
         self._wandb = WandbLogger(self.dir, run_id=self.wandb_run_id, resumed_at=step if resumed else None,
                                   **self._wandb_args)
@@ -58,7 +59,7 @@ class RunLogger:
         if self._results_csv_enabled:
             self._mirrors.append(ResultsCsv(self.dir / "results.csv", read_metrics(metrics_path)))
         if self._tensorboard_enabled:
-            self._mirrors.append(TensorBoardLogger(self.dir / "tensorboard", resumed_at=step if resumed else None))
+            self._mirrors.append(TensorBoardLogger(self.dir / "tensorboard", resumed_at=step))
 
     @property
     def is_open(self) -> bool:
