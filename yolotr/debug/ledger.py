@@ -8,6 +8,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from yolotr.errors import StorageError
+
 
 class LedgerWriter:
     """Appends `{"epoch", "step", "rank", "key"}` lines, one batch per `write`.
@@ -27,8 +29,11 @@ class LedgerWriter:
         data = "".join(json.dumps({"epoch": int(epoch), "step": int(step), "rank": int(rank), "key": key},
                                   separators=(",", ":")) + "\n" for key in keys).encode("utf-8")
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as error:  # a full or read-only disk: the exit-74 error naming this file
+            raise StorageError.writing(self.path, error) or error from None
 
     def close(self) -> None:
         if self._fd is not None:

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from yolotr.errors import StorageError
 from yolotr.track.metrics import MetricsWriter, read_metrics, supersede_records_after
 from yolotr.track.results_csv import ResultsCsv
 from yolotr.track.tensorboard_logger import TensorBoardLogger
@@ -39,6 +40,7 @@ class RunLogger:
         self._metrics: MetricsWriter | None = None
         self._wandb: WandbLogger | None = None
         self._mirrors: list = []  # TensorBoard, results.csv: `log_record(record)` and `close()`
+        self.failure: StorageError | None = None  # metrics.jsonl could not be written (see `log`)
 
     def open(self, *, step: int = 0, resumed: bool = False) -> None:
         """Opens the sinks (rank 0): appends to an existing metrics.jsonl, resumes the W&B run of `wandb_run_id`.
@@ -66,12 +68,25 @@ class RunLogger:
         return self._metrics is not None
 
     def log(self, kind: str, **fields: Any) -> dict[str, Any] | None:
-        if self._metrics is None:
+        """Writes the record to metrics.jsonl and its mirrors; returns it as written. When metrics.jsonl cannot be
+        written (a full disk), the first such error is kept in `failure` and nothing more is written: the trainer
+        sees it, and every rank stops with it at the next step (exit 74)."""
+        if self._metrics is None or self.failure is not None:
             return None
-        record = self._metrics.write(kind, **fields)
+        try:
+            record = self._metrics.write(kind, **fields)
+        except StorageError as error:
+            self.failure = error
+            log.error(f"{error}; the run stops at the next step")
+            return None
         self._wandb.log_record(record)
-        for mirror in self._mirrors:
-            mirror.log_record(record)
+        for mirror in list(self._mirrors):
+            try:
+                mirror.log_record(record)
+            except OSError as error:  # a mirror only: metrics.jsonl holds the record, the run goes on without it
+                log.error(f"{type(mirror).__name__} stopped, it cannot write: {error}")
+                self._mirrors.remove(mirror)
+                _close_quietly(mirror)
         if kind == "event" and fields.get("event") in CONSOLE_EVENTS:
             log.log(CONSOLE_EVENTS[fields["event"]], json.dumps(fields))
         return record
@@ -84,12 +99,11 @@ class RunLogger:
             self._wandb.log_images(images, predictions, targets, names, step=step)
 
     def close(self) -> None:
-        if self._wandb is not None:
-            self._wandb.finish()
-        for mirror in self._mirrors:
-            mirror.close()
-        if self._metrics is not None:
-            self._metrics.close()
+        """Closes every sink, each whatever the others do: a W&B finish or a mirror failing at the end of the run is
+        logged in one line and never hides how the run ended."""
+        for sink in [self._wandb, *self._mirrors, self._metrics]:
+            if sink is not None:
+                _close_quietly(sink)
 
     # The W&B run id travels in the checkpoint, so that a resumed job continues the same W&B run.
     def state_dict(self) -> str | None:
@@ -97,3 +111,11 @@ class RunLogger:
 
     def load_state_dict(self, run_id: str | None) -> None:
         self.wandb_run_id = run_id
+
+
+def _close_quietly(sink) -> None:
+    close = getattr(sink, "finish", None) or sink.close  # W&B finishes its run
+    try:
+        close()
+    except Exception as error:  # noqa: BLE001 - any sink's failure at close is reported, never raised
+        log.error(f"could not close {type(sink).__name__}: {type(error).__name__}: {error}")
