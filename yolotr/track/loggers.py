@@ -77,7 +77,7 @@ class RunLogger:
             record = self._metrics.write(kind, **fields)
         except StorageError as error:
             self.failure = error
-            log.error(f"{error}; the run stops at the next step")
+            log.error(f"{error} (the records after this one are not written)")
             return None
         self._wandb.log_record(record)
         for mirror in list(self._mirrors):
