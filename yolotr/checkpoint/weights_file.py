@@ -93,16 +93,23 @@ def save_weights(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save
 
-        metadata = {key: value if isinstance(value, str) else json.dumps(value) for key, value in header.items()}
-        # Written by Python rather than by save_file, which creates its file -rw------- whatever the umask: the
-        # weights are shared like every other file of the run.
-        tmp.write_bytes(save(tensors, metadata=metadata))
-    else:
-        torch.save({**header, "tensors": tensors}, tmp)
-    os.replace(tmp, path)
+            metadata = {key: value if isinstance(value, str) else json.dumps(value) for key, value in header.items()}
+            # Written by Python rather than by save_file, which creates its file -rw------- whatever the umask: the
+            # weights are shared like every other file of the run.
+            tmp.write_bytes(save(tensors, metadata=metadata))
+        else:
+            torch.save({**header, "tensors": tensors}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:  # a full disk's cut file: it would hold the space the user is asked to free
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
     return path
 
 

@@ -21,6 +21,7 @@ from yolotr.engine.hooks import (
     CollectiveCount,
     CompileReport,
     CrashDrill,
+    DiskFillDrill,
     HookBase,
     PeriodicCheckpoint,
     PreemptionDrill,
@@ -54,6 +55,8 @@ def default_hooks(cfg: Config, runtime: Runtime, fast: FastPath) -> list[HookBas
         hooks.append(PreemptionDrill(cfg.faults.preempt_at_step))
     if cfg.faults.exit_at_step is not None:
         hooks.append(CrashDrill(cfg.faults.exit_at_step))
+    if cfg.faults.fill_disk_after_step is not None:
+        hooks.append(DiskFillDrill(cfg.faults.fill_disk_after_step, cfg.faults.fill_disk_leave_bytes))
     return hooks
 
 
