@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from types import ModuleType
 
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except YolotrError as error:
-        console.error(f"yolotr {' '.join(path)}: error: {error}")
+        if not (error.same_on_every_rank and os.environ.get("LOCAL_RANK", "0") != "0"):
+            console.error(f"yolotr {' '.join(path)}: error: {error}")
         return error.exit_code
 
 

@@ -32,6 +32,9 @@ class YolotrError(Exception):
     """A failure the user can act on; the message is the whole story (no traceback is printed for it)."""
 
     exit_code: int = EXIT_FAILURE
+    same_on_every_rank: bool = False
+    """Every rank of a node meets it alike (a config value): the command line lets local rank 0 alone say it, so that
+    a launcher's N ranks print one line, not N."""
 
 
 class UsageError(YolotrError, ValueError):

@@ -67,6 +67,9 @@ CONFIG = [
              2, ("config key 'train.ema_tau'", "must be > 0, got 0.0")),
     BadInput("augment-out-of-range", "config", "an augmentation outside [0, 1]: `augment.hsv_h=2`",
              _overrides("augment.hsv_h=2"), 2, ("config key 'augment'", "augment.hsv_h must be in [0, 1], got 2.0")),
+    BadInput("batch-larger-than-data", "config", "a batch larger than the train split: `train.batch_size=100000` on 16 "
+             "images", _overrides("train.batch_size=100000"), 2,
+             ("config key 'train.batch_size'", "100000 is more than the 16 images of the train split")),
     BadInput("negative-timeout", "config", "a negative collective timeout: `distributed.timeout_s=-1`",
              _overrides("distributed.timeout_s=-1"), 2, ("config key 'distributed.timeout_s'", "must be > 0, got -1")),
 ]
