@@ -23,6 +23,9 @@ EXIT_STORAGE = 74
 EXIT_PREEMPTED = 75
 """Preempted, checkpoint written (EX_TEMPFAIL): requeue and run the same command again."""
 
+EXPLAINED = (EXIT_USAGE, EXIT_DIVERGED, EXIT_DATA, EXIT_NO_VALID_CHECKPOINT, EXIT_STORAGE, EXIT_PREEMPTED)
+"""The exits yolotr chooses itself, after saying why in its own line: a launcher's report of them (torch's
+ChildFailedError traceback) adds nothing, and launch/quiet_agent.py leaves it out."""
 RETRYABLE = (EXIT_FAILURE, EXIT_PREEMPTED)
 """The exits a launcher retries (and a process killed by a signal): the others fail the same way again. The shell
 launchers hold the same list (launch/launcher_env.sh: retryable); a test keeps them equal."""
