@@ -7,7 +7,8 @@ imported only inside its `run`.
 
 Options may stand anywhere among a command's positional arguments (`yolotr train --config C data=D --resume auto`),
 as ultralytics accepts them. A `YolotrError` raised by library code becomes one line on stderr and its exit code
-(2 for usage, 1 for a runtime failure); anything else is a bug and keeps its traceback.
+(2 for usage, 1 for a runtime failure); anything else is a bug and keeps its traceback. A config error, the same on
+every rank a launcher started, is said by each node's local rank 0 only.
 
 Every command takes `--quiet` / `-q` (warnings and errors only, no progress) and `--verbose` / `-v` (debug lines
 too), anywhere among its arguments or before the command: they set the level of yolotr's log (yolotr/log.py).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from types import ModuleType
 
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except YolotrError as error:
-        console.error(f"yolotr {' '.join(path)}: error: {error}")
+        if not (error.same_on_every_rank and os.environ.get("LOCAL_RANK", "0") != "0"):
+            console.error(f"yolotr {' '.join(path)}: error: {error}")
         return error.exit_code
 
 

@@ -26,6 +26,9 @@ EXIT_STORAGE = 74
 EXIT_PREEMPTED = 75
 """Preempted, checkpoint written (EX_TEMPFAIL): requeue and run the same command again."""
 
+EXPLAINED = (EXIT_USAGE, EXIT_DIVERGED, EXIT_DATA, EXIT_NO_VALID_CHECKPOINT, EXIT_STORAGE, EXIT_PREEMPTED)
+"""The exits yolotr chooses itself, after saying why in its own line: a launcher's report of them (torch's
+ChildFailedError traceback) adds nothing, and launch/quiet_agent.py leaves it out."""
 RETRYABLE = (EXIT_FAILURE, EXIT_PREEMPTED)
 """The exits a launcher retries (and a process killed by a signal): the others fail the same way again. The shell
 launchers hold the same list (launch/launcher_env.sh: retryable); a test keeps them equal."""
@@ -35,6 +38,9 @@ class YolotrError(Exception):
     """A failure the user can act on; the message is the whole story (no traceback is printed for it)."""
 
     exit_code: int = EXIT_FAILURE
+    same_on_every_rank: bool = False
+    """Every rank of a node meets it alike (a config value): the command line lets local rank 0 alone say it, so that
+    a launcher's N ranks print one line, not N."""
 
 
 class UsageError(YolotrError, ValueError):

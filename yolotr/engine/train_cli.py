@@ -68,8 +68,10 @@ def train(cfg, callbacks=None) -> int:
     from yolotr.checkpoint.run_status import mark_running, write_exit_file, write_status_file
     from yolotr.distributed import destroy_process_group
     from yolotr.engine.runtime import setup_runtime, stop_with_the_launcher
+    from yolotr.engine.start_checks import check_before_start
     from yolotr.engine.trainer import Trainer
 
+    check_before_start(cfg)  # before the process group and the run folder: a refused start leaves nothing behind
     stop_with_the_launcher()  # a rank whose launcher is killed stops too, instead of training on alone
     runtime = setup_runtime(cfg)
     folder = settle_run_folder(cfg)  # a new runs/exp2 ... or the run to resume, chosen by rank 0 for every rank

@@ -73,6 +73,8 @@ class WandbLogger:
             self.mode = "disabled"  # one W&B run per training: a run per rank would duplicate every chart
         self.run_id = run_id
         self._run = None
+        self._step = 0  # the highest step logged: W&B drops a row below it
+        self._events_in_row: tuple[int, dict[str, int]] = (0, {})  # events logged in the row of that step, by name
         if self.mode == "disabled":
             return
         import wandb  # imported only when logging: it is slow to import and spawns a service
@@ -109,11 +111,17 @@ class WandbLogger:
     def log(self, metrics: dict[str, Any], step: int) -> None:
         """Log `metrics` at global step `step` (explicit, so resumed runs continue the same axis)."""
         if self._run is not None:
+            self._step = max(self._step, int(step))
             self._run.log(metrics, step=int(step))
 
     def log_record(self, record: Mapping[str, Any]) -> None:
         """Log a metrics.jsonl record (as returned by `MetricsWriter.write`) under `<kind>/<field>` keys
-        (track/record_fields.py); events log `event/<name>` = 1.
+        (track/record_fields.py); events log `event/<name>` = how many of them the row holds (1, mostly) and
+        `event/<name>/step`, the step the newest of them is about.
+
+        An event can arrive after later steps were logged (a checkpoint is committed by its writer while training
+        goes on): it is then logged at the current step, since W&B ignores a row below the step it has reached. W&B
+        keeps one row per step, so two such events reaching the same row are counted there (metrics.jsonl has both).
         """
         if self._run is None:
             return
@@ -121,7 +129,12 @@ class WandbLogger:
         if step is None:
             raise ValueError(f"metrics record {dict(record)!r} has no 'step' to log it at")
         if kind == "event":
-            self.log({f"event/{record.get('event', 'unknown')}": 1}, step=step)
+            name, at = record.get("event", "unknown"), max(int(step), self._step)
+            row_step, counts = self._events_in_row
+            counts = counts if row_step == at else {}
+            counts[name] = counts.get(name, 0) + 1
+            self._events_in_row = (at, counts)
+            self.log({f"event/{name}": counts[name], f"event/{name}/step": int(step)}, step=at)
             return
         metrics = record_scalars(record)
         if metrics:
