@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from yolotr.durable_json import write_json_durably
+from yolotr.checkpoint.manifest import ManifestError, read_manifest, unlisted_or_missing
 from yolotr.checkpoint.storage import StorageError, free_text, room_problem, storage_problem
 from yolotr.distributed import all_gather_object, all_ranks, barrier
 from yolotr.errors import YolotrError
@@ -239,10 +240,10 @@ class CheckpointManager:
         """Bytes of the newest committed checkpoint (from its manifest), 0 when there is none."""
         for path in reversed(self.committed()):
             try:
-                files = json.loads((path / "manifest.json").read_text())["files"]
-            except (OSError, ValueError, KeyError):
+                files = read_manifest(path).files
+            except ManifestError:
                 continue
-            return sum(int(entry["size"]) for entry in files.values())
+            return sum(entry.size for entry in files.values())
         return 0
 
     def _land(self, pending: PendingSave, final: Path) -> None:
@@ -326,8 +327,8 @@ class CheckpointManager:
         scored = []
         for path in self.committed():
             try:
-                fitness = json.loads((path / "manifest.json").read_text()).get("fitness")
-            except (OSError, ValueError):
+                fitness = read_manifest(path).fitness
+            except ManifestError:
                 continue
             if fitness is not None:
                 scored.append((fitness, path.name, path))
@@ -369,19 +370,20 @@ class CheckpointManager:
 
 
 def verify(path: Path) -> str | None:
-    """None when every file in the manifest exists with its size and sha256; else what is wrong."""
+    """None when the manifest parses (checkpoint/manifest.py), lists exactly the files of the folder, and each has
+    its size and sha256; else what is wrong."""
     try:
-        manifest = json.loads((Path(path) / "manifest.json").read_text())
-    except FileNotFoundError:
-        return "no manifest.json"
-    except ValueError as exc:
-        return f"manifest.json is not valid json: {exc}"
-    for name, meta in manifest.get("files", {}).items():
+        manifest = read_manifest(path)
+    except ManifestError as exc:
+        return str(exc)
+    problem = unlisted_or_missing(path, manifest)
+    if problem is not None:
+        return problem
+    for name, entry in manifest.files.items():
         file = Path(path) / name
-        if not file.is_file():
-            return f"missing file {name}"
-        if file.stat().st_size != meta["size"]:
-            return f"{name} has {file.stat().st_size} bytes, manifest says {meta['size']}"
-        if _sha256(file) != meta["sha256"]:
+        size = file.stat().st_size
+        if size != entry.size:
+            return f"{name} has {size} bytes, manifest says {entry.size}"
+        if _sha256(file) != entry.sha256:
             return f"sha256 mismatch for {name}"
     return None
