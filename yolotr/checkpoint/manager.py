@@ -31,8 +31,9 @@ from pathlib import Path
 
 from yolotr.durable_json import write_json_durably
 from yolotr.checkpoint.manifest import ManifestError, read_manifest, unlisted_or_missing
+from yolotr.checkpoint.run_lock import RunFolderTakenOver
 from yolotr.checkpoint.storage import StorageError, free_text, room_problem, storage_problem
-from yolotr.distributed import all_gather_object, all_ranks, barrier
+from yolotr.distributed import all_gather_object, all_ranks
 from yolotr.errors import YolotrError
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -103,6 +104,7 @@ class CheckpointManager:
         pause_before_commit_s: float = 0,
         pause_from_step: int = 0,
         on_commit: Callable[[CommitStats], None] | None = None,
+        fence: Callable[[], None] | None = None,
     ):
         self.root = Path(run_dir) / "checkpoints"
         self.rank = rank
@@ -111,6 +113,9 @@ class CheckpointManager:
         self.pause_before_commit_s = pause_before_commit_s
         self.pause_from_step = pause_from_step
         self.on_commit = on_commit
+        # Rank 0: raises `RunFolderTakenOver` once another job holds the run folder (run_lock.RunLock.check_held);
+        # checked before each write that could touch that job's checkpoints.
+        self.fence = fence
         self.pending: PendingSave | None = None
         self._finisher: threading.Thread | None = None  # rank 0: the commit landing on disk
         self._landing: tuple[PendingSave, Path] | None = None  # committed, reported once landed
@@ -144,10 +149,17 @@ class CheckpointManager:
         # previous commit may still be renaming: let that commit land first.
         self._join_finisher()
         tmp = self.root / f"step-{step:08d}.tmp"
+        fenced = None
         if self.rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)  # left over by a save that was killed
-            tmp.mkdir(parents=True)
-        barrier()
+            try:
+                self._check_fence()  # the job that took the folder over may be saving this very step
+            except RunFolderTakenOver as exc:
+                fenced = exc
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)  # left over by a save that was killed
+                tmp.mkdir(parents=True)
+        if not all_ranks(fenced is None):  # also the barrier: rank 0 made the folder
+            self._fail(step, [fenced] if fenced else [])
         if write_sync is not None:
             write_sync(tmp)
         error: list[BaseException] = []
@@ -215,9 +227,14 @@ class CheckpointManager:
             self._join_finisher()
         return final
 
+    def _check_fence(self) -> None:
+        if self.fence is not None:
+            self.fence()
+
     def _fail(self, step: int | str, errors: list[BaseException]) -> None:
         """Every rank raises the same error: the storage's own message when that is the cause (EXIT_STORAGE), else
         what each rank met. Gathered, so that no rank stops with only a transport error."""
+        _raise_if_taken_over(errors)
         mine = [(storage_problem(e, self.root), f"{type(e).__name__}: {e}".splitlines()[-1]) for e in errors]
         found = [(rank, *item) for rank, items in enumerate(all_gather_object(mine)) for item in items]
         storage = next((message for _, message, _ in found if message), None)
@@ -255,6 +272,7 @@ class CheckpointManager:
     def _land_unguarded(self, pending: PendingSave, final: Path) -> None:
         if self.pause_before_commit_s and pending.step >= self.pause_from_step:
             time.sleep(self.pause_before_commit_s)  # test hook: a kill lands in the middle of a save
+        self._check_fence()
         manifest = {
             "step": pending.step,
             "world_size": self.world_size,
@@ -263,6 +281,7 @@ class CheckpointManager:
         }
         write_json_durably(pending.tmp / "manifest.json", manifest)
         _fsync_dir(pending.tmp)
+        self._check_fence()  # again: writing and hashing took time
         shutil.rmtree(final, ignore_errors=True)
         os.rename(pending.tmp, final)
         _fsync_dir(self.root)
@@ -367,6 +386,15 @@ class CheckpointManager:
                 return path, damaged
             damaged.append((path, problem))
         return None, damaged
+
+
+def _raise_if_taken_over(errors: list[BaseException]) -> None:
+    """Every rank: when rank 0's lock was taken over, each raises `RunFolderTakenOver` (exit 2, not retried: a
+    retry would meet the other job's lock) with rank 0's message. One gather, on the failure path only."""
+    mine = next((str(e) for e in errors if isinstance(e, RunFolderTakenOver)), None)
+    found = next((message for message in all_gather_object(mine) if message), None)
+    if found is not None:
+        raise RunFolderTakenOver(found)
 
 
 def verify(path: Path) -> str | None:
