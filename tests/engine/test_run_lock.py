@@ -144,3 +144,33 @@ def test_a_resume_while_the_job_is_stopped_is_refused_and_the_job_continues_with
     assert not [r for r in records if r.get("event") == "resume"]
     ledger = [(r["rank"], r["step"], r["key"]) for r in read_jsonl(run_dir / "ledger.jsonl")]
     assert len(ledger) == len(set(ledger)) and max(step for _, step, _ in ledger) == 40
+
+
+def test_a_running_job_whose_lock_another_host_took_over_stops_at_its_next_commit_without_writing(
+        train_config, tmp_path, launched):
+    config = train_config(train={"max_steps": 40}, checkpoint={"every": 10}, debug={"rank_digests": False})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    job = subprocess.Popen(_train(config), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True)
+    launched.append(job)
+    run_dir = tmp_path / "run"
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "step-00000010").is_dir():
+        assert job.poll() is None and time.time() < deadline, job.stderr.read()[-3000:]
+        time.sleep(0.02)
+    # What a start on node-b leaves once it judged this job's host gone: its own lock, one generation on.
+    taken = {"host": "node-b", "pid": 4242, "started": 1, "job": None, "since": time.time(), "generation": 2}
+    (run_dir / ".lock.new").write_text(json.dumps(taken))
+    os.replace(run_dir / ".lock.new", run_dir / ".lock")
+
+    _, err = job.communicate(timeout=300)
+
+    assert job.returncode == 2, err[-3000:]
+    assert "no longer holds the run folder: it was taken over by node-b:4242 (lock generation 2)" in err
+    assert "Traceback" not in err
+    ckpts = run_dir / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["latest", "step-00000010"]
+    assert (ckpts / "latest").read_text().strip() == "step-00000010"
+    assert json.loads((run_dir / ".lock").read_text()) == taken  # the new holder's lock is left in place
+    assert json.loads((run_dir / "exit.json").read_text())["state"] == "running"  # no end written over its run
+    assert not (run_dir / "weights" / "last.safetensors").exists()
