@@ -33,6 +33,10 @@ def _lock_of(run_dir: Path, pid: int, *, host: str | None = None, started: int |
 def stopped_process():
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     os.kill(proc.pid, signal.SIGSTOP)
+    deadline = time.time() + 30
+    while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":  # the signal is async
+        assert time.time() < deadline
+        time.sleep(0.01)
     yield proc
     proc.kill()
     proc.wait()

@@ -197,7 +197,7 @@ class RunLock:
         touched = f"lock touched {time.time() - self._mtime():.0f} s ago"
         if current.get("host") == self.holder["host"] and isinstance(current.get("pid"), int):
             pid = current["pid"]
-            stopped = _process_state(pid) == "T"
+            stopped = _process_state(pid) in ("T", "t")  # kill -STOP / Ctrl-Z, or a debugger's stop
             how = (f"it is stopped: continue it (kill -CONT {pid}) or end it (kill {pid}), then start again"
                    if stopped else f"wait for it, or end it (kill {pid}), then start again")
             return (f"{self.path.parent} is in use by another job ({_describe(current)}, {touched}; its process is "
