@@ -33,6 +33,7 @@ from yolotr.debug.faults import FaultInjector
 from yolotr.distributed import broadcast_tensors_from_rank0
 from yolotr.engine.backends import make_step_backend
 from yolotr.engine.build import default_hooks, fit_anchors, optimizer_for, run_logger, train_stream
+from yolotr.engine.callbacks import Callbacks
 from yolotr.engine.fast_path import FastPath
 from yolotr.engine.hooks import Hooks
 from yolotr.engine.optim import Schedule
@@ -64,7 +65,8 @@ class StopTraining(Exception):
 
 
 class Trainer:
-    def __init__(self, cfg: Config, runtime: Runtime, fence: Callable[[], None] | None = None):
+    def __init__(self, cfg: Config, runtime: Runtime, callbacks: Callbacks | None = None,
+                 fence: Callable[[], None] | None = None):
         """`fence`: rank 0's check that this job still holds the run folder (checkpoint/run_lock.py), before each
         checkpoint commit."""
         self.cfg = cfg
@@ -126,7 +128,7 @@ class Trainer:
         self.optimizer = self.backend.optimizer
         # fp16's loss scale (guard/loss_scale.py) is saved with the counters; DeepSpeed refuses fp16.
         self.loss_scale = self.backend.loss_scale if cfg.train.precision == "fp16" else None
-        self.checkpointer.states = {"model": self.model, "ema": self.ema, "optimizer": self.backend,
+        self.checkpointer.states = {"model": self.model, "ema": self.ema, "step_backend": self.backend,
                                     "train_state": self, "guard": self.monitor, "stream": self.stream,
                                     "wandb_run_id": self.logger}
         # BatchNorm statistics, restored on a skipped step. Taken after the backend's set-up: preparing the model for
@@ -138,7 +140,8 @@ class Trainer:
         self.check_every = cfg.guard.check_every or (cfg.train.log_every if sync_free_path else 1)
         self.autocast = torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES.get(cfg.train.precision, torch.float32),
                                        enabled=cfg.train.precision in AUTOCAST_DTYPES)
-        self.hooks = Hooks(self, default_hooks(cfg, runtime, self.fast))
+        hooks = default_hooks(cfg, runtime, self.fast)
+        self.hooks = Hooks(self, callbacks.around(hooks) if callbacks is not None else hooks)  # the API's callbacks
         self.train_log: TrainLog | None = None  # opened with the run (start)
 
         self.step = 0
@@ -249,14 +252,14 @@ class Trainer:
                 self.backend.backward(loss, items, bad, micro_batches=micro_batches, stop=self.stop_signal,
                                       force_skip=force_skip)
         # The gradient sums the losses of every rank's images of every micro-batch: the clip's units (guard/step.py).
-        grad_norm, skipped, consensus, overflow = self.backend.optimizer_step(
+        result = self.backend.optimizer_step(
             images=self.cfg.train.batch_size * micro_batches, force_skip=force_skip, buffers=self.buffers,
             buffers_before=buffers_before)
         if self.ema is not None:
-            self.ema.update(self.model, skipped)
+            self.ema.update(self.model, result.skipped)
         bad_module = self.anomaly.take() if self.anomaly is not None else None
-        return PendingStep(step, grad_norm, skipped, consensus, self.local_bad.clone(), keys, images, bad_module,
-                           overflow)
+        return PendingStep(step, result.grad_norm, result.skipped, result.consensus, self.local_bad.clone(), keys,
+                           images, bad_module, result.overflow)
 
     def forward_loss(self, step: int, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One micro-batch: to the device (uint8 → [0,1] there), autocast forward (train.precision), fp32 loss.

@@ -39,6 +39,8 @@ class RunLogger:
         self._metrics: MetricsWriter | None = None
         self._wandb: WandbLogger | None = None
         self._mirrors: list = []  # TensorBoard, results.csv: `log_record(record)` and `close()`
+        self.latest: dict[str, dict[str, Any]] = {}
+        """The last record written of each kind (`train`, `val`, `event`), for the API's callbacks (rank 0)."""
 
     def open(self, *, step: int = 0, resumed: bool = False) -> None:
         """Opens the sinks (rank 0): appends to an existing metrics.jsonl, resumes the W&B run of `wandb_run_id`.
@@ -68,6 +70,7 @@ class RunLogger:
         if self._metrics is None:
             return None
         record = self._metrics.write(kind, **fields)
+        self.latest[kind] = record
         self._wandb.log_record(record)
         for mirror in self._mirrors:
             mirror.log_record(record)
