@@ -87,7 +87,8 @@ class Checkpointer:
     `export-weights` and by the resume checks."""
 
     def __init__(self, cfg: Config, run_dir: Path, *, rank: int, world_size: int, describe: dict[str, Any],
-                 on_commit: Callable[[CommitStats], None] | None = None) -> None:
+                 on_commit: Callable[[CommitStats], None] | None = None,
+                 fence: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
         self.rank = rank
         # The run's states by name (the table above), handed over by the trainer once its step backend exists: the
@@ -98,7 +99,7 @@ class Checkpointer:
                                          keep_last=cfg.checkpoint.keep_last,
                                          pause_before_commit_s=cfg.faults.pause_checkpoint_write_s,
                                          pause_from_step=cfg.faults.pause_checkpoint_write_from_step,
-                                         on_commit=on_commit)
+                                         on_commit=on_commit, fence=fence)
         # The checkpoint's host copy, reused save after save, in shared memory for the writer process.
         self._stager = HostStager(shared=cfg.checkpoint.writer == "process")
         self._writer = WriterProcess() if cfg.checkpoint.writer == "process" else ThreadWriter()

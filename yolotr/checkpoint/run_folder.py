@@ -133,7 +133,7 @@ def settle_run_folder(cfg, env: Mapping[str, str] = os.environ) -> RunFolder:
         try:
             folder = choose_run_folder(cfg.run.dir, cfg.checkpoint.resume, env)
             folder.path.mkdir(parents=True, exist_ok=True)
-            lock = RunLock(folder.path, job=job, restart=restart)
+            lock = RunLock(folder.path, job=job, restart=restart, lease_s=cfg.run.lock_lease_s)
             note = lock.acquire()  # before anything is written there
             if note:
                 log.info(note)

@@ -18,6 +18,10 @@ class RunConfig:
     """Run folder: resolved config, metrics.jsonl, checkpoints, plots, W&B files. Relative to the working directory."""
     seed: int = 0
     """Seed of the model init, the data order and the augmentations."""
+    lock_lease_s: float = 60.0
+    """The run folder's lock (`RUN/.lock`) is kept fresh every lease/4 s; a holder on another host that has not
+    touched it for this long is taken over (and fenced: its later commits fail). A holder on this host whose process
+    is alive, even stopped, is never taken over."""
 
 
 @dataclass

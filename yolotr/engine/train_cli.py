@@ -80,7 +80,8 @@ def train(cfg, callbacks=None) -> int:
         mark_running(Path(cfg.run.dir))
     try:
         try:
-            trainer = Trainer(cfg, runtime, callbacks)
+            trainer = Trainer(cfg, runtime, callbacks,
+                              fence=folder.lock.check_held if folder.lock is not None else None)
         except YolotrError as error:  # e.g. a data yaml whose split is missing: the run folder says why, like any exit
             if runtime.is_main:
                 with contextlib.suppress(OSError):

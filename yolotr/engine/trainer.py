@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from yolotr.checkpoint.checkpointer import Checkpointer
 from yolotr.checkpoint.manager import CommitStats
 from yolotr.checkpoint.pretrained import build_model
 from yolotr.checkpoint.resume import read_quarantine_file, resume_target, write_quarantine_file
+from yolotr.checkpoint.run_lock import RunFolderTakenOver
 from yolotr.checkpoint.run_status import log_stop, write_exit_file
 from yolotr.checkpoint.weights_file import save_weights
 from yolotr.config import Config, dump_config
@@ -64,7 +66,10 @@ class StopTraining(Exception):
 
 
 class Trainer:
-    def __init__(self, cfg: Config, runtime: Runtime, callbacks: Callbacks | None = None):
+    def __init__(self, cfg: Config, runtime: Runtime, callbacks: Callbacks | None = None,
+                 fence: Callable[[], None] | None = None):
+        """`fence`: rank 0's check that this job still holds the run folder (checkpoint/run_lock.py), before each
+        checkpoint commit."""
         self.cfg = cfg
         self.runtime = runtime
         self.device = runtime.device
@@ -105,6 +110,7 @@ class Trainer:
 
         self.checkpointer = Checkpointer(
             cfg, self.run_dir, rank=runtime.rank, world_size=runtime.world_size, on_commit=self._checkpoint_committed,
+            fence=fence,
             describe={"model_yaml": self.model.yaml, "names": list(self.data.names), "imgsz": cfg.train.imgsz,
                       "backend": runtime.kind},
         )
@@ -207,6 +213,9 @@ class Trainer:
                 except YolotrError as error:  # e.g. the disk is full: that is why it ends (every rank raises it)
                     return self.finish(error.exit_code, str(error))
             return self.finish(stop.code, stop.reason)
+        except RunFolderTakenOver as error:  # another job holds the run folder now: write nothing more there
+            log_stop(error.exit_code, str(error), self.step)
+            return error.exit_code
         except YolotrError as error:  # a checkpoint that could not be written (every rank raises it alike)
             return self.finish(error.exit_code, str(error))
         finally:
