@@ -17,11 +17,9 @@ the same trainer in every rank.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
-import typing
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,9 +34,6 @@ from yolotr.checkpoint.weights_file import load_weights, read_weights_file
 from yolotr.config.presets import find_file
 from yolotr.model.transfer import TransferReport
 from yolotr.model.yolo import DetectionModel
-
-# ultralytics' names for the keys users pass most, so that their calls carry over.
-ALIASES = {"batch": "train.batch_size", "workers": "train.num_workers", "optimizer": "train.optimizer"}
 
 
 @dataclass
@@ -95,14 +90,19 @@ class YOLO:
               **overrides) -> dict:
         """Trains with the CLI's trainer in this process, starting from this model's yaml or weights; afterwards the
         object holds the run's best weights. `config` is a training yaml or preset (demo, coco-yolov5); keyword
-        overrides take a key path (`**{"train.lr0": 0.01}`), a field name (`imgsz=320`, `lr0=0.01`, `seed=1`) or an
-        ultralytics name (`batch`, `workers`). Returns the final validation's metrics; raises RuntimeError if the run
-        stops early (its run folder's exit.json says why)."""
+        overrides take a key path (`**{"train.lr0": 0.01}`), a field name (`batch_size=16`, `max_norm=0.5`) or an
+        ultralytics name (`batch`, `workers`, `optimizer="AdamW"`, `device="cpu"`: yolotr/config/aliases.py).
+        Returns the final validation's metrics; raises RuntimeError if the run stops early (its run folder's
+        exit.json says why)."""
         from yolotr.config import load_config
-        from yolotr.engine.train_cli import train
+        from yolotr.config.aliases import to_key_paths
+        from yolotr.engine.train_cli import see_devices, train
 
+        see_devices(overrides.pop("device", None), "YOLO.train()")
         settings = {"model": self.source, "data": str(data), **({"train.epochs": epochs} if epochs else {})}
-        settings.update({config_key(key): value for key, value in overrides.items()})
+        for name in overrides:
+            config_key(name)  # an unknown keyword is a TypeError, as for any Python call
+        settings.update(to_key_paths(overrides.items(), "YOLO.train()"))
         cfg = load_config(config, [f"{key}={json.dumps(value)}" for key, value in settings.items()])
         with _signal_handlers_restored(cfg.checkpoint.preempt_signals):
             code = train(cfg)
@@ -181,25 +181,18 @@ class YOLO:
 
 
 def config_key(name: str) -> str:
-    """The config key path a keyword means: a key path as is, an ultralytics alias, or the field of that name
-    (in `train` when several sections have one)."""
-    from yolotr.config import Config
+    """The config key path a keyword means: a key path as is, an ultralytics name (yolotr/config/aliases.py), or
+    the field of that name (in `train` when several sections have one)."""
+    from yolotr.config import ConfigError
+    from yolotr.config.aliases import TOP_LEVEL_KEYS, resolve_name
 
-    if "." in name or name in (f.name for f in dataclasses.fields(Config)):
-        return name
-    if name in ALIASES:
-        return ALIASES[name]
-    matches = []
-    hints = typing.get_type_hints(Config)
-    for section in dataclasses.fields(Config):
-        if dataclasses.is_dataclass(hints[section.name]):
-            matches += [f"{section.name}.{f.name}" for f in dataclasses.fields(hints[section.name]) if f.name == name]
-    if f"train.{name}" in matches:
-        return f"train.{name}"
-    if len(matches) != 1:
-        raise TypeError(f"unknown training option {name!r}" if not matches else
-                        f"{name!r} is ambiguous ({', '.join(matches)}): pass the key path, e.g. **{{'{matches[0]}': ...}}")
-    return matches[0]
+    try:
+        key = resolve_name(name, "YOLO.train()")
+    except ConfigError as error:
+        raise TypeError(f"{name!r} {error.problem}") from None
+    if key == name and "." not in name and name not in TOP_LEVEL_KEYS:
+        raise TypeError(f"unknown training option {name!r}")
+    return key
 
 
 @contextmanager

@@ -14,12 +14,20 @@ import os
 from pathlib import Path
 
 from yolotr import console
+from yolotr.config.aliases import TOP_LEVEL_KEYS, help_table, launch_settings, resolve_name, translate_overrides
 from yolotr.errors import YolotrError
+
+# YOLOv5's train.py flags whose key=value name is not the flag's own (`--img 640` is `imgsz=640`).
+YOLOV5_FLAGS = {"img": "imgsz", "img_size": "imgsz", "batch_size": "batch", "cfg": "model", "weights": "train.weights"}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = help_table()
     parser.add_argument("--config", help="training config yaml (configs/train/*.yaml); defaults when omitted")
-    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides, values as YAML")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, values as YAML: a key path (train.lr0=0.01), a field name (lr0=0.01) "
+                             "or one of ultralytics' names below (epochs=3 imgsz=640 batch=16)")
     parser.add_argument("--resume", nargs="?", const="auto", metavar="auto|none|PATH",
                         help="continue a run (same as checkpoint.resume=...); alone: auto, the newest run of run.dir")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -37,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         overrides.append(f"checkpoint.resume={args.resume}")
     try:
-        cfg = load_config(args.config, overrides)
+        launch, overrides = launch_settings(overrides)
+        see_devices(launch.get("device"))
+        cfg = load_config(args.config, translate_overrides(overrides))
         if args.print_config:  # with the run folder this start would take (launch scripts read it)
             from yolotr.checkpoint.run_folder import choose_run_folder
 
@@ -49,6 +59,48 @@ def run(args: argparse.Namespace) -> int:
     except YolotrError as error:  # the launch scripts read the real code: theirs is 1 for any failed worker
         write_status_file(exit_code=error.exit_code)
         raise
+
+
+def see_devices(device, source: str = "command line") -> None:
+    """Applies `device=` (engine/device_choice.py) to this process before torch touches CUDA."""
+    from yolotr.config import ConfigError
+    from yolotr.engine.device_choice import apply_device, parse_device
+
+    request = parse_device(device)
+    if request is None:
+        return
+    if request.ranks > 1:
+        raise ConfigError("device", f"{device}: several GPUs are launched as one rank each: torchrun "
+                          f"--nproc_per_node {request.ranks} -m yolotr train ... (launch/launch.sh)", source)
+    apply_device(request)
+
+
+def usage_hint(argv: list[str]) -> str | None:
+    """For `yolotr train --data D --epochs 3 --img 64` (YOLOv5's flags), the key=value form they mean."""
+    known = {"--config", "--resume", "--print-config", "--quiet", "--verbose", "--help"}
+    pieces, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        if not token.startswith("--") or token.split("=", 1)[0] in known:
+            continue
+        flag, has_value, value = token[2:].partition("=")
+        if not has_value:
+            takes_value = i < len(argv) and not argv[i].startswith("-") and "=" not in argv[i]
+            value = argv[i] if takes_value else "true"
+            i += takes_value
+        name = flag.replace("-", "_")
+        name = YOLOV5_FLAGS.get(name, name)
+        try:
+            known_name = name in TOP_LEVEL_KEYS or resolve_name(name) != name
+        except YolotrError:  # ultralytics has it, yolotr not yet: the train command will say so
+            known_name = True
+        if not known_name:
+            continue
+        pieces.append(f"{name}={value}")
+    if not pieces:
+        return None
+    return f"yolotr train takes settings as key=value: did you mean {' '.join(pieces)}? (yolotr train --help)"
 
 
 def train(cfg) -> int:
