@@ -21,6 +21,9 @@ PALETTE_HEX = (
 PALETTE = [tuple(int(h[i : i + 2], 16) for i in (0, 2, 4)) for h in PALETTE_HEX]
 
 
+LABEL_TEXT = (255, 255, 255)
+
+
 def class_color(class_index: int) -> tuple[int, int, int]:
     return PALETTE[int(class_index) % len(PALETTE)]
 
@@ -43,7 +46,8 @@ def draw_boxes(
     scores: torch.Tensor | None = None,
     width: int | None = None,
 ) -> torch.Tensor:
-    """A copy of `image` (3,H,W) with (n,4) x1,y1,x2,y2 pixel boxes drawn, labelled `name` or `name 0.87`."""
+    """A copy of `image` (3,H,W) with (n,4) x1,y1,x2,y2 pixel boxes drawn, labelled `name` or `name 0.87` in white
+    on the box's colour, as YOLOv5 labels them: thin coloured text alone is unreadable on a busy image."""
     image = as_uint8_image(image)
     if len(boxes) == 0:
         return image.clone()
@@ -55,7 +59,8 @@ def draw_boxes(
     if width is None:
         width = max(1, round(min(image.shape[-2:]) / 200))
     return draw_bounding_boxes(
-        image, boxes.detach().cpu().float(), labels=labels, colors=[class_color(c) for c in classes], width=width
+        image, boxes.detach().cpu().float(), labels=labels, colors=[class_color(c) for c in classes], width=width,
+        fill_labels=True, label_colors=LABEL_TEXT,
     )
 
 
