@@ -26,7 +26,7 @@ CONSOLE_EVENTS = {"rollback": logging.WARNING, "quarantine": logging.WARNING, "a
 
 
 class RunLogger:
-    def __init__(self, run_dir: str | Path, *, is_main: bool, wandb_enabled: bool, wandb_project: str,
+    def __init__(self, run_dir: str | Path, *, is_main: bool, wandb_enabled: bool | str, wandb_project: str,
                  wandb_name: str | None, config: dict[str, Any], tensorboard: bool = False,
                  results_csv: bool = False) -> None:
         self.dir = Path(run_dir)
