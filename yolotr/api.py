@@ -11,8 +11,8 @@
     model.export(format="onnx")                   # an .onnx checked against onnxruntime
 
 The class is called `YOLO` because that is what ultralytics calls it: code written for `ultralytics.YOLO` ports by
-changing its import. Multi-GPU training stays with the launchers (`launch/launch.sh`, torchrun, Slurm), which run
-the same trainer in every rank.
+changing its import. `train(..., device=[0, 1])` starts one rank per GPU on this machine; several machines stay with
+the launchers (`launch/launch.sh`, torchrun, Slurm), which run the same trainer in every rank.
 """
 
 from __future__ import annotations
@@ -91,24 +91,37 @@ class YOLO:
         """Trains with the CLI's trainer in this process, starting from this model's yaml or weights; afterwards the
         object holds the run's best weights. `config` is a training yaml or preset (demo, coco-yolov5); keyword
         overrides take a key path (`**{"train.lr0": 0.01}`), a field name (`batch_size=16`, `max_norm=0.5`) or an
-        ultralytics name (`batch`, `workers`, `optimizer="AdamW"`, `device="cpu"`: yolotr/config/aliases.py).
-        Returns the final validation's metrics; raises RuntimeError if the run stops early (its run folder's
-        exit.json says why)."""
+        ultralytics name (`batch`, `workers`, `optimizer="AdamW"`: yolotr/config/aliases.py). `device=[0, 1]` or
+        `nproc=2` (CPU ranks) train in that many ranks, started as `yolotr train` starts them. Returns the final
+        validation's metrics; raises RuntimeError if the run stops early, with the reason its exit.json holds."""
         from yolotr.config import load_config
         from yolotr.config.aliases import to_key_paths
-        from yolotr.engine.train_cli import see_devices, train
+        from yolotr.engine.device_choice import apply_device
+        from yolotr.engine.rank_launch import launch_ranks
+        from yolotr.engine.train_cli import rank_plan, train
 
-        see_devices(overrides.pop("device", None), "YOLO.train()")
+        plan = rank_plan({name: overrides.pop(name, None) for name in ("device", "nproc")}, "YOLO.train()")
         settings = {"model": self.source, "data": str(data), **({"train.epochs": epochs} if epochs else {})}
         for name in overrides:
             config_key(name)  # an unknown keyword is a TypeError, as for any Python call
         settings.update(to_key_paths(overrides.items(), "YOLO.train()"))
-        cfg = load_config(config, [f"{key}={json.dumps(value)}" for key, value in settings.items()])
-        with _signal_handlers_restored(cfg.checkpoint.preempt_signals):
-            code = train(cfg)
+        arguments = [f"{key}={json.dumps(value)}" for key, value in settings.items()]
+        cfg = load_config(config, arguments)  # checked here, before any rank starts
+        if plan.ranks > 1:  # as `yolotr train device=0,1` does: a torchrun child, the ranks' output streamed
+            launched = launch_ranks(plan.ranks, [*(["--config", str(config)] if config else []), *arguments],
+                                    gpus=plan.gpus)
+            if launched.code != 0:
+                raise RuntimeError(f"training in {plan.ranks} ranks stopped with exit code {launched.code}: "
+                                   f"{launched.reason or 'no rank recorded why; see their output above'}")
+            cfg.run.dir = str(launched.run_dir)
+        else:
+            if plan.gpus is not None:
+                apply_device(plan.gpus)
+            with _signal_handlers_restored(cfg.checkpoint.preempt_signals):
+                code = train(cfg)
+            if code != 0:
+                raise RuntimeError(f"training stopped with exit code {code}; see {Path(cfg.run.dir) / 'exit.json'}")
         self.run_dir, self.data = Path(cfg.run.dir), str(data)
-        if code != 0:
-            raise RuntimeError(f"training stopped with exit code {code}; see {self.run_dir / 'exit.json'}")
         weights = self.run_dir / "weights"
         self.__init__(weights / "best.safetensors" if (weights / "best.safetensors").is_file()
                       else weights / "last.safetensors")

@@ -14,15 +14,15 @@ import yaml
 from yolotr.api import config_key
 from yolotr.config.aliases import ALIASES, NOT_SUPPORTED, TOP_LEVEL_KEYS, to_key_paths
 from yolotr.config.tree import ConfigError
-from yolotr.engine.device_choice import DeviceRequest, parse_device
+from yolotr.engine.device_choice import DeviceRequest, parse_device, visible_devices
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if key != "RANK"}
+def _train(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    base = {key: value for key, value in os.environ.items() if key != "RANK"}
     return subprocess.run([sys.executable, "-m", "yolotr", "train", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}, timeout=120)
+                          env={**base, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **env}, timeout=120)
 
 
 @pytest.fixture
@@ -88,16 +88,19 @@ def test_train_help_prints_the_common_keys_and_every_alias(tmp_path):
     assert "not supported yet:" in help_text and " patience " in help_text
 
 
-def test_device_cpu_hides_the_gpus_and_several_gpus_name_the_launcher(tmp_path, data):
+def test_device_cpu_is_taken_and_a_gpu_that_is_not_there_is_refused_before_any_rank_starts(tmp_path, data):
     ok = _train(f"data={data}", "device=cpu", "--print-config", cwd=tmp_path)
-    several = _train(f"data={data}", "device=0,1", cwd=tmp_path)
+    missing = _train(f"data={data}", "device=0,1", cwd=tmp_path, CUDA_VISIBLE_DEVICES="")  # no GPU visible
     bad = _train(f"data={data}", "device=mps", cwd=tmp_path)
 
     assert ok.returncode == 0, ok.stderr
-    assert several.returncode == 2 and "torchrun --nproc_per_node 2 -m yolotr train" in several.stderr
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
+        "yolotr train: error: config key 'device' in command line: asks for GPU 0,1, but 0 GPU(s) are visible here "
+        "(CUDA_VISIBLE_DEVICES=)"]
     assert bad.returncode == 2 and "config key 'device'" in bad.stderr and "got 'mps'" in bad.stderr
     assert parse_device("cuda:1") == DeviceRequest((1,)) and parse_device([0, 1]).ranks == 2
     assert parse_device("cpu") == DeviceRequest(()) and parse_device(None) is None
+    assert visible_devices((0, 1), {"CUDA_VISIBLE_DEVICES": "4,5,6"}) == "4,5" and visible_devices((1,), {}) == "1"
 
 
 def test_the_api_reads_the_same_table():

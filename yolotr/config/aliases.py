@@ -4,7 +4,8 @@ means: the one table that `yolotr train name=value` and `YOLO(...).train(name=va
 
 A name maps only where yolotr has the same setting (`batch` is the global batch in both). A name ultralytics has and
 yolotr does not (yet) is refused with a line saying so, never read as an unknown key; `device` is not a config key
-but where the ranks run, so the command line and the API take it out before the config is read (`device_request`).
+but where the ranks run, and so is yolotr's `nproc`: the command line and the API take them out before the config is
+read (engine/device_choice.py).
 Besides these, a setting may be named by its key path (`train.lr0`) or by its field name alone (`batch_size`,
 `max_norm`: the section's field of that name, `train` first when several sections have one).
 """
@@ -114,7 +115,7 @@ NOT_SUPPORTED: dict[str, str] = {
         "half", "dnn", "split")},
 }
 
-LAUNCH_NAMES = ("device",)
+LAUNCH_NAMES = ("device", "nproc")
 """Names that say where the ranks run rather than how they train: taken out before the config is read."""
 
 # The settings a YOLOv5 user sets first, for the help.
@@ -229,7 +230,8 @@ def help_table() -> str:
     width = max(map(len, ALIASES))
     for name, alias in ALIASES.items():
         lines.append(f"  {name:<{width}}  {alias.key}{'  (' + alias.note + ')' if alias.note else ''}")
-    lines.append(f"  {'device':<{width}}  cpu, 0, or 0,1 for several GPUs (sets CUDA_VISIBLE_DEVICES)")
+    lines.append(f"  {'device':<{width}}  cpu, 0, or 0,1: one rank per GPU, started by yolotr train itself")
+    lines.append(f"  {'nproc':<{width}}  ranks to start on this machine (nproc=2 device=cpu: two CPU ranks, gloo)")
     lines += ["", *textwrap.wrap("not supported yet: " + " ".join(sorted(NOT_SUPPORTED)), 100, subsequent_indent="  ")]
     return "\n".join(lines)
 

@@ -1,5 +1,6 @@
-"""`yolotr train --config FILE [key.path=value ...]` — also `python -m yolotr train` and
-`accelerate launch -m yolotr train`, or under torchrun.
+"""`yolotr train --config FILE [key=value ...]` — also `python -m yolotr train` and
+`accelerate launch -m yolotr train`, or under torchrun; `device=0,1` or `nproc=2` start the ranks here
+(engine/rank_launch.py). Keys take ultralytics' names too (config/aliases.py, listed by `yolotr train --help`).
 
 Exit codes: 0 done; 2 bad config (before any process group starts); 3 diverged (rollback budget exhausted);
 75 preempted (checkpoint written: run the command again with `--resume`; a Slurm requeue or an elastic restart
@@ -46,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"checkpoint.resume={args.resume}")
     try:
         launch, overrides = launch_settings(overrides)
-        see_devices(launch.get("device"))
-        cfg = load_config(args.config, translate_overrides(overrides))
+        plan = rank_plan(launch)
+        cfg = load_config(args.config, translate_overrides(overrides))  # checked here, before any rank starts
         if args.print_config:  # with the run folder this start would take (launch scripts read it)
             from yolotr.checkpoint.run_folder import choose_run_folder
 
@@ -55,24 +56,30 @@ def run(args: argparse.Namespace) -> int:
             cfg.run.dir, cfg.checkpoint.resume = str(folder.path), folder.resume
             console.result(dump_config(cfg), end="")
             return 0
+        if plan.ranks > 1:
+            from yolotr.engine.rank_launch import launch_ranks
+
+            verbosity = {"quiet": ["--quiet"], "verbose": ["--verbose"]}.get(args.verbosity, [])
+            config = ["--config", str(args.config)] if args.config else []
+            return launch_ranks(plan.ranks, [*config, *overrides, *verbosity], gpus=plan.gpus).code
+        if plan.gpus is not None:
+            from yolotr.engine.device_choice import apply_device
+
+            apply_device(plan.gpus)
         return train(cfg)
     except YolotrError as error:  # the launch scripts read the real code: theirs is 1 for any failed worker
         write_status_file(exit_code=error.exit_code)
         raise
 
 
-def see_devices(device, source: str = "command line") -> None:
-    """Applies `device=` (engine/device_choice.py) to this process before torch touches CUDA."""
-    from yolotr.config import ConfigError
-    from yolotr.engine.device_choice import apply_device, parse_device
+def rank_plan(launch: dict, source: str = "command line"):
+    """The ranks and devices `device=` and `nproc=` ask for (engine/device_choice.py)."""
+    from yolotr.engine.device_choice import check_gpus, plan_ranks
+    from yolotr.engine.rank_launch import under_a_launcher
 
-    request = parse_device(device)
-    if request is None:
-        return
-    if request.ranks > 1:
-        raise ConfigError("device", f"{device}: several GPUs are launched as one rank each: torchrun "
-                          f"--nproc_per_node {request.ranks} -m yolotr train ... (launch/launch.sh)", source)
-    apply_device(request)
+    plan = plan_ranks(launch.get("device"), launch.get("nproc"), under_launcher=under_a_launcher(), source=source)
+    check_gpus(plan.gpus or (), source)
+    return plan
 
 
 def usage_hint(argv: list[str]) -> str | None:
