@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,3 +116,28 @@ def test_contradicting_device_and_nproc_are_refused_naming_the_key():
         plan_ranks(None, "0", under_launcher=False)
     with pytest.raises(ConfigError, match="config key 'device'.*the launcher started the ranks already"):
         plan_ranks("0,1", None, under_launcher=True)
+
+
+@pytest.mark.parametrize("notice", [signal.SIGTERM, signal.SIGUSR1], ids=["sigterm", "sigusr1"])
+def test_a_notice_to_yolotr_train_reaches_the_ranks_which_checkpoint_and_it_exits_75(tmp_path, tiny_data, tiny_model,
+                                                                                      notice):
+    run_dir = tmp_path / "run"
+    settings = [s for s in SETTINGS if not s.startswith("train.max_steps")]
+    proc = subprocess.Popen([sys.executable, "-m", "yolotr", "train", f"model={tiny_model}", f"data={tiny_data}",
+                             *settings, "train.max_steps=400", f"run.dir={run_dir}", "nproc=2"], cwd=REPO, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        metrics = run_dir / "metrics.jsonl"
+        while not metrics.is_file() or '"kind": "train"' not in metrics.read_text():
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        proc.send_signal(notice)  # to yolotr train alone, as a scheduler's notice to the job's process would come
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    assert proc.returncode == 75, err[-3000:]
+    assert json.loads((run_dir / "exit.json").read_text())["exit_code"] == 75
+    assert "Traceback" not in err and "preempted at step" in err

@@ -13,6 +13,7 @@ import sys
 
 
 def main(argv: list[str]) -> int:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -22,7 +23,7 @@ def main(argv: list[str]) -> int:
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
         run(parse_args(["--standalone", f"--nproc-per-node={int(nproc)}", "-m", "yolotr", "train", *train_args]))
-    except ChildFailedError:
+    except (ChildFailedError, SignalException):  # a failed rank, or a notice passed on to the ranks
         return 1
     return 0
 

@@ -51,6 +51,8 @@ def launch_ranks(nproc: int, train_args: list[str], *, gpus: tuple[int, ...] | N
     """Runs `yolotr train TRAIN_ARGS` in `nproc` ranks and waits for them. `gpus`: the devices the ranks may see
     (rank i takes the i-th); None leaves CUDA_VISIBLE_DEVICES as it is; empty: the CPU."""
     env = dict(os.environ)
+    # torchrun's agent passes only these signals on to the ranks; any other would end the agent, and the ranks with it.
+    env.setdefault("PET_SIGNALS_TO_HANDLE", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1")
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = visible_devices(gpus, env)
     with tempfile.TemporaryDirectory(prefix="yolotr-ranks-") as folder:
