@@ -115,6 +115,9 @@ def test_a_plain_run_says_each_thing_once_shows_the_val_rows_and_no_wandb(tmp_pa
     assert all(" R " in row and " mAP50 " in row and " mAP50-95 " in row and "(8 images, " in row for row in rows)
     assert "wandb" not in result.stderr.lower() and "wandb" not in result.stdout.lower()
     assert not (tmp_path / "plain" / "wandb").exists()
+    anchors = [line for line in lines if "autoanchor" in line]
+    assert len(anchors) == 1 and anchors[0].startswith("[yolotr] autoanchor: BPR ")  # a sentence, not its record
+    assert anchors[0].endswith("train boxes: the anchors fit")
     assert result.stdout.startswith("run summary")
 
 
