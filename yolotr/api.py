@@ -88,8 +88,8 @@ class YOLO:
     # ------------------------------------------------------------------ training
     def train(self, data: str | os.PathLike, epochs: int | None = None, *, config: str | os.PathLike | None = None,
               **overrides) -> dict:
-        """Trains with the CLI's trainer in this process, starting from this model's yaml or weights; afterwards the
-        object holds the run's best weights. `config` is a training yaml or preset (demo, coco-yolov5); keyword
+        """Trains with the CLI's trainer, in this process unless ranks are asked for (below), starting from this
+        model's yaml or weights; afterwards the object holds the run's best weights. `config` is a training yaml or preset (demo, coco-yolov5); keyword
         overrides take a key path (`**{"train.lr0": 0.01}`), a field name (`batch_size=16`, `max_norm=0.5`) or an
         ultralytics name (`batch`, `workers`, `optimizer="AdamW"`: yolotr/config/aliases.py). `device=[0, 1]` or
         `nproc=2` (CPU ranks) train in that many ranks, started as `yolotr train` starts them. Returns the final
