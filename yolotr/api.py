@@ -12,18 +12,17 @@
     model.export(format="onnx")                   # an .onnx checked against onnxruntime
 
 The class is called `YOLO` because that is what ultralytics calls it: code written for `ultralytics.YOLO` ports by
-changing its import. Multi-GPU training stays with the launchers (`launch/launch.sh`, torchrun, Slurm), which run
-the same trainer in every rank.
+changing its import. `train(..., device=[0, 1])` starts one rank per GPU on this machine; several machines stay with
+the launchers (`launch/launch.sh`, torchrun, Slurm), which run the same trainer in every rank.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,9 +38,6 @@ from yolotr.model.yolo import DetectionModel
 
 if typing.TYPE_CHECKING:
     from yolotr.eval.results import Results  # imported by predict: its drawing code loads matplotlib
-
-# ultralytics' names for the keys users pass most, so that their calls carry over.
-ALIASES = {"batch": "train.batch_size", "workers": "train.num_workers", "optimizer": "train.optimizer"}
 
 
 class YOLO:
@@ -88,24 +84,48 @@ class YOLO:
 
     def train(self, data: str | os.PathLike, epochs: int | None = None, *, config: str | os.PathLike | None = None,
               **overrides) -> dict:
-        """Trains with the CLI's trainer in this process, starting from this model's yaml or weights; afterwards the
-        object holds the run's best weights. `config` is a training yaml or preset (demo, coco-yolov5); keyword
-        overrides take a key path (`**{"train.lr0": 0.01}`), a field name (`imgsz=320`, `lr0=0.01`, `seed=1`) or an
-        ultralytics name (`batch`, `workers`). Returns the final validation's metrics; raises RuntimeError if the run
-        stops early (its run folder's exit.json says why), or the exception of a callback that stopped it."""
+        """Trains with the CLI's trainer, in this process unless ranks are asked for (below), starting from this
+        model's yaml or weights; afterwards the object holds the run's best weights. `config` is a training yaml or
+        preset (demo, coco-yolov5); keyword overrides take a key path (`**{"train.lr0": 0.01}`), a field name
+        (`batch_size=16`, `max_norm=0.5`) or an ultralytics name (`batch`, `workers`, `optimizer="AdamW"`:
+        yolotr/config/aliases.py). `device=[0, 1]` or `nproc=2` (CPU ranks) train in that many ranks, started as
+        `yolotr train` starts them (callbacks run in this process, so they need a run in this process). Returns the
+        final validation's metrics; raises RuntimeError if the run stops early, with the reason its exit.json holds,
+        or the exception of a callback that stopped it."""
         from yolotr.config import load_config
-        from yolotr.engine.train_cli import train
+        from yolotr.config.aliases import to_key_paths
+        from yolotr.engine.device_choice import apply_device
+        from yolotr.engine.rank_launch import launch_ranks
+        from yolotr.engine.train_cli import rank_plan, train
 
+        plan = rank_plan({name: overrides.pop(name, None) for name in ("device", "nproc")}, "YOLO.train()")
         settings = {"model": self.source, "data": str(data), **({"train.epochs": epochs} if epochs else {})}
-        settings.update({config_key(key): value for key, value in overrides.items()})
-        cfg = load_config(config, [f"{key}={json.dumps(value)}" for key, value in settings.items()])
-        self.callbacks.failure = None  # an earlier run's is not this one's
-        with _signal_handlers_restored(cfg.checkpoint.preempt_signals):
-            code = train(cfg, self.callbacks)
-        self.run_dir, self.data = Path(cfg.run.dir), str(data)
-        _raise_callback_failure(self.callbacks, self.run_dir)
-        if code != 0:
-            raise RuntimeError(f"training stopped with exit code {code}; see {self.run_dir / 'exit.json'}")
+        for name in overrides:
+            config_key(name)  # an unknown keyword is a TypeError, as for any Python call
+        settings.update(to_key_paths(overrides.items(), "YOLO.train()"))
+        arguments = [f"{key}={json.dumps(value)}" for key, value in settings.items()]
+        cfg = load_config(config, arguments)  # checked here, before any rank starts
+        if plan.ranks > 1:  # as `yolotr train device=0,1` does: a torchrun child, the ranks' output streamed
+            if self.callbacks:
+                raise ValueError("callbacks run in this process: train in it (no device list or nproc), or "
+                                 "clear_callback() first")
+            launched = launch_ranks(plan.ranks, [*(["--config", str(config)] if config else []), *arguments],
+                                    gpus=plan.gpus)
+            if launched.code != 0:
+                raise RuntimeError(f"training in {plan.ranks} ranks stopped with exit code {launched.code}: "
+                                   f"{launched.reason or 'no rank recorded why; see their output above'}")
+            cfg.run.dir = str(launched.run_dir)
+            self.run_dir, self.data = Path(cfg.run.dir), str(data)
+        else:
+            if plan.gpus is not None:
+                apply_device(plan.gpus)
+            self.callbacks.failure = None  # an earlier run's is not this one's
+            with _signal_handlers_restored(cfg.checkpoint.preempt_signals):
+                code = train(cfg, self.callbacks)
+            self.run_dir, self.data = Path(cfg.run.dir), str(data)
+            _raise_callback_failure(self.callbacks, self.run_dir)
+            if code != 0:
+                raise RuntimeError(f"training stopped with exit code {code}; see {self.run_dir / 'exit.json'}")
         weights = self.run_dir / "weights"
         self.__init__(weights / "best.safetensors" if (weights / "best.safetensors").is_file()
                       else weights / "last.safetensors")
@@ -171,25 +191,18 @@ class YOLO:
 
 
 def config_key(name: str) -> str:
-    """The config key path a keyword means: a key path as is, an ultralytics alias, or the field of that name
-    (in `train` when several sections have one)."""
-    from yolotr.config import Config
+    """The config key path a keyword means: a key path as is, an ultralytics name (yolotr/config/aliases.py), or
+    the field of that name (in `train` when several sections have one)."""
+    from yolotr.config import ConfigError
+    from yolotr.config.aliases import TOP_LEVEL_KEYS, resolve_name
 
-    if "." in name or name in (f.name for f in dataclasses.fields(Config)):
-        return name
-    if name in ALIASES:
-        return ALIASES[name]
-    matches = []
-    hints = typing.get_type_hints(Config)
-    for section in dataclasses.fields(Config):
-        if dataclasses.is_dataclass(hints[section.name]):
-            matches += [f"{section.name}.{f.name}" for f in dataclasses.fields(hints[section.name]) if f.name == name]
-    if f"train.{name}" in matches:
-        return f"train.{name}"
-    if len(matches) != 1:
-        raise TypeError(f"unknown training option {name!r}" if not matches else
-                        f"{name!r} is ambiguous ({', '.join(matches)}): pass the key path, e.g. **{{'{matches[0]}': ...}}")
-    return matches[0]
+    try:
+        key = resolve_name(name, "YOLO.train()")
+    except ConfigError as error:
+        raise TypeError(f"{name!r} {error.problem}") from None
+    if key == name and "." not in name and name not in TOP_LEVEL_KEYS:
+        raise TypeError(f"unknown training option {name!r}")
+    return key
 
 
 def _raise_callback_failure(callbacks: Callbacks, run_dir: Path) -> None:

@@ -98,7 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command_parser, module = commands[path]
     # Intermixed: the positional overrides of `train` may come before, between and after its options.
-    args = command_parser.parse_intermixed_args(leading + rest)
+    try:
+        args = command_parser.parse_intermixed_args(leading + rest)
+    except SystemExit as exit:  # argparse has printed its usage line; a command may add what was meant
+        hint = getattr(module, "usage_hint", None)
+        if exit.code == 2 and hint is not None and (line := hint(rest)):
+            console.error(line)
+        raise
     set_verbosity(args.verbosity or "normal")  # also when main() runs again in one process (tests, the API)
     try:
         return int(module.run(args) or 0)

@@ -180,8 +180,10 @@ class ValConfig:
 
 @dataclass
 class WandbConfig:
-    enabled: bool = True
-    """Log to Weights & Biases from rank 0 (offline when no API key is configured; WANDB_MODE=disabled respected)."""
+    enabled: bool | Literal["auto"] = "auto"
+    """Log to Weights & Biases from rank 0. auto: only when W&B is set up, i.e. `WANDB_API_KEY` is set, `wandb login`
+    left a netrc entry, or `WANDB_MODE` is set (offline, online; disabled respected); true: also without, as an
+    offline run. One line says where the run went; W&B's own console output is silenced."""
     project: str = "yolotr"
     """W&B project name."""
     name: str | None = None

@@ -10,6 +10,7 @@ stopped the run is validated after the resume (the pending epoch is part of the 
 from __future__ import annotations
 
 import json
+import logging
 
 from yolotr.data.coco_gt import coco_ground_truth
 from yolotr.data.val_stream import ValStream
@@ -22,10 +23,21 @@ from yolotr.eval.plots.run import plot_validation
 from yolotr.eval.validator import predict_batch, validate
 from yolotr.track.fitness import fitness
 
+log = logging.getLogger(__name__)
+
+
+def val_line(epoch: int, summary: dict, final: bool) -> str:
+    """The console's row of a validation, with YOLOv5's columns: `val epoch 4: P 0.612 R 0.540 mAP50 ...`."""
+    instances = sum(summary.get("per_class_instances", {}).values())
+    return (f"val epoch {epoch}{' (final)' if final else ''}: P {summary['precision']:.3f}  R {summary['recall']:.3f}  "
+            f"mAP50 {summary['map50']:.3f}  mAP50-95 {summary['map']:.3f}  "
+            f"({summary.get('n_images', 0)} images, {instances} instances)")
+
 
 class EvalHook(HookBase):
     def __init__(self) -> None:
         self._ground_truth = None
+        self._row_step: int | None = None  # the step of the last row on the console
 
     def before_train(self) -> None:
         if self.trainer.val_pending is not None:  # preempted at the end of an epoch, before validating it
@@ -80,6 +92,9 @@ class EvalHook(HookBase):
         if t.runtime.is_main:
             summary = {k: v for k, v in result.summary().items() if k not in ("kind", "time")}
             t.logger.log("val", step=t.step, epoch=epoch, final=final, fitness=score, **summary)
+            if self._row_step != t.step:  # the final validation of the weights just validated says the same
+                log.info(val_line(epoch, summary, final))
+                self._row_step = t.step
             val_last = t.run_dir / "val_last.json"
             self._written(val_last, val_last.write_text, json.dumps(result.to_dict()))
             self._written(t.run_dir, self._plot_val, stream, model, result)

@@ -26,8 +26,21 @@ CONSOLE_EVENTS = {"rollback": logging.WARNING, "quarantine": logging.WARNING, "a
 # (a stop gets a sentence of its own: checkpoint/run_status.py)
 
 
+def console_line(fields: dict[str, Any]) -> str:
+    """An event's console line: AutoAnchor's verdict as a sentence, as YOLOv5 prints it; the others as their record."""
+    if fields.get("event") == "autoanchor":
+        if fields.get("replaced"):
+            return (f"autoanchor: {fields.get('before')} on {fields.get('boxes')} train boxes; new anchors fitted: "
+                    f"{fields.get('after')} (saved with the weights)")
+        if fields.get("after") is not None:
+            return (f"autoanchor: {fields.get('before')} on {fields.get('boxes')} train boxes; a new fit "
+                    f"({fields.get('after')}) is no better: the anchors stay")
+        return f"autoanchor: {fields.get('before')} on {fields.get('boxes')} train boxes: the anchors fit"
+    return json.dumps(fields)
+
+
 class RunLogger:
-    def __init__(self, run_dir: str | Path, *, is_main: bool, wandb_enabled: bool, wandb_project: str,
+    def __init__(self, run_dir: str | Path, *, is_main: bool, wandb_enabled: bool | str, wandb_project: str,
                  wandb_name: str | None, config: dict[str, Any], tensorboard: bool = False,
                  results_csv: bool = False) -> None:
         self.dir = Path(run_dir)
@@ -91,7 +104,7 @@ class RunLogger:
                 self._mirrors.remove(mirror)
                 _close_quietly(mirror)
         if kind == "event" and fields.get("event") in CONSOLE_EVENTS:
-            log.log(CONSOLE_EVENTS[fields["event"]], json.dumps(fields))
+            log.log(CONSOLE_EVENTS[fields["event"]], console_line(fields))
         return record
 
     def event(self, **fields: Any) -> dict[str, Any] | None:

@@ -24,6 +24,9 @@ PALETTE = [tuple(int(h[i : i + 2], 16) for i in (0, 2, 4)) for h in PALETTE_HEX]
 _FILLS_LABELS = "fill_labels" in inspect.signature(draw_bounding_boxes).parameters
 
 
+LABEL_TEXT = (255, 255, 255)
+
+
 def class_color(class_index: int) -> tuple[int, int, int]:
     return PALETTE[int(class_index) % len(PALETTE)]
 
@@ -46,10 +49,11 @@ def draw_boxes(
     scores: torch.Tensor | None = None,
     width: int | None = None,
     show_labels: bool = True,
-    fill_labels: bool = False,
+    fill_labels: bool = True,
 ) -> torch.Tensor:
-    """A copy of `image` (3,H,W) with (n,4) x1,y1,x2,y2 pixel boxes drawn, labelled `name` or `name 0.87`
-    (`show_labels=False`: no text; `fill_labels`: the text on a filled background, where torchvision can)."""
+    """A copy of `image` (3,H,W) with (n,4) x1,y1,x2,y2 pixel boxes drawn, labelled `name` or `name 0.87` in white
+    on the box's colour, as YOLOv5 labels them: thin coloured text alone is unreadable on a busy image
+    (`show_labels=False`: no text; `fill_labels=False`: the text alone, in the box's colour)."""
     image = as_uint8_image(image)
     if len(boxes) == 0:
         return image.clone()
@@ -62,7 +66,7 @@ def draw_boxes(
         labels = [f"{names[c]} {s:.2f}" for c, s in zip(classes, scores.detach().cpu().tolist())]
     if width is None:
         width = max(1, round(min(image.shape[-2:]) / 200))
-    options = {"fill_labels": True} if fill_labels and labels and _FILLS_LABELS else {}
+    options = {"fill_labels": True, "label_colors": LABEL_TEXT} if fill_labels and labels and _FILLS_LABELS else {}
     return draw_bounding_boxes(
         image, boxes.detach().cpu().float(), labels=labels, colors=[class_color(c) for c in classes], width=width,
         **options,
