@@ -172,7 +172,7 @@ except Exception as error:
 @pytest.mark.slow
 def test_a_callback_failing_on_one_rank_stops_every_rank_without_a_hang(small_data, tmp_path):
     run_dir = tmp_path / "runs/ranks"
-    settings = {**SHORT_RUN, "run.dir": str(run_dir), "train.batch_size": 8}
+    settings = {**SHORT_RUN, "run.dir": str(run_dir)}  # batch=8: 4 images per rank
     script = tmp_path / "train_with_callback.py"
     script.write_text(textwrap.dedent(RANK_SCRIPT).replace("**SETTINGS", f"**{settings!r}"))
     result = subprocess.run(
