@@ -69,13 +69,14 @@ def with_retries(action: Callable[[], T], url: str, options: RemoteOptions, *, w
             if not is_transient(error):
                 raise
             detail = f"{type(error).__name__}: {error}".strip()
-            if time.monotonic() + delay > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise DataUnavailable(
                     f"{url}: unreachable for {options.retry_budget_s:g}s ({attempts} attempt(s) to {what}; last "
                     f"error {detail}); the storage may be down: the run stops and its launcher retries it "
                     f"(remote.retry_budget_s sets how long to wait)") from None
-            log.warning(f"data: {what} {url} failed ({detail}); retrying in {delay:.2f}s", extra=EVERY_RANK)
-            time.sleep(delay)
+            log.warning(f"data: {what} {url} failed ({detail}); retrying in {min(delay, left):.2f}s", extra=EVERY_RANK)
+            time.sleep(min(delay, left))
             delay = min(delay * 2, _MAX_DELAY_S)
 
 
@@ -94,7 +95,7 @@ def download(url: str, destination: Path, *, size: int, sha256: str, options: Re
     part = destination.with_name(destination.name + ".part")
     transferred = 0
     problem = ""
-    for _ in range(2):
+    for attempt in range(2):
         part.unlink(missing_ok=True)
         with_retries(lambda: _get(fs, url, part), url, options, what="download")
         got = part.stat().st_size
@@ -106,7 +107,8 @@ def download(url: str, destination: Path, *, size: int, sha256: str, options: Re
         else:
             os.replace(part, destination)
             return transferred
-        log.warning(f"data: {url}: {problem}; deleted, fetching it again", extra=EVERY_RANK)
+        if attempt == 0:
+            log.warning(f"data: {url}: {problem}; deleted, fetching it again", extra=EVERY_RANK)
     part.unlink(missing_ok=True)
     raise RemoteDataError(f"{url}: {problem}, twice: the remote file is not the one its index.json describes "
                           f"(re-run `yolotr data shard`, or restore the file)")
