@@ -25,6 +25,7 @@ class Faults:
     truncate_once: set[str] = field(default_factory=set)  # path suffixes whose next body stops halfway
     stall_once: dict[str, float] = field(default_factory=dict)  # path suffix -> seconds to stall before the body
     down: bool = False  # every request answered 503 (a server that has gone away behind its load balancer)
+    down_after_shards: int | None = None  # goes down after this many shard requests (mid-run)
     bytes_per_s: float = 0.0  # throttle (sleep per chunk); 0: as fast as it goes
 
 
@@ -59,6 +60,10 @@ class _Handler(SimpleHTTPRequestHandler):
         faults = self.server.faults
         with self.server.lock:
             self.server.requests.append(self.path)
+            if self.path.endswith(".tar") and faults.down_after_shards is not None:
+                if faults.down_after_shards <= 0:
+                    faults.down = True
+                faults.down_after_shards -= 1
             if faults.down:
                 return 503
             if faults.fail_first > 0:

@@ -73,6 +73,14 @@ class SplitIndex:
             return cache_for(self.remote.options).local_copy(self.shard_location(shard), self.shards[shard])
         return self.directory / self.shards[shard].file
 
+    def shard_is_local(self, shard: int) -> bool:
+        """Whether reading shard `shard` costs no download: a local split, or a remote shard this node has cached."""
+        if self.remote is None:
+            return True
+        from yolotr.data.remote.cache import cache_for
+
+        return cache_for(self.remote.options).holds(self.shards[shard])
+
     def shard_location(self, shard: int) -> str:
         """Where shard `shard` lives, for messages: its path, or its URL."""
         if self.remote is not None:

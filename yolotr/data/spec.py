@@ -19,7 +19,7 @@ import yaml
 
 from yolotr.data.errors import DataSpecError
 from yolotr.data.index import INDEX_FILE, SplitIndex, load_index, scan_shard
-from yolotr.data.remote.location import RemoteOptions, is_url
+from yolotr.data.remote.location import RemoteOptions, check_supported, is_url
 from yolotr.data.remote.split import read_remote_text, remote_root, remote_split
 
 
@@ -94,6 +94,28 @@ def load_data_yaml(path: str | Path, splits: tuple[str, ...] = ("train", "val"),
         raise DataSpecError(f"{path}: key 'category_ids': expected {nc} integers (COCO's id of each class)")
     return DataSpec(names=names, nc=nc, train=found["train"], val=found["val"], yaml_file=str(path),
                     category_ids=category_ids)
+
+
+def check_remote_schemes(data: str | Path) -> None:
+    """RemoteDataError (exit 2) when `data`, or a split or `path` of the local data yaml it names, is a URL whose
+    scheme is not served or whose package is missing: cheap, so a start can say it before it makes anything."""
+    if is_url(str(data)):
+        check_supported(str(data))
+        return
+    path = Path(data)
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return  # load_data_yaml says what is wrong with it
+    if not isinstance(doc, dict):
+        return
+    for key in ("path", "train", "val", "test"):
+        values = doc.get(key) if isinstance(doc.get(key), list) else [doc.get(key)]
+        for value in values:
+            if is_url(value):
+                check_supported(value, where=f"{path}: key '{key}'")
 
 
 def write_data_yaml(path: str | Path, *, names: list[str], splits: dict[str, str],

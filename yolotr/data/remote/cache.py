@@ -78,6 +78,9 @@ class ShardCache:
             # The lock file stays: deleting it would let a waiter lock a file no one else sees.
         return final
 
+    def holds(self, entry: ShardEntry) -> bool:
+        return _whole(self.root / cache_name(entry), entry.bytes)
+
     def make_room(self, incoming: int, keep: Iterable[str] = ()) -> None:
         """Deletes least recently used shards until `incoming` more bytes fit under the limit."""
         if self.limit_bytes <= 0:

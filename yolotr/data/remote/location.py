@@ -99,5 +99,7 @@ def filesystem(url: str, options: RemoteOptions) -> Any:
         # AWS_ENDPOINT_URL (MinIO, Ceph, a test server) is read by botocore itself, like the credentials.
         config = {"connect_timeout": options.timeout_s, "read_timeout": options.timeout_s,
                   "retries": {"max_attempts": 1, "mode": "standard"}}
-        return fsspec.filesystem("s3", retries=1, config_kwargs=config)
+        fs = fsspec.filesystem("s3", config_kwargs=config)
+        fs.retries = 1  # s3fs's own loop (a class attribute, 5): ours has the budget
+        return fs
     return fsspec.filesystem(scheme, timeout=options.timeout_s)
