@@ -187,3 +187,24 @@ def test_the_cache_keeps_its_limit_evicting_the_least_recently_used_shard(server
     limited.train.shard_path(3)  # one too many: the least recently used (1) goes
     cached = {p.name for p in (tmp_path / "cache").glob("*.tar")}
     assert cached == {cache_name(limited.train.shards[s]) for s in (0, 2, 3)}
+
+
+def test_a_missing_optional_package_names_the_url_and_the_extra(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "s3fs" else real(name, *a))
+    with pytest.raises(RemoteDataError, match=r"s3://bucket/set/data\.yaml: reading s3:// needs s3fs: pip install "
+                                              r"'yolotr\[remote\]'"):
+        load_data_yaml("s3://bucket/set/data.yaml")
+
+
+def test_train_with_an_unsupported_scheme_exits_2_with_one_line_before_any_run_folder(tmp_path):
+    data = tmp_path / "data.yaml"
+    data.write_text("train: 'pipe:curl -s http://host/shard-{000..009}.tar'\nval: val/index.json\nnames: [a]\n")
+    result = subprocess.run([sys.executable, "-m", "yolotr", "train", f"data={data}", f"run.dir={tmp_path / 'runs'}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "key 'train': pipe:curl" in lines[0] and "is not supported" in lines[0], lines
+    assert not (tmp_path / "runs").exists()
