@@ -208,3 +208,23 @@ def test_train_with_an_unsupported_scheme_exits_2_with_one_line_before_any_run_f
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "key 'train': pipe:curl" in lines[0] and "is not supported" in lines[0], lines
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_stream_with_workers_and_prefetch_delivers_the_batches_read_from_disk(server, shard_set, tmp_path):
+    import torch
+
+    from yolotr.config.augment import AugmentConfig
+    from yolotr.data.stream import TrainStream
+
+    def batches(split, workers):
+        stream = TrainStream(split, global_batch_size=8, rank=0, world_size=1, seed=0, imgsz=32,
+                             augment=AugmentConfig(), num_workers=workers)
+        return [(batch.keys, batch.images.clone()) for batch in stream]
+
+    remote = load_data_yaml(f"{server.url}/data.yaml", remote=options(tmp_path, prefetch_shards=2)).train
+    local = load_data_yaml(shard_set / "data.yaml").train
+    got, expected = batches(remote, 2), batches(local, 0)
+    assert [keys for keys, _ in got] == [keys for keys, _ in expected]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(got, expected))
+    gets = shard_gets(server)
+    assert sorted(gets) == sorted(set(gets)) and len(gets) == 6  # the two workers and their prefetchers: once each
