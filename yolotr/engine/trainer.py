@@ -29,7 +29,7 @@ from yolotr.data.remote.location import RemoteOptions
 from yolotr.data.spec import load_data_yaml
 from yolotr.debug.anomaly import AnomalyHooks
 from yolotr.debug.faults import FaultInjector
-from yolotr.distributed import broadcast_tensors_from_rank0
+from yolotr.distributed import broadcast_tensors_from_rank0, together
 from yolotr.engine.backends import make_step_backend
 from yolotr.engine.build import default_hooks, fit_anchors, optimizer_for, run_logger, train_stream
 from yolotr.engine.fast_path import FastPath
@@ -69,8 +69,11 @@ class Trainer:
         self.device = runtime.device
         self.run_dir = Path(cfg.run.dir)
         # A YOLO / COCO source: the run's own cached shards, recorded in the run folder (kept while it exists).
-        self.data = load_data_yaml(resolve_data(cfg.data, cfg.data_cache, self.run_dir, record=runtime.is_main),
-                                   remote=RemoteOptions.from_config(cfg.remote))
+        # Converting a large source on first use takes long on the rank holding the cache's lock: the ranks wait
+        # for it in short collectives that keep the process group alive (distributed.together).
+        self.data = together(lambda: load_data_yaml(
+            resolve_data(cfg.data, cfg.data_cache, self.run_dir, record=runtime.is_main),
+            remote=RemoteOptions.from_config(cfg.remote)))
 
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank (DDP also broadcasts them)
         # The model yaml's architecture, or a weights file's; train.weights transferred layer by layer; frozen layers.
