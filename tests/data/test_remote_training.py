@@ -57,6 +57,12 @@ def test_a_run_from_http_trains_to_completion_each_shard_downloaded_once(shard_s
         config = remote_config(tmp_path, f"{server.url}/data.yaml", tiny_model)
         check(run_train(config, nproc=1))
         shard_gets = [p for p in server.requests if p.endswith(".tar")]
+        validated = subprocess.run([sys.executable, "-m", "yolotr", "val", "--weights",
+                                    str(tmp_path / "run" / "weights" / "last.safetensors"), "--data",
+                                    f"{server.url}/data.yaml"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                                   env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "val-cache")})
+        assert validated.returncode == 0, validated.stderr[-3000:]
+        assert "mAP" in validated.stdout or "map" in validated.stdout, validated.stdout[-2000:]
     counts = epoch_0_keys(tmp_path / "run")
     assert len(counts) == 96 and set(counts.values()) == {1}
     assert sorted(shard_gets) == sorted(set(shard_gets)) and len(shard_gets) == 12 + 2  # 12 train shards, 2 val
