@@ -141,8 +141,8 @@ def load_index(path: str | Path) -> SplitIndex:
 
 def index_from_json(doc: object, directory: Path, *, where: str,
                     remote: RemoteShards | None = None) -> SplitIndex:
-    """The SplitIndex of a parsed index.json (read from `where`); errors name `where` and the key."""
-    path = where
+    """The SplitIndex of a parsed index.json (read from `where`, a path or a URL); errors name `where` and the key."""
+    path = where  # what the messages name
     if not isinstance(doc, dict) or doc.get("version") != INDEX_VERSION:
         found = doc.get("version") if isinstance(doc, dict) else doc
         raise DataSpecError(f"{path}: key 'version': expected {INDEX_VERSION}, got {found!r}")
