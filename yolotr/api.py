@@ -5,9 +5,10 @@
     model = YOLO("yolotr-s.yaml")                 # a model yaml or a preset name: fresh weights
     model = YOLO("runs/exp/weights/best.safetensors")   # yolotr weights, a checkpoint or a run folder
     model = YOLO("yolov5s.pt")                    # an ultralytics/yolov5 checkpoint (read without its pickle code)
+    model.add_callback("on_fit_epoch_end", lambda trainer: print(trainer.epoch, trainer.metrics))
     model.train(data="data.yaml", epochs=10, imgsz=320)  # the CLI's trainer, in this process
     metrics = model.val(data="data.yaml")         # {"map50": ..., "map": ..., "precision": ..., ...}
-    results = model.predict("images/")            # per image: boxes (x1y1x2y2 pixels), scores, classes, names
+    results = model.predict("images/")            # per image a Results: .boxes.xyxy / .conf / .cls, .plot(), ...
     model.export(format="onnx")                   # an .onnx checked against onnxruntime
 
 The class is called `YOLO` because that is what ultralytics calls it: code written for `ultralytics.YOLO` ports by
@@ -22,10 +23,8 @@ import json
 import os
 import signal
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -34,30 +33,15 @@ import torch
 from yolotr.checkpoint.pretrained import is_model_yaml, transfer_from
 from yolotr.checkpoint.weights_file import load_weights, read_weights_file
 from yolotr.config.presets import find_file
+from yolotr.engine.callbacks import Callbacks
 from yolotr.model.transfer import TransferReport
 from yolotr.model.yolo import DetectionModel
 
+if typing.TYPE_CHECKING:
+    from yolotr.eval.results import Results  # imported by predict: its drawing code loads matplotlib
+
 # ultralytics' names for the keys users pass most, so that their calls carry over.
 ALIASES = {"batch": "train.batch_size", "workers": "train.num_workers", "optimizer": "train.optimizer"}
-
-
-@dataclass
-class Detections:
-    """What `YOLO.predict` finds in one image."""
-
-    name: str
-    """The image's file name (`image<i>` for an array)."""
-    boxes: np.ndarray
-    """(n, 4) x1 y1 x2 y2 in the pixels of the original image."""
-    scores: np.ndarray
-    """(n,) confidence: objectness × class score."""
-    classes: np.ndarray
-    """(n,) class index into `names`."""
-    names: list[str]
-
-    @property
-    def labels(self) -> list[str]:
-        return [self.names[int(c)] for c in self.classes]
 
 
 class YOLO:
@@ -75,11 +59,13 @@ class YOLO:
             self.model, self.names, self.imgsz = loaded.model, loaded.names, loaded.imgsz
         self.run_dir: Path | None = None
         self.data: str | None = None
+        if not hasattr(self, "callbacks"):  # kept when a training run reloads its best weights into this object
+            self.callbacks = Callbacks()
 
     def __repr__(self) -> str:
         return f"YOLO({self.source!r}, nc={self.model.nc}, imgsz={self.imgsz})"
 
-    def __call__(self, source, **kwargs) -> list[Detections]:
+    def __call__(self, source, **kwargs) -> list[Results] | Iterator[Results]:
         return self.predict(source, **kwargs)
 
     # ------------------------------------------------------------------ weights
@@ -91,22 +77,33 @@ class YOLO:
         return report
 
     # ------------------------------------------------------------------ training
+    def add_callback(self, event: str, fn) -> None:
+        """Calls `fn(trainer_view)` at `event` of every later `train()` (ultralytics' names: on_train_start,
+        on_train_epoch_end, on_fit_epoch_end, on_model_save, on_train_end, ...; engine/callbacks.py lists them and
+        says when each fires). An unknown event raises ValueError naming the valid ones."""
+        self.callbacks.add(event, fn)
+
+    def clear_callback(self, event: str) -> None:
+        self.callbacks.clear(event)
+
     def train(self, data: str | os.PathLike, epochs: int | None = None, *, config: str | os.PathLike | None = None,
               **overrides) -> dict:
         """Trains with the CLI's trainer in this process, starting from this model's yaml or weights; afterwards the
         object holds the run's best weights. `config` is a training yaml or preset (demo, coco-yolov5); keyword
         overrides take a key path (`**{"train.lr0": 0.01}`), a field name (`imgsz=320`, `lr0=0.01`, `seed=1`) or an
         ultralytics name (`batch`, `workers`). Returns the final validation's metrics; raises RuntimeError if the run
-        stops early (its run folder's exit.json says why)."""
+        stops early (its run folder's exit.json says why), or the exception of a callback that stopped it."""
         from yolotr.config import load_config
         from yolotr.engine.train_cli import train
 
         settings = {"model": self.source, "data": str(data), **({"train.epochs": epochs} if epochs else {})}
         settings.update({config_key(key): value for key, value in overrides.items()})
         cfg = load_config(config, [f"{key}={json.dumps(value)}" for key, value in settings.items()])
+        self.callbacks.failure = None  # an earlier run's is not this one's
         with _signal_handlers_restored(cfg.checkpoint.preempt_signals):
-            code = train(cfg)
+            code = train(cfg, self.callbacks)
         self.run_dir, self.data = Path(cfg.run.dir), str(data)
+        _raise_callback_failure(self.callbacks, self.run_dir)
         if code != 0:
             raise RuntimeError(f"training stopped with exit code {code}; see {self.run_dir / 'exit.json'}")
         weights = self.run_dir / "weights"
@@ -139,33 +136,26 @@ class YOLO:
                           device=_device(device), conf_thres=conf, iou_thres=iou, max_det=max_det)
         return {**result.summary(), "fitness": fitness(result)}
 
-    def predict(self, source, *, conf: float = 0.25, iou: float = 0.45, imgsz: int | None = None,
-                max_det: int = 300, batch_size: int = 8, device: str | None = None) -> list[Detections]:
-        """Detections per image of `source`: an image file, a folder, shards (as `yolotr predict --source` takes),
-        an (H, W, 3) uint8 RGB array, or a list of these."""
-        from yolotr.data.batch import build_val_images
-        from yolotr.data.boxes import letterbox_to_original
-        from yolotr.eval.validator import predict_batch
+    def predict(self, source, *, stream: bool = False, conf: float = 0.25, iou: float = 0.45,
+                imgsz: int | None = None, max_det: int = 300, batch_size: int = 8,
+                device: str | None = None) -> list[Results] | Iterator[Results]:
+        """A `Results` per image of `source` (eval/results.py): an image file, a video, a folder, a glob, shards (as
+        `yolotr predict --source` takes), an (H, W, 3) uint8 RGB array, or a list of these. A list, or with
+        `stream=True` a generator that reads, predicts and hands out one batch at a time (for videos and large
+        folders)."""
+        from yolotr.eval.prediction_stream import predict_results
 
-        imgsz = imgsz or self.imgsz
-        results = []
-        for chunk in _chunks(_images(source), batch_size):
-            images, _, ratio_pad = build_val_images([sample for _, sample in chunk], size=imgsz)  # (B, 3, S, S)
-            found = predict_batch(self.model, images, device=_device(device), conf_thres=conf, iou_thres=iou,
-                                  max_det=max_det, multi_label=False)
-            for (name, sample), boxes, scaling in zip(chunk, found, ratio_pad):
-                boxes = boxes.detach().float().cpu()  # (n, 6) x1 y1 x2 y2 conf cls, letterboxed pixels
-                xyxy = letterbox_to_original(boxes[:, :4], scaling, sample.image.shape[:2])  # original pixels
-                results.append(Detections(name, xyxy.numpy(), boxes[:, 4].numpy(), boxes[:, 5].long().numpy(),
-                                          list(self.names)))
-        return results
+        found = predict_results(self.model, _images(source), dict(enumerate(self.names)), imgsz=imgsz or self.imgsz,
+                                batch_size=batch_size, device=_device(device), conf_thres=conf, iou_thres=iou,
+                                max_det=max_det)
+        return found if stream else list(found)
 
     def export(self, format: str = "onnx", *, imgsz: int | None = None, dynamic: bool = False, half: bool = False,
                out: str | os.PathLike | None = None) -> Path:
         """Exports to one format (onnx, torchscript, openvino, engine), checks it against PyTorch on the same images
         (as `yolotr export` does) and returns its path; a mismatch raises."""
         from yolotr.checkpoint.weights_file import LoadedWeights
-        from yolotr.eval.exporter import ExportSettings, export
+        from yolotr.export.exporter import ExportSettings, export
 
         imgsz = imgsz or self.imgsz
         source = Path(self.source)
@@ -202,6 +192,16 @@ def config_key(name: str) -> str:
     return matches[0]
 
 
+def _raise_callback_failure(callbacks: Callbacks, run_dir: Path) -> None:
+    """A callback that stopped the run: its own exception reaches the caller, with a note naming it."""
+    if callbacks.failure is None:
+        return
+    name, event, error = callbacks.failure
+    if hasattr(error, "add_note"):  # Python 3.11+
+        error.add_note(f"raised by callback {name} ({event}); the run stopped: see {run_dir / 'exit.json'}")
+    raise error
+
+
 @contextmanager
 def _signal_handlers_restored(names: list[str]):
     """The trainer turns SIGTERM/SIGUSR1 into a checkpoint request; in a user's process that lasts the run only."""
@@ -217,25 +217,16 @@ def _device(device: str | None) -> torch.device:
     return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _images(source) -> Iterator[tuple[str, object]]:
-    """(name, DecodedSample without boxes) for every image of a source (see `YOLO.predict`)."""
-    from yolotr.data.decode import DecodedSample
-    from yolotr.data.labels import DetectionLabel
+def _images(source) -> Iterator[tuple[str, np.ndarray]]:
+    """(path, (H, W, 3) uint8 RGB) for every readable image or frame of a source (see `YOLO.predict`), lazily."""
     from yolotr.eval.sources import Source
 
     items = source if isinstance(source, (list, tuple)) else [source]
     for position, item in enumerate(items):
         if isinstance(item, np.ndarray):
-            found = [(f"image{position}", item)]
+            yield f"image{position}.jpg", item
         else:
-            found = ((frame.name, frame.image) for frame in Source(item) if frame.image is not None)
-        for name, array in found:
-            height, width = array.shape[:2]
-            empty = DetectionLabel(np.zeros((0, 4)), np.zeros(0, dtype=np.int64), width, height, name)
-            yield name, DecodedSample(key=name, image=array, label=empty)
-
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
+            for frame in Source(item):
+                if frame.image is not None:  # a video frame's path is its video's; a shard sample's, its name
+                    file_like = frame.video is not None or Path(frame.origin).name == frame.name
+                    yield frame.origin if file_like else frame.name, frame.image

@@ -30,7 +30,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("train",), "yolotr.engine.train_cli", "train a detector (single process, torchrun, accelerate, deepspeed)"),
     (("val",), "yolotr.eval.val_cli", "COCO mAP, per-class table, confusion matrix and curves of a weights file"),
     (("predict",), "yolotr.eval.predict_cli", "detect on images, folders, globs, lists, videos, webcams, streams, shards"),
-    (("export",), "yolotr.eval.export_cli", "export weights to ONNX (optionally with NMS), TorchScript, OpenVINO, TensorRT"),
+    (("export",), "yolotr.export.export_cli", "export weights to ONNX (optionally with NMS), TorchScript, OpenVINO, TensorRT"),
     (("export-weights",), "yolotr.checkpoint.export_weights_cli", "consolidate a run or checkpoint into one weights file"),
     (("plot",), "yolotr.eval.plot_cli", "redraw a run's plots from metrics.jsonl"),
     (("model", "info"), "yolotr.model.info_cli", "layer table, parameters and GFLOPs of a model yaml"),

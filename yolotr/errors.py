@@ -7,6 +7,9 @@ documented here once; the launchers read them (see launch/ and slurm/) and `exit
 
 from __future__ import annotations
 
+import errno
+import os
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 """A runtime failure (a crash, a lost node): a retry may succeed."""
@@ -41,3 +44,26 @@ class UsageError(YolotrError, ValueError):
     """Input that cannot be used as given: arguments, config values, files the user pointed at."""
 
     exit_code = EXIT_USAGE
+
+
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+"""The errors of a file system that cannot take a write (full, over quota, read-only, failing): the same write fails
+again until someone frees space or fixes the folder."""
+_STORAGE_WORDS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "read-only file system", errno.EIO: "input/output error"}
+
+
+class StorageError(YolotrError):
+    """The run folder, or a file in it, cannot be written (disk full, read-only, quota): EXIT_STORAGE, which
+    launchers do not retry."""
+
+    exit_code = EXIT_STORAGE
+
+    @classmethod
+    def writing(cls, path: str | os.PathLike, error: OSError) -> StorageError | None:
+        """The error for a write of `path` that failed with `error`, naming the file, when the storage is the cause;
+        None for any other OSError (a bug, a missing folder), which stays what it is."""
+        if error.errno not in STORAGE_ERRNOS:
+            return None
+        return cls(f"{_STORAGE_WORDS[error.errno]} writing {path}: free space or fix the folder, then run the same "
+                   "command again to resume")

@@ -98,6 +98,8 @@ def validate(cfg: Config, source: str | None = None) -> None:
                           "debug.cuda_sync_check forbids: turn one of them off", source)
     if not 0 <= cfg.faults.random_nan_rate <= 1:
         raise ConfigError("faults.random_nan_rate", f"must be in [0, 1], got {cfg.faults.random_nan_rate}", source)
+    _positive("faults.fill_disk_after_step", cfg.faults.fill_disk_after_step, source)
+    _positive("faults.fill_disk_leave_bytes", cfg.faults.fill_disk_leave_bytes, source, allow_zero=True)
     for key in ("nan_loss_at", "nan_grad_at", "nan_forward_at"):
         for i, pair in enumerate(getattr(cfg.faults, key)):
             if len(pair) != 2:

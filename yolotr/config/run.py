@@ -248,6 +248,11 @@ class FaultsConfig:
     pause_checkpoint_write_from_step: int = 0
     """`pause_checkpoint_write_s` applies to the saves of this step and later only (0: every save), so that a drill can
     pause one save without slowing the saves before it."""
+    fill_disk_after_step: int | None = None
+    """Fill the run folder's file system with a file of zeros (RUN/disk-filler) once this step and its checkpoint are
+    done; after the last step, once the final validation and checkpoint are: full-disk drills."""
+    fill_disk_leave_bytes: int = 0
+    """Bytes `fill_disk_after_step` leaves free: room for small records, none for a weights file."""
 
 
 @dataclass

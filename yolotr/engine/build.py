@@ -21,6 +21,7 @@ from yolotr.engine.hooks import (
     CollectiveCount,
     CompileReport,
     CrashDrill,
+    DiskFillDrill,
     HookBase,
     PeriodicCheckpoint,
     PreemptionDrill,
@@ -54,12 +55,15 @@ def default_hooks(cfg: Config, runtime: Runtime, fast: FastPath) -> list[HookBas
         hooks.append(PreemptionDrill(cfg.faults.preempt_at_step))
     if cfg.faults.exit_at_step is not None:
         hooks.append(CrashDrill(cfg.faults.exit_at_step))
+    if cfg.faults.fill_disk_after_step is not None:
+        hooks.append(DiskFillDrill(cfg.faults.fill_disk_after_step, cfg.faults.fill_disk_leave_bytes))
     return hooks
 
 
 def fit_anchors(model: DetectionModel, data: DataSpec, cfg: Config) -> dict:
     """YOLOv5's AutoAnchor, in place on `model`: every rank computes the same anchors from the same labels (no
     collective). Returns the `autoanchor` record."""
+    assert data.train is not None  # a training run's data always has its train split
     boxes = [(label.boxes, label.width, label.height) for label in read_split_labels(data.train)]
     wh = training_box_sizes(boxes, cfg.train.imgsz, seed=cfg.run.seed)
     before, after = check_anchors(model.detect, wh, cfg.loss.anchor_t)
@@ -69,6 +73,7 @@ def fit_anchors(model: DetectionModel, data: DataSpec, cfg: Config) -> dict:
 
 def train_stream(cfg: Config, data: DataSpec, runtime: Runtime) -> TrainStream:
     """This rank's share of the training data, at the position a resume then sets."""
+    assert data.train is not None  # a training run's data always has its train split
     return TrainStream(
         data.train, global_batch_size=cfg.train.batch_size, rank=runtime.rank, world_size=runtime.world_size,
         seed=cfg.run.seed, imgsz=cfg.train.imgsz, augment=cfg.augment, num_workers=cfg.train.num_workers,

@@ -51,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
         raise
 
 
-def train(cfg) -> int:
+def train(cfg, callbacks=None) -> int:
     """One training run of a loaded config, in this process (with the launcher's other ranks, if any): what
-    `yolotr train` does after reading its config, and what `yolotr.YOLO.train()` calls. Returns the exit code."""
+    `yolotr train` does after reading its config, and what `yolotr.YOLO.train()` calls, with its user callbacks
+    (engine/callbacks.py). Returns the exit code."""
     from yolotr.checkpoint.run_folder import settle_run_folder
     from yolotr.engine.preemption import PREEMPTION
 
@@ -80,7 +81,7 @@ def train(cfg) -> int:
         mark_running(Path(cfg.run.dir))
     try:
         try:
-            trainer = Trainer(cfg, runtime)
+            trainer = Trainer(cfg, runtime, callbacks)
         except YolotrError as error:  # e.g. a data yaml whose split is missing: the run folder says why, like any exit
             if runtime.is_main:
                 with contextlib.suppress(OSError):
