@@ -41,10 +41,10 @@ use_cpu_threads() {
 }
 
 # The trainer's exit codes a retry can fix (yolotr/errors.py: RETRYABLE; a test keeps the two equal): 1, a crash or a
-# lost node, and 75, a preemption with its checkpoint written. A launcher killed by a signal (> 128) without a code
+# lost node, 69, remote shards unreachable for the whole retry budget, and 75, a preemption with its checkpoint written. A launcher killed by a signal (> 128) without a code
 # from the trainer counts as a crash. The others fail the same way again and are never retried: 2 usage, 3 diverged,
 # 4 corrupt data, 5 no valid checkpoint, 74 the run folder cannot be written.
-retryable="1 75"
+retryable="1 69 75"
 
 is_retryable() {
     local code="$1" c

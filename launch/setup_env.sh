@@ -27,4 +27,5 @@ if ! "$venv/bin/python" -c "import deepspeed" 2>/dev/null; then
     "${pip[@]}" --no-build-isolation "deepspeed>=0.15"
 fi
 # tensorboard: the run folder's event files (log.tensorboard); a run without the package warns and goes on.
-"${pip[@]}" -e "${root}[test,tensorboard]"
+# remote: shards read from s3:// and https:// URLs.
+"${pip[@]}" -e "${root}[test,tensorboard,remote]"

@@ -76,9 +76,10 @@ run_preemptible() {
         scontrol requeue "$SLURM_JOB_ID"
         return 0
     fi
-    # A crash or a lost node (exit 1, or a signal) may go well on other nodes: requeue, a bounded number of times.
+    # A crash or a lost node (exit 1, or a signal) may go well on other nodes, and remote shards unreachable (69) once
+    # the storage is back: requeue, a bounded number of times.
     # The other codes (a bad config, divergence, corrupt data, no valid checkpoint, a full disk) fail again: never.
-    if { [ "$code" -eq 1 ] || [ "$code" -gt 128 ]; } && [ "${SLURM_RESTART_COUNT:-0}" -lt "${YOLOTR_MAX_REQUEUES:-3}" ]; then
+    if { [ "$code" -eq 1 ] || [ "$code" -eq 69 ] || [ "$code" -gt 128 ]; } && [ "${SLURM_RESTART_COUNT:-0}" -lt "${YOLOTR_MAX_REQUEUES:-3}" ]; then
         echo "yolotr: training crashed (exit $code); requeueing job ${SLURM_JOB_ID}" \
              "(restart $(( ${SLURM_RESTART_COUNT:-0} + 1 )) of ${YOLOTR_MAX_REQUEUES:-3})"
         scontrol requeue "$SLURM_JOB_ID"

@@ -6,6 +6,8 @@ process group of one), so single-process code paths make the same calls.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -65,6 +67,33 @@ def all_ranks(flag: bool) -> bool:
     agreed = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
     dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
     return bool(agreed.item())
+
+
+def together(work: Callable[[], T], *, poll_s: float = 2.0) -> T:
+    """`work()` on every rank, however long it takes on some of them, without a collective that outwaits the
+    process-group timeout (a large dataset converted on first use by the rank holding the cache's lock, shards
+    downloaded: yolov5#7481). `work` runs in a thread; meanwhile every rank joins one tiny all-reduce every
+    `poll_s` seconds until all are done, so the ranks done first wait in short collectives, never in one long one.
+    An exception of `work` is raised on its rank once every rank is done."""
+    if not is_distributed():
+        return work()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name="yolotr-together", daemon=True)
+    thread.start()
+    while True:
+        thread.join(timeout=poll_s)
+        if all_ranks(not thread.is_alive()):
+            break
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def all_gather_object(value: T) -> list[T]:

@@ -21,15 +21,19 @@ EXIT_DATA = 4
 """More corrupt samples than train.max_data_error_fraction allows: fix the data."""
 EXIT_NO_VALID_CHECKPOINT = 5
 """A run to continue has checkpoints and none verifies: start a new run or resume a checkpoint you trust."""
+EXIT_DATA_UNAVAILABLE = 69
+"""Remote shards stayed unreachable (server gone, timeouts, 5xx) for longer than remote.retry_budget_s
+(EX_UNAVAILABLE); the last checkpoint holds the position: retry once the storage is back."""
 EXIT_STORAGE = 74
 """The run folder cannot be written (disk full, read-only, gone; EX_IOERR): free space or fix the folder first."""
 EXIT_PREEMPTED = 75
 """Preempted, checkpoint written (EX_TEMPFAIL): requeue and run the same command again."""
 
-EXPLAINED = (EXIT_USAGE, EXIT_DIVERGED, EXIT_DATA, EXIT_NO_VALID_CHECKPOINT, EXIT_STORAGE, EXIT_PREEMPTED)
+EXPLAINED = (EXIT_USAGE, EXIT_DIVERGED, EXIT_DATA, EXIT_NO_VALID_CHECKPOINT, EXIT_DATA_UNAVAILABLE, EXIT_STORAGE,
+             EXIT_PREEMPTED)
 """The exits yolotr chooses itself, after saying why in its own line: a launcher's report of them (torch's
 ChildFailedError traceback) adds nothing, and launch/quiet_agent.py leaves it out."""
-RETRYABLE = (EXIT_FAILURE, EXIT_PREEMPTED)
+RETRYABLE = (EXIT_FAILURE, EXIT_DATA_UNAVAILABLE, EXIT_PREEMPTED)
 """The exits a launcher retries (and a process killed by a signal): the others fail the same way again. The shell
 launchers hold the same list (launch/launcher_env.sh: retryable); a test keeps them equal."""
 

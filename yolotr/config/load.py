@@ -58,6 +58,10 @@ def validate(cfg: Config, source: str | None = None) -> None:
         "run.lock_lease_s": cfg.run.lock_lease_s,
     }.items():
         _positive(key, value, source)
+    _positive("remote.cache_limit_gb", cfg.remote.cache_limit_gb, source, allow_zero=True)
+    _positive("remote.retry_budget_s", cfg.remote.retry_budget_s, source, allow_zero=True)
+    _positive("remote.timeout_s", cfg.remote.timeout_s, source)
+    _positive("remote.prefetch_shards", cfg.remote.prefetch_shards, source, allow_zero=True)
     _positive("train.max_steps", t.max_steps, source)
     _positive("train.num_workers", t.num_workers, source, allow_zero=True)
     _positive("train.prefetch", t.prefetch, source)  # DataLoader's prefetch_factor: at least one batch ahead
@@ -133,7 +137,7 @@ def validate(cfg: Config, source: str | None = None) -> None:
         if not hasattr(signal, name):
             raise ConfigError(f"checkpoint.preempt_signals[{i}]", f"unknown signal {name!r}", source)
     for key, path in (("model", cfg.model), ("data", cfg.data), ("train.weights", cfg.train.weights)):
-        if path is not None and not Path(path).exists():
+        if path is not None and not Path(path).exists() and not (key == "data" and _is_url(path)):
             raise ConfigError(key, f"file not found: {path}", source)
 
 
@@ -168,7 +172,13 @@ def load_config(file: str | os.PathLike | None, overrides: list[str] = (), *, ch
 
 
 # Keys whose relative paths, written in a config file, mean "beside this file" when something exists there.
-PATH_KEYS = ("model", "data", "data_cache", "train.weights", "distributed.deepspeed_config")
+PATH_KEYS = ("model", "data", "data_cache", "train.weights", "distributed.deepspeed_config", "remote.cache_dir")
+
+
+def _is_url(value: str) -> bool:
+    """A remote data yaml (s3://, https://...): its scheme is checked, and it is read, by the data package."""
+    scheme, sep, _ = value.partition("://")
+    return bool(sep) and len(scheme) > 1 and scheme.isalnum()
 
 
 def _paths_beside(data: dict, config_dir: Path) -> None:

@@ -211,6 +211,27 @@ class DistributedConfig:
 
 
 @dataclass
+class RemoteConfig:
+    """Shards read from http(s)://, s3:// or gs:// URLs (a data yaml, or its splits): the node-local cache and the
+    retries. Credentials are the storage's usual ones (AWS env or profile, AWS_ENDPOINT_URL for S3-compatible stores,
+    GCS default credentials)."""
+
+    cache_dir: str | None = None
+    """Node-local folder of the downloaded shards, shared by the node's ranks (one download per node). None:
+    $XDG_CACHE_HOME/yolotr/shards (~/.cache/yolotr/shards)."""
+    cache_limit_gb: float = 100.0
+    """Size limit of the shard cache; the least recently used shards are evicted, never the ones the order reads
+    next. 0: no limit."""
+    retry_budget_s: float = 300.0
+    """How long a request may keep failing (timeouts, refused connections, 5xx) with retries and backoff before
+    the run stops with exit 69, retryable (its launcher starts it again from the last checkpoint)."""
+    timeout_s: float = 60.0
+    """A request that neither connects nor sends a byte for this long is retried."""
+    prefetch_shards: int = 2
+    """Shards downloaded ahead of the ones being read, in the order's sequence, by a background thread."""
+
+
+@dataclass
 class FaultsConfig:
     nan_loss_at: list[list[int]] = field(default_factory=list)
     """[[rank, step], ...]: that rank's loss becomes NaN at that step (fault drills and tests)."""
@@ -276,6 +297,7 @@ class Config:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     log: LogConfig = field(default_factory=LogConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     transformer: TransformerOverrides = field(default_factory=TransformerOverrides)

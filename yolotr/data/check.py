@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from yolotr.data.decode import decode_sample
-from yolotr.data.errors import SampleError
+from yolotr.data.errors import RemoteDataError, SampleError
 from yolotr.data.index import SplitIndex, scan_shard
 from yolotr.data.shard_reader import ShardReader
 
@@ -62,7 +62,10 @@ def check_split(split: SplitIndex) -> SplitCheck:
 
 def _shard_problem(split: SplitIndex, number: int) -> str:
     entry = split.shards[number]
-    path = split.shard_path(number)
+    try:
+        path = split.shard_path(number)  # a remote shard: downloaded into the cache, verified on arrival
+    except RemoteDataError as err:
+        return str(err)
     if not path.is_file():
         return "file missing"
     try:

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 from yolotr import console
 from yolotr.data.errors import DataSpecError
 from yolotr.data.index import INDEX_FILE, SplitIndex, load_index
-from yolotr.data.spec import parse_names, read_yaml_mapping, resolve_split
+from yolotr.data.remote.location import RemoteOptions, is_url
+from yolotr.data.remote.split import remote_split
+from yolotr.data.spec import load_data_yaml, parse_names, read_yaml_mapping, resolve_split
 
 if TYPE_CHECKING:
     from yolotr.data.check import SplitCheck
@@ -24,7 +26,8 @@ _SPLITS = ("train", "val", "test")
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.splitlines()[0]
-    parser.add_argument("dir", type=Path, help="dataset folder (data.yaml), split folder (index.json), or the file")
+    parser.add_argument("dir", help="dataset folder (data.yaml), split folder (index.json), or the file; or the URL "
+                                    "of one (https://, s3://, gs://)")
     parser.add_argument("--json", action="store_true", help="print the report as json")
 
 
@@ -42,8 +45,11 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results.values()) else 1
 
 
-def load_splits(target: Path) -> tuple[list[str], dict[str, SplitIndex]]:
+def load_splits(target: Path | str) -> tuple[list[str], dict[str, SplitIndex]]:
     """Class names and the splits to check, from any of the accepted targets."""
+    if is_url(str(target)):
+        return _remote_splits(str(target))
+    target = Path(target)
     if target.is_dir():
         target = target / "data.yaml" if (target / "data.yaml").is_file() else target / INDEX_FILE
     if target.name == INDEX_FILE or target.suffix == ".json":
@@ -59,6 +65,16 @@ def load_splits(target: Path) -> tuple[list[str], dict[str, SplitIndex]]:
     if not splits:
         raise DataSpecError(f"{target}: no train/val/test entries")
     return names, splits
+
+
+def _remote_splits(url: str) -> tuple[list[str], dict[str, SplitIndex]]:
+    """A remote data.yaml, index.json or folder holding a data.yaml: its shards are checked from the shard cache."""
+    if url.endswith(".json"):
+        index = remote_split(url, url, where=url, options=RemoteOptions())
+        return index.names or [str(i) for i in range(index.nc)], {url.rstrip("/").rpartition("/")[0]: index}
+    yaml_url = url if url.endswith((".yaml", ".yml")) else url.rstrip("/") + "/data.yaml"
+    spec = load_data_yaml(yaml_url, splits=())
+    return spec.names, {name: split for name, split in (("train", spec.train), ("val", spec.val)) if split}
 
 
 def format_check(name: str, result: SplitCheck, names: list[str]) -> str:

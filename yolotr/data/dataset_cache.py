@@ -30,6 +30,7 @@ from yolotr.data.conversion_use import RecordedConversion, record_use, recorded_
 from yolotr.data.convert_dataset import SourceDataset, read_source, write_dataset
 from yolotr.data.errors import ConversionStorageError, DataSpecError
 from yolotr.data.index import INDEX_FILE
+from yolotr.data.remote.location import check_supported, is_url
 from yolotr.data.spec import read_yaml_mapping
 from yolotr.log import EVERY_RANK, progress_bar_wanted
 
@@ -41,13 +42,16 @@ _SHARD_SUFFIXES = (".json", ".tar")
 
 
 def resolve_data(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                 run_dir: str | os.PathLike | None = None, *, record: bool = True) -> Path:
+                 run_dir: str | os.PathLike | None = None, *, record: bool = True) -> Path | str:
     """The shard data.yaml to load for `path`: `path` itself when it already describes shards; otherwise the cached
     conversion of the YOLO data.yaml or COCO json / folder it names, made (under a lock) when missing or stale.
 
     With `run_dir`, the run's own conversion: the one it recorded when it started, even if the source has been
     edited since (a resume reads the samples its checkpoints count); `record` (one rank of the run) records it
     there, which keeps it from being deleted by a later conversion (conversion_use.py)."""
+    if is_url(str(path)):  # shards in object storage or behind HTTP: read through the shard cache (remote/)
+        check_supported(str(path))
+        return str(path)
     path = Path(path)
     kind = source_kind(path)
     if kind == "shards":
@@ -146,9 +150,11 @@ def source_kind(path: Path) -> str:
 def _describes_shards(root: Path, value: object) -> bool:
     """A split entry of our data.yaml: an index.json, a folder holding one, or shard files (a list or a pattern)."""
     if isinstance(value, list):
-        return bool(value) and all(isinstance(v, str) and v.endswith(".tar") for v in value)
+        return bool(value) and all(isinstance(v, str) and (v.endswith(".tar") or is_url(v)) for v in value)
     if not isinstance(value, str):
         return False
+    if is_url(value) or is_url(str(root)):
+        return True  # remote splits are shards (spec.py says so when the scheme is not one served)
     return value.endswith(_SHARD_SUFFIXES) or "{" in value or (root / value / INDEX_FILE).is_file()
 
 

@@ -10,11 +10,31 @@ import errno
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from yolotr.errors import EXIT_DATA, EXIT_STORAGE, UsageError, YolotrError
+from yolotr.errors import EXIT_DATA, EXIT_DATA_UNAVAILABLE, EXIT_STORAGE, UsageError, YolotrError
 
 
 class DataSpecError(UsageError):
     """A data yaml, an index or a source dataset is malformed or missing; the message names the file and the key."""
+
+
+class RemoteDataError(DataSpecError):
+    """A URL that cannot be read as asked and will not be by retrying: an unsupported scheme or a missing package,
+    404, 403, an unknown host, a file whose size or sha256 is not the index's. The message names the URL and the
+    cause (exit 2 at the start; a shard failing mid-run is an unreadable shard, counted in the skip budget)."""
+
+
+class DataUnavailable(YolotrError):
+    """Remote storage stayed unreachable for the whole retry budget (remote.retry_budget_s): exit 69, retryable."""
+
+    exit_code = EXIT_DATA_UNAVAILABLE
+
+    @classmethod
+    def from_worker(cls, error: DataUnavailable) -> DataUnavailable:
+        """The worker's own message, without the traceback a DataLoader puts around an error it passes on."""
+        text = str(error)
+        if "Traceback" in text:
+            text = text.rstrip().rsplit("\n", 1)[-1].partition(": ")[2] or text
+        return cls(text)
 
 
 class ConversionStorageError(YolotrError):

@@ -19,10 +19,14 @@ import tarfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from yolotr.data.errors import DataSpecError
+
+if TYPE_CHECKING:
+    from yolotr.data.remote.cache import RemoteShards
 
 INDEX_VERSION = 1
 INDEX_FILE = "index.json"
@@ -50,18 +54,38 @@ class ShardEntry:
 class SplitIndex:
     """The shards of one split (train or val) and where each sample lies in them."""
 
-    directory: Path  # shard files are relative to it
+    directory: Path  # shard files are relative to it (a local split)
     shards: list[ShardEntry]
     nc: int
     names: list[str] = field(default_factory=list)
     index_file: str = ""  # where it was loaded from, for error messages
+    remote: RemoteShards | None = None  # shards behind a URL, read through the node-local cache
 
     @property
     def num_samples(self) -> int:
         return int(self.shard_starts[-1])
 
     def shard_path(self, shard: int) -> Path:
+        """The local file of shard `shard`; for a remote split, its cached copy (downloaded first if need be)."""
+        if self.remote is not None:
+            from yolotr.data.remote.cache import cache_for
+
+            return cache_for(self.remote.options).local_copy(self.shard_location(shard), self.shards[shard])
         return self.directory / self.shards[shard].file
+
+    def shard_is_local(self, shard: int) -> bool:
+        """Whether reading shard `shard` costs no download: a local split, or a remote shard this node has cached."""
+        if self.remote is None:
+            return True
+        from yolotr.data.remote.cache import cache_for
+
+        return cache_for(self.remote.options).holds(self.shards[shard])
+
+    def shard_location(self, shard: int) -> str:
+        """Where shard `shard` lives, for messages: its path, or its URL."""
+        if self.remote is not None:
+            return self.remote.url(self.shards[shard])
+        return str(self.directory / self.shards[shard].file)
 
     @cached_property
     def shard_starts(self) -> np.ndarray:
@@ -112,6 +136,13 @@ def load_index(path: str | Path) -> SplitIndex:
         raise DataSpecError(f"{path}: index file not found (write shards with `yolotr data shard`/`synth`)") from None
     except (OSError, json.JSONDecodeError) as err:
         raise DataSpecError(f"{path}: cannot read the index: {err}") from None
+    return index_from_json(doc, path.parent, where=str(path))
+
+
+def index_from_json(doc: object, directory: Path, *, where: str,
+                    remote: RemoteShards | None = None) -> SplitIndex:
+    """The SplitIndex of a parsed index.json (read from `where`, a path or a URL); errors name `where` and the key."""
+    path = where  # what the messages name
     if not isinstance(doc, dict) or doc.get("version") != INDEX_VERSION:
         found = doc.get("version") if isinstance(doc, dict) else doc
         raise DataSpecError(f"{path}: key 'version': expected {INDEX_VERSION}, got {found!r}")
@@ -128,8 +159,8 @@ def load_index(path: str | Path) -> SplitIndex:
         shards.append(entry)
     if not isinstance(doc.get("nc"), int) or doc["nc"] <= 0:
         raise DataSpecError(f"{path}: key 'nc': expected a positive integer, got {doc.get('nc')!r}")
-    return SplitIndex(directory=path.parent, shards=shards, nc=doc["nc"], names=list(doc.get("names", [])),
-                      index_file=str(path))
+    return SplitIndex(directory=directory, shards=shards, nc=doc["nc"], names=list(doc.get("names", [])),
+                      index_file=str(path), remote=remote)
 
 
 def scan_shard(path: Path, *, file: str | None = None) -> ShardEntry:

@@ -25,6 +25,7 @@ from yolotr.data.decode import DecodedSample, EncodedSample, decode_sample, enco
 from yolotr.data.errors import SampleError
 from yolotr.data.index import SplitIndex
 from yolotr.data.order import local_positions
+from yolotr.data.remote.prefetch import ShardPrefetcher
 from yolotr.data.shard_reader import ShardReader
 
 # Turns one sample's tar members into a usable sample, or raises SampleError: decode_sample (pixels decoded here) or
@@ -89,14 +90,32 @@ class TrainBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[tuple[Batch, BatchReport]]:
         reader = ShardReader(self.plan.split)
+        steps = _worker_slice(self.plan.first_step, self.plan.stop_step)
+        prefetcher = self._prefetcher(steps)
         try:
-            for step in _worker_slice(self.plan.first_step, self.plan.stop_step):
+            for step in steps:
+                if prefetcher is not None:
+                    prefetcher.building(step)
                 started = time.perf_counter()
                 batch, report = self.build(step, reader)
                 report.build_s = time.perf_counter() - started
                 yield batch, report
         finally:
+            if prefetcher is not None:
+                prefetcher.close()
             reader.close()
+
+    def _prefetcher(self, steps: range) -> ShardPrefetcher | None:
+        """Remote shards: a thread that downloads the next ones of this worker's batches (remote/prefetch.py)."""
+        plan = self.plan
+        if plan.split.remote is None or plan.split.remote.options.prefetch_shards <= 0:
+            return None
+        step_ids = []
+        for step in steps:
+            positions = local_positions(step, rank=plan.rank, world_size=plan.world_size,
+                                        global_batch_size=plan.global_batch_size)
+            step_ids.append((step, plan.order[positions.start:positions.stop]))
+        return ShardPrefetcher(plan.split, step_ids).start()
 
     def build(self, step: int, reader: ShardReader) -> tuple[Batch, BatchReport]:
         plan = self.plan

@@ -12,7 +12,7 @@ import tarfile
 from collections import OrderedDict
 from typing import BinaryIO
 
-from yolotr.data.errors import SampleError
+from yolotr.data.errors import RemoteDataError, SampleError
 from yolotr.data.index import SplitIndex, sample_key_of
 
 _BLOCK = tarfile.BLOCKSIZE  # 512
@@ -82,10 +82,10 @@ class ShardReader:
             handle.seek(offset)
             got = handle.readinto(buffer)
         except OSError as err:
-            raise SampleError("unreadable_shard", f"{self.split.shard_path(shard)}: {err}") from None
+            raise SampleError("unreadable_shard", f"{self.split.shard_location(shard)}: {err}") from None
         self.bytes_read += got
         if got < size:
-            raise SampleError("truncated_shard", f"{self.split.shard_path(shard)} ends at byte {offset + got}, "
+            raise SampleError("truncated_shard", f"{self.split.shard_location(shard)} ends at byte {offset + got}, "
                                                  f"the sample needs {offset + size}")
         return buffer
 
@@ -98,15 +98,21 @@ class ShardReader:
         if shard in self._open:
             self._open.move_to_end(shard)
             return self._open[shard]
-        path = self.split.shard_path(shard)
-        if path.name in self.unreadable_shards:
-            raise SampleError("unreadable_shard", f"{path} (failed before)")
+        name = self.split.shards[shard].file.rpartition("/")[2]
+        if name in self.unreadable_shards:
+            raise SampleError("unreadable_shard", f"{self.split.shard_location(shard)} (failed before)")
         try:
+            # A remote shard: its verified copy in the node-local cache (a download first, retried within the
+            # budget; DataUnavailable when that runs out stops the run, it is no sample's fault).
+            path = self.split.shard_path(shard)
             # Unbuffered: we read whole samples, Python's buffer would only add a copy.
             handle = open(path, "rb", buffering=0)
+        except RemoteDataError as err:  # 404, 403, not the file indexed: like a local shard that is gone
+            self.unreadable_shards.add(name)
+            raise SampleError("unreadable_shard", str(err)) from None
         except OSError as err:
-            self.unreadable_shards.add(path.name)
-            raise SampleError("unreadable_shard", f"{path}: {err.strerror or err}") from None
+            self.unreadable_shards.add(name)
+            raise SampleError("unreadable_shard", f"{self.split.shard_location(shard)}: {err.strerror or err}") from None
         self._open[shard] = handle
         if len(self._open) > self.max_open_files:
             self._open.popitem(last=False)[1].close()

@@ -118,6 +118,9 @@ def train(cfg, callbacks=None) -> int:
     from yolotr.engine.preemption import PREEMPTION
 
     PREEMPTION.install(cfg.checkpoint.preempt_signals)  # before the slow start-up: a notice then is not fatal
+    from yolotr.data.spec import check_remote_schemes
+
+    check_remote_schemes(cfg.data)  # an s3:// without s3fs, a pipe: split: said before a run folder exists
     # Threads: one process per core group; an oversubscribed CPU is 10x slower. Respect the user's setting.
     if not os.environ.get("OMP_NUM_THREADS") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch

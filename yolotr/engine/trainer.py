@@ -26,11 +26,12 @@ from yolotr.checkpoint.weights_file import save_weights
 from yolotr.config import Config, dump_config
 from yolotr.config.tree import to_dict
 from yolotr.data.dataset_cache import resolve_data
-from yolotr.data.errors import DataErrorBudgetExceeded
+from yolotr.data.errors import DataErrorBudgetExceeded, DataUnavailable
+from yolotr.data.remote.location import RemoteOptions
 from yolotr.data.spec import load_data_yaml
 from yolotr.debug.anomaly import AnomalyHooks
 from yolotr.debug.faults import FaultInjector
-from yolotr.distributed import all_gather_object, broadcast_tensors_from_rank0
+from yolotr.distributed import all_gather_object, broadcast_tensors_from_rank0, together
 from yolotr.engine.backends import make_step_backend
 from yolotr.engine.build import default_hooks, fit_anchors, optimizer_for, run_logger, train_stream
 from yolotr.engine.callbacks import Callbacks
@@ -75,7 +76,11 @@ class Trainer:
         self.device = runtime.device
         self.run_dir = Path(cfg.run.dir)
         # A YOLO / COCO source: the run's own cached shards, recorded in the run folder (kept while it exists).
-        self.data = load_data_yaml(resolve_data(cfg.data, cfg.data_cache, self.run_dir, record=runtime.is_main))
+        # Converting a large source on first use takes long on the rank holding the cache's lock: the ranks wait
+        # for it in short collectives that keep the process group alive (distributed.together).
+        self.data = together(lambda: load_data_yaml(
+            resolve_data(cfg.data, cfg.data_cache, self.run_dir, record=runtime.is_main),
+            remote=RemoteOptions.from_config(cfg.remote)))
 
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank (DDP also broadcasts them)
         # The model yaml's architecture, or a weights file's; train.weights transferred layer by layer; frozen layers.
@@ -206,6 +211,17 @@ class Trainer:
             return self.finish(EXIT_OK, "completed")
         except DataErrorBudgetExceeded as exc:  # too many corrupt samples in this rank's share
             return self.finish(EXIT_DATA, str(exc))
+        except DataUnavailable as exc:  # remote shards unreachable for the whole retry budget: retryable
+            # Alone and between steps, the position is checkpointed; other ranks may be inside a collective, and a
+            # step half accumulated cannot be saved: the last periodic checkpoint is then the resume point.
+            error = DataUnavailable.from_worker(exc)
+            if self.runtime.world_size == 1 and getattr(exc, "between_steps", False):
+                try:
+                    self.judge()
+                    self.save_checkpoint()
+                except YolotrError as failed:  # e.g. the disk is full as well: that is how it ends
+                    return self.finish(failed.exit_code, str(failed))
+            return self.finish(error.exit_code, str(error))
         except StopTraining as stop:
             if stop.code == EXIT_PREEMPTED:
                 try:
@@ -250,7 +266,11 @@ class Trainer:
         keys, images = [], 0
         micro_batches = self.schedule.accumulate_at(self.applied_steps)  # ramps up during warm-up, as YOLOv5's
         for micro in range(micro_batches):
-            batch = next(batches)
+            try:
+                batch = next(batches)
+            except DataUnavailable as error:
+                error.between_steps = micro == 0  # no batch of this step consumed: the position is exact
+                raise
             keys += batch.keys
             images += len(batch.keys)
             with self.backend.accumulating(last=micro == micro_batches - 1):

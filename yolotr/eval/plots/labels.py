@@ -68,6 +68,8 @@ def split_label_rows(split: SplitIndex, names: Sequence[str], max_images: int) -
     from yolotr.data.shard_reader import ShardReader
 
     ids = np.unique(np.linspace(0, split.num_samples - 1, min(max_images, split.num_samples)).round().astype(int))
+    # Remote shards: only those already in the node's cache; a plot never downloads a whole set.
+    ids = ids[[split.shard_is_local(int(split.shard_of[i])) for i in ids]] if split.remote is not None else ids
     rows, read = [], 0
     reader = ShardReader(split)
     try:
