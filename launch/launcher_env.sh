@@ -38,11 +38,12 @@ use_cpu_threads() {
 # The trainer's exit codes a retry can fix (yolotr/errors.py: RETRYABLE; a test keeps the two equal): 1, a crash or a
 # lost node, and 75, a preemption with its checkpoint written. A launcher killed by a signal (> 128) without a code
 # from the trainer counts as a crash. The others fail the same way again and are never retried: 2 usage, 3 diverged,
-# 4 corrupt data, 5 no valid checkpoint, 74 the run folder cannot be written.
+# 4 corrupt data, 5 no valid checkpoint, 74 the run folder cannot be written, 130 stopped by Ctrl-C.
 retryable="1 75"
 
 is_retryable() {
     local code="$1" c
+    [ "$code" -eq 130 ] && return 1  # Ctrl-C (the trainer's own 130, or a launcher stopped by it): the user's stop
     [ "$code" -gt 128 ] && return 0
     for c in $retryable; do [ "$code" -eq "$c" ] && return 0; done
     return 1

@@ -104,7 +104,7 @@ class YOLO:
         settings = {"model": self.source, "data": str(data), **({"train.epochs": epochs} if epochs else {})}
         settings.update({config_key(key): value for key, value in overrides.items()})
         cfg = load_config(config, [f"{key}={json.dumps(value)}" for key, value in settings.items()])
-        with _signal_handlers_restored(cfg.checkpoint.preempt_signals):
+        with _signal_handlers_restored([*cfg.checkpoint.preempt_signals, "SIGINT"]):
             code = train(cfg)
         self.run_dir, self.data = Path(cfg.run.dir), str(data)
         if code != 0:
@@ -204,7 +204,8 @@ def config_key(name: str) -> str:
 
 @contextmanager
 def _signal_handlers_restored(names: list[str]):
-    """The trainer turns SIGTERM/SIGUSR1 into a checkpoint request; in a user's process that lasts the run only."""
+    """The trainer turns SIGTERM/SIGUSR1 and Ctrl-C into a checkpoint request; in a user's process that lasts the run
+    only."""
     saved = {name: signal.getsignal(getattr(signal, name)) for name in names}
     try:
         yield

@@ -21,7 +21,10 @@ EXIT_NO_VALID_CHECKPOINT = 5
 EXIT_STORAGE = 74
 """The run folder cannot be written (disk full, read-only, gone; EX_IOERR): free space or fix the folder first."""
 EXIT_PREEMPTED = 75
-"""Preempted, checkpoint written (EX_TEMPFAIL): requeue and run the same command again."""
+"""Preempted, checkpoint written (EX_TEMPFAIL): requeue, or continue with `yolotr train --resume RUN`."""
+EXIT_INTERRUPTED = 130
+"""Stopped by Ctrl-C (128 + SIGINT, the shell's convention): after one, at a step with its checkpoint written; after
+two, at once with the checkpoints committed before. Never retried: the user asked for the stop."""
 
 RETRYABLE = (EXIT_FAILURE, EXIT_PREEMPTED)
 """The exits a launcher retries (and a process killed by a signal): the others fail the same way again. The shell

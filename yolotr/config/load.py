@@ -55,6 +55,7 @@ def validate(cfg: Config, source: str | None = None) -> None:
         "guard.snapshot_every": cfg.guard.snapshot_every,
         "train.ema_tau": t.ema_tau,  # the EMA's ramp divides by it
         "distributed.timeout_s": cfg.distributed.timeout_s,
+        "checkpoint.writer_timeout_s": cfg.checkpoint.writer_timeout_s,
     }.items():
         _positive(key, value, source)
     _positive("train.max_steps", t.max_steps, source)

@@ -8,6 +8,7 @@ distributed mechanics belong to the step backend (engine/backends), what a skip 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -19,7 +20,7 @@ from yolotr.checkpoint.checkpointer import Checkpointer
 from yolotr.checkpoint.manager import CommitStats
 from yolotr.checkpoint.pretrained import build_model
 from yolotr.checkpoint.resume import read_quarantine_file, resume_target, write_quarantine_file
-from yolotr.checkpoint.run_status import log_stop, write_exit_file
+from yolotr.checkpoint.run_status import log_stop, write_exit_file, write_status_file
 from yolotr.checkpoint.weights_file import save_weights
 from yolotr.config import Config, dump_config
 from yolotr.config.tree import to_dict
@@ -28,7 +29,7 @@ from yolotr.data.errors import DataErrorBudgetExceeded
 from yolotr.data.spec import load_data_yaml
 from yolotr.debug.anomaly import AnomalyHooks
 from yolotr.debug.faults import FaultInjector
-from yolotr.distributed import broadcast_tensors_from_rank0
+from yolotr.distributed import all_ranks, broadcast_tensors_from_rank0
 from yolotr.engine.backends import make_step_backend
 from yolotr.engine.build import default_hooks, fit_anchors, optimizer_for, run_logger, train_stream
 from yolotr.engine.fast_path import FastPath
@@ -38,7 +39,7 @@ from yolotr.engine.preemption import PREEMPTION
 from yolotr.engine.recovery import Recovery
 from yolotr.engine.runtime import Runtime
 from yolotr.engine.train_log import TrainLog
-from yolotr.errors import EXIT_DATA, EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, YolotrError
+from yolotr.errors import EXIT_DATA, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREEMPTED, YolotrError
 from yolotr.guard.consensus import ConsensusModule
 from yolotr.guard.ema import ModelEMA
 from yolotr.guard.monitor import GuardMonitor, PendingStep, Verdict
@@ -171,6 +172,7 @@ class Trainer:
     def fit(self) -> int:
         self.start()
         PREEMPTION.install(self.cfg.checkpoint.preempt_signals)  # already done by `yolotr train`; again for API users
+        PREEMPTION.stop_now = self.stop_now
         batches = self.batches()
         try:
             self.hooks.before_train()
@@ -197,7 +199,7 @@ class Trainer:
         except DataErrorBudgetExceeded as exc:  # too many corrupt samples in this rank's share
             return self.finish(EXIT_DATA, str(exc))
         except StopTraining as stop:
-            if stop.code == EXIT_PREEMPTED:
+            if stop.code in (EXIT_PREEMPTED, EXIT_INTERRUPTED):
                 self.save_checkpoint()
             return self.finish(stop.code, stop.reason)
         except YolotrError as error:  # a checkpoint that could not be written (every rank raises it alike)
@@ -296,6 +298,9 @@ class Trainer:
         elif self.cfg.guard.enabled:
             self.recovery.after_judged(self.step, self.applied_steps, self.model, self.optimizer, self.ema)
         if verdict.stop_requested:
+            # Every rank stops here (the request rode in the consensus); a Ctrl-C on any rank makes it the user's stop.
+            if not all_ranks(not PREEMPTION.interrupted):
+                raise StopTraining(EXIT_INTERRUPTED, "stopped by Ctrl-C; checkpoint written")
             raise StopTraining(EXIT_PREEMPTED, "preemption signal received; checkpoint written, requeue to continue")
 
     def rollback(self, reason: str, bad_step: int) -> None:
@@ -394,6 +399,20 @@ class Trainer:
                              skipped_steps=self.monitor.skipped_steps, rollbacks=self.recovery.rollbacks,
                              quarantined=len(self.monitor.quarantine))
 
+    def stop_now(self) -> None:
+        """A second Ctrl-C (preemption.py), run from its signal handler just before the process exits 130: nothing
+        here waits for the other ranks (they may be anywhere). The commit being landed completes if it can in a few
+        seconds; a save still being written stays a `.tmp` folder, which no reader takes and the next start removes."""
+        self.checkpointer.abandon()
+        reason = "stopped at once by a second Ctrl-C; the checkpoints committed before are intact"
+        if self.runtime.is_main:
+            with contextlib.suppress(OSError):
+                write_exit_file(self.run_dir, EXIT_INTERRUPTED, reason, self.step)
+        with contextlib.suppress(OSError):
+            write_status_file(exit_code=EXIT_INTERRUPTED)
+        if self.runtime.is_main:
+            log_stop(EXIT_INTERRUPTED, reason, self.step, self.run_dir)
+
     def finish(self, code: int, reason: str) -> int:
         """Ends the run on every rank: the last records written, the last checkpoint landed, exit.json."""
         self.log_train()  # the last window, partial: the records, the summary and the stop event agree
@@ -412,5 +431,5 @@ class Trainer:
                 log.error(f"could not finish writing {self.run_dir}: {error}")
             finally:
                 self.logger.close()
-                log_stop(code, reason, self.step)
+                log_stop(code, reason, self.step, self.run_dir)
         return code
