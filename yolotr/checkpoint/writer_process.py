@@ -29,6 +29,8 @@ from yolotr.checkpoint.manager import CheckpointError
 log = logging.getLogger(__name__)
 
 # Launchers and Slurm signal the whole process group; the writer leaves the reaction to the trainer.
+START_WITHIN_S = 120.0
+"""How long the writer may take to start (a spawn imports torch: seconds, a minute on a loaded machine)."""
 _IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -36,6 +38,7 @@ def _serve(conn) -> None:
     """The writer's loop: ("buffers", {dtype: tensor}), ("save", tmp, rank, layout | None, plain, meta), ("stop",)."""
     for sig in _IGNORED_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    conn.send(("ready",))  # its imports done: from now on each save is answered within checkpoint.writer_timeout_s
     buffers, layout = None, None
     while True:
         try:
@@ -68,6 +71,7 @@ class WriterProcess:
         self._layout = None
         self.failed: str | None = None  # why it is not used any more (the thread writes instead)
         self.stalled = False  # it did not answer in time (see _stalled)
+        self._ready = False  # it has said it started
 
     def write(self, stager: HostStager, plain: list, meta: dict, rank: int, tmp: Path) -> list[Path]:
         if self.failed is None and stager.shared:  # not shared: /dev/shm had no room (host_stage.py)
@@ -83,6 +87,11 @@ class WriterProcess:
     def _write_in_process(self, stager: HostStager, plain: list, meta: dict, rank: int, tmp: Path) -> list[Path]:
         self.start()
         stager.publish()
+        if not self._ready:
+            if not self._conn.poll(max(START_WITHIN_S, self.answer_within_s)):
+                raise self._stalled(max(START_WITHIN_S, self.answer_within_s))
+            self._conn.recv()
+            self._ready = True
         self._wait_until_running()  # a send to a stopped writer blocks once its pipe is full
         if stager.generation != self._generation:
             self._conn.send(("buffers", stager.buffers))
@@ -130,6 +139,7 @@ class WriterProcess:
         resource_tracker.ensure_running()
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _IGNORED_SIGNALS)
         try:
+            self._ready = False
             self._proc = ctx.Process(target=_serve, args=(child,), name="yolotr-checkpoint-writer", daemon=True)
             self._proc.start()
         finally:
