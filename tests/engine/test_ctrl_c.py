@@ -177,3 +177,11 @@ def test_ctrl_c_under_torchrun_stops_both_ranks_without_a_traceback(train_config
     else:
         assert (ckpts / "latest").read_text().strip() == "step-00000004"
         assert not (ckpts / "step-00000008").exists()
+
+
+def test_the_resume_command_is_the_launch_scripts_line_when_one_set_it_and_else_yolotr_train():
+    from yolotr.checkpoint.run_status import resume_command
+
+    assert resume_command("runs/my exp", env={}) == "yolotr train --resume 'runs/my exp'"
+    launched_by_script = {"YOLOTR_LAUNCH_LINE": "launch/launch.sh --procs 2 --", "LOCAL_RANK": "0"}
+    assert resume_command("runs/exp", env=launched_by_script) == "launch/launch.sh --procs 2 -- --resume runs/exp"

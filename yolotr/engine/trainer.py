@@ -206,6 +206,7 @@ class Trainer:
             return self.finish(error.exit_code, str(error))
         finally:
             batches.close()  # stops the DataLoader workers now: they ignore the signals that stop the job
+            PREEMPTION.stop_now = None  # a second Ctrl-C from here on just exits: exit.json is written
 
     def batches(self):
         """Local batches, epoch after epoch; the stream counts its position as each batch is handed out."""
