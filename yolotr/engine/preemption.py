@@ -23,6 +23,9 @@ from collections.abc import Callable
 from yolotr.errors import EXIT_INTERRUPTED
 
 SAME_CTRL_C_S = 0.5
+CTRL_C_FILE_ENV = "YOLOTR_CTRL_C_FILE"
+"""Set by launch/launch.sh: a file it creates when its terminal's Ctrl-C reaches it. accelerate answers a Ctrl-C with
+SIGTERM to the ranks, which would read as a preemption notice; with the file there, it is the Ctrl-C."""
 
 
 class PreemptionFlag:
@@ -39,9 +42,19 @@ class PreemptionFlag:
         signal.signal(signal.SIGINT, self._interrupt)
 
     def _request(self, signum, frame) -> None:
-        if self.interrupted:  # torchrun's answer to a second Ctrl-C (and a launcher's death after a first one)
+        if not self.interrupted and self.launcher_saw_ctrl_c():
+            self._interrupt(signum, frame)
+            return
+        # After a Ctrl-C: torchrun's answer to a second one (or the launcher's death). Within SAME_CTRL_C_S it is the
+        # launcher's answer to a copy of the first (launch.sh passes on the Ctrl-C its launcher also received).
+        if self.interrupted and time.monotonic() - self._first_interrupt >= SAME_CTRL_C_S:
             self._stop_now(f"{signal.Signals(signum).name} after Ctrl-C")
         self.requested = True
+
+    @staticmethod
+    def launcher_saw_ctrl_c() -> bool:
+        marker = os.environ.get(CTRL_C_FILE_ENV)
+        return bool(marker) and os.path.exists(marker)
 
     def _interrupt(self, signum, frame) -> None:
         now = time.monotonic()

@@ -300,7 +300,7 @@ class Trainer:
             self.recovery.after_judged(self.step, self.applied_steps, self.model, self.optimizer, self.ema)
         if verdict.stop_requested:
             # Every rank stops here (the request rode in the consensus); a Ctrl-C on any rank makes it the user's stop.
-            if not all_ranks(not PREEMPTION.interrupted):
+            if not all_ranks(not (PREEMPTION.interrupted or PREEMPTION.launcher_saw_ctrl_c())):
                 raise StopTraining(EXIT_INTERRUPTED, "stopped by Ctrl-C; checkpoint written")
             raise StopTraining(EXIT_PREEMPTED, "preemption signal received; checkpoint written, requeue to continue")
 
