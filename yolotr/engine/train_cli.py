@@ -147,7 +147,7 @@ def _stop_after_collective_failure(cfg, runtime, failure: str, heartbeat) -> int
     run_dir = Path(cfg.run.dir)
     stalled = stalled_ranks(run_dir, runtime.world_size, runtime.rank, stale_after_s=3 * heartbeat.interval_s)
     waited = "; ".join(stalled) if stalled else "which rank is not known (no stale heartbeat)"
-    if PREEMPTION.interrupted:
+    if PREEMPTION.interrupted or PREEMPTION.launcher_saw_ctrl_c():
         code, reason = EXIT_INTERRUPTED, f"stopped by Ctrl-C: another rank stopped at once ({waited})"
     elif failure == "timeout":
         code, reason = EXIT_FAILURE, (f"rank {runtime.rank}: a collective timed out after distributed.timeout_s="
