@@ -52,7 +52,9 @@ def _assert_no_traceback(output: str) -> None:
 
 def test_one_ctrl_c_checkpoints_writes_exit_json_prints_the_resume_command_and_resume_run_alone_completes(
         train_config, tmp_path, launched):
-    config = train_config(train={"max_steps": 24}, checkpoint={"every": 1000}, debug={"sample_ledger": True})
+    # With DataLoader workers (the default): the terminal's SIGINT reaches them too.
+    config = train_config(train={"max_steps": 24, "num_workers": 2}, checkpoint={"every": 1000},
+                          debug={"sample_ledger": True})
     run_dir = tmp_path / "run"
     proc = _start_single(config)
     launched.append(proc)
