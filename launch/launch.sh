@@ -27,16 +27,20 @@ procs=""
 deepspeed=""
 nodes=1
 max_restarts=0
+launch_line=("$0")
 while [ $# -gt 0 ]; do
     case "$1" in
-        --procs) procs="$2"; shift 2 ;;
-        --deepspeed) deepspeed="$2"; shift 2 ;;
-        --nodes) nodes="$2"; shift 2 ;;
-        --max-restarts) max_restarts="$2"; shift 2 ;;
+        --procs) procs="$2"; launch_line+=("$1" "$2"); shift 2 ;;
+        --deepspeed) deepspeed="$2"; launch_line+=("$1" "$2"); shift 2 ;;
+        --nodes) nodes="$2"; launch_line+=("$1" "$2"); shift 2 ;;
+        --max-restarts) max_restarts="$2"; launch_line+=("$1" "$2"); shift 2 ;;
         --) shift; break ;;
         *) break ;;
     esac
 done
+# The command that continues a stopped run: this script's own line (yolotr/checkpoint/run_status.py prints it).
+YOLOTR_LAUNCH_LINE="${YOLOTR_LAUNCH_LINE:-$(printf '%q ' "${launch_line[@]}")--}"
+export YOLOTR_LAUNCH_LINE
 if [ -z "$procs" ]; then
     if [ "$gpus" -gt 0 ]; then procs="$gpus"; else procs=2; fi
 fi

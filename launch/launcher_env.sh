@@ -43,11 +43,12 @@ use_cpu_threads() {
 # The trainer's exit codes a retry can fix (yolotr/errors.py: RETRYABLE; a test keeps the two equal): 1, a crash or a
 # lost node, 69, remote shards unreachable for the whole retry budget, and 75, a preemption with its checkpoint written. A launcher killed by a signal (> 128) without a code
 # from the trainer counts as a crash. The others fail the same way again and are never retried: 2 usage, 3 diverged,
-# 4 corrupt data, 5 no valid checkpoint, 74 the run folder cannot be written.
+# 4 corrupt data, 5 no valid checkpoint, 74 the run folder cannot be written, 130 stopped by Ctrl-C.
 retryable="1 69 75"
 
 is_retryable() {
     local code="$1" c
+    [ "$code" -eq 130 ] && return 1  # Ctrl-C (the trainer's own 130, or a launcher stopped by it): the user's stop
     [ "$code" -gt 128 ] && return 0
     for c in $retryable; do [ "$code" -eq "$c" ] && return 0; done
     return 1
@@ -61,12 +62,15 @@ run_launcher() {
     status_file=$(mktemp "${TMPDIR:-/tmp}/yolotr-status.XXXXXX")
     # In the background, so that this shell can pass a preemption or stop signal on to the launcher (a shell waiting
     # in the foreground runs no trap until its child ends, and would die of SIGUSR1 itself).
-    YOLOTR_STATUS_FILE="$status_file" "$@" &
+    # A Ctrl-C leaves a mark the ranks read (yolotr/engine/preemption.py): accelerate passes it on as SIGTERM.
+    YOLOTR_STATUS_FILE="$status_file" YOLOTR_CTRL_C_FILE="$status_file.ctrl-c" "$@" &
     child=$!
-    for sig in TERM INT HUP USR1 USR2; do
+    for sig in TERM HUP USR1 USR2; do
         # shellcheck disable=SC2064  # $child and $sig are meant to be expanded now
         trap "kill -$sig $child 2>/dev/null || true" "$sig"
     done
+    # shellcheck disable=SC2064
+    trap "touch '$status_file.ctrl-c'; kill -INT $child 2>/dev/null || true" INT
     while true; do
         wait "$child" && status=0 || status=$?
         kill -0 "$child" 2>/dev/null || break  # a trap interrupted `wait` while the launcher still runs
@@ -83,7 +87,7 @@ code = status.get("exit_code")
 print(launcher if code is None else code, status.get("run_dir") or "")
 PY
 )
-    rm -f "$status_file"
+    rm -f "$status_file" "$status_file.ctrl-c"
 }
 
 # with_restarts MAX COMMAND...: run_launcher, and after a crash (exit 1, or a launcher killed by a signal) run it

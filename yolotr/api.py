@@ -120,7 +120,7 @@ class YOLO:
             if plan.gpus is not None:
                 apply_device(plan.gpus)
             self.callbacks.failure = None  # an earlier run's is not this one's
-            with _signal_handlers_restored(cfg.checkpoint.preempt_signals):
+            with _signal_handlers_restored([*cfg.checkpoint.preempt_signals, "SIGINT"]):
                 code = train(cfg, self.callbacks)
             self.run_dir, self.data = Path(cfg.run.dir), str(data)
             _raise_callback_failure(self.callbacks, self.run_dir)
@@ -217,7 +217,8 @@ def _raise_callback_failure(callbacks: Callbacks, run_dir: Path) -> None:
 
 @contextmanager
 def _signal_handlers_restored(names: list[str]):
-    """The trainer turns SIGTERM/SIGUSR1 into a checkpoint request; in a user's process that lasts the run only."""
+    """The trainer turns SIGTERM/SIGUSR1 and Ctrl-C into a checkpoint request; in a user's process that lasts the run
+    only."""
     saved = {name: signal.getsignal(getattr(signal, name)) for name in names}
     try:
         yield

@@ -6,6 +6,7 @@ process group of one), so single-process code paths make the same calls.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -135,3 +136,16 @@ def all_reduce_mean(tensor: torch.Tensor) -> None:
     if is_distributed():
         dist.all_reduce(tensor)
         tensor /= dist.get_world_size()
+
+
+def collective_failure(error: BaseException) -> str | None:
+    """"timeout" when `error` is a collective that timed out (gloo, NCCL), "lost" when a peer's connection went away
+    during one, else None: what the top of `yolotr train` turns into one line naming the rank(s) it waited for."""
+    text = str(error)
+    if not isinstance(error, RuntimeError) or not re.search(r"gloo|nccl|ProcessGroup|c10d", text, re.IGNORECASE):
+        return None
+    if re.search(r"timed out|timeout", text, re.IGNORECASE):
+        return "timeout"
+    if re.search(r"connection (closed|reset)|broken pipe|peer", text, re.IGNORECASE):
+        return "lost"
+    return None

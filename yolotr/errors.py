@@ -27,7 +27,10 @@ EXIT_DATA_UNAVAILABLE = 69
 EXIT_STORAGE = 74
 """The run folder cannot be written (disk full, read-only, gone; EX_IOERR): free space or fix the folder first."""
 EXIT_PREEMPTED = 75
-"""Preempted, checkpoint written (EX_TEMPFAIL): requeue and run the same command again."""
+"""Preempted, checkpoint written (EX_TEMPFAIL): requeue, or continue with `yolotr train --resume RUN`."""
+EXIT_INTERRUPTED = 130
+"""Stopped by Ctrl-C (128 + SIGINT, the shell's convention): after one, at a step with its checkpoint written; after
+two, at once with the checkpoints committed before. Never retried: the user asked for the stop."""
 
 EXPLAINED = (EXIT_USAGE, EXIT_DIVERGED, EXIT_DATA, EXIT_NO_VALID_CHECKPOINT, EXIT_DATA_UNAVAILABLE, EXIT_STORAGE,
              EXIT_PREEMPTED)

@@ -58,7 +58,7 @@ def test_an_exit_a_retry_cannot_fix_is_not_retried(train_config, tmp_path):
 
 
 def test_the_launchers_retry_exactly_the_exit_codes_the_trainer_calls_retryable():
-    script = f"source {REPO}/launch/launcher_env.sh; for c in 0 1 2 3 4 5 69 74 75 137; do is_retryable $c && echo $c; done"
+    script = f"source {REPO}/launch/launcher_env.sh; for c in 0 1 2 3 4 5 69 74 75 130 137; do is_retryable $c && echo $c; done"
     result = subprocess.run(["bash", "-c", script], cwd=REPO, env={**os.environ, **job_env()}, capture_output=True,
                             text=True, check=True)
 

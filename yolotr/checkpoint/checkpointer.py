@@ -102,7 +102,8 @@ class Checkpointer:
                                          on_commit=on_commit, fence=fence)
         # The checkpoint's host copy, reused save after save, in shared memory for the writer process.
         self._stager = HostStager(shared=cfg.checkpoint.writer == "process")
-        self._writer = WriterProcess() if cfg.checkpoint.writer == "process" else ThreadWriter()
+        self._writer = (WriterProcess(cfg.checkpoint.writer_timeout_s) if cfg.checkpoint.writer == "process"
+                        else ThreadWriter())
         self._config = to_dict(cfg)
         self._state_dicts: dict[str, Any] | None = None  # gathered at the first save (see _tensors)
         self.last_saved_step = -1
@@ -172,6 +173,14 @@ class Checkpointer:
             self.manager.close()
         finally:
             self._writer.close()
+
+    def abandon(self) -> None:
+        """Stopping at once (a second Ctrl-C): no collective, no waiting for the pending save; the writer process
+        stopped. What is not committed stays an uncommitted `.tmp` folder."""
+        try:
+            self.manager.abandon()
+        finally:
+            self._writer.kill()
 
     # ---- restoring -------------------------------------------------------------------------------------------------
     def restore(self, path: Path) -> dict:

@@ -330,6 +330,12 @@ class CheckpointManager:
         if not all_ranks(land_error is None):
             self._fail("committing the last checkpoint", [land_error] if land_error else [])
 
+    def abandon(self, land_within_s: float = 5.0) -> None:
+        """Stopping at once, without the other ranks: rank 0's commit being landed gets `land_within_s` to finish (a
+        kill at any point of it leaves a consistent folder anyway); the pending save is left to its `.tmp`."""
+        if self._finisher is not None:
+            self._finisher.join(timeout=land_within_s)
+
     def _prune(self) -> None:
         committed = self.committed()
         best = self.best()

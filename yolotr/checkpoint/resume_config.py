@@ -9,6 +9,7 @@ checkpoint's tensors must fit the model, the data stream's fingerprint must matc
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 # Dotted keys, or whole sections ending in ".", that may differ between a checkpoint's config and the resuming run's.
@@ -43,3 +44,13 @@ def _resumable(key: str) -> bool:
 
 def describe(differences: list[tuple[str, Any, Any]]) -> str:
     return "; ".join(f"{key}: {old!r} → {new!r}" for key, old, new in differences)
+
+
+def saved_config(resume: str) -> Path | None:
+    """The config file of the run that `--resume PATH` names (a run folder, or one of its checkpoints/step-N): what
+    `yolotr train --resume RUN` without `--config` loads, so that the run continues as it was configured. None when
+    PATH is not such a folder (auto, none, a missing path: `choose_run_folder` says what is wrong with it)."""
+    target = Path(resume)
+    run = target.parent.parent if target.parent.name == "checkpoints" else target
+    path = run / "config.yaml"
+    return path if path.is_file() else None

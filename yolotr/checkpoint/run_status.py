@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 from pathlib import Path
 
 from yolotr.durable_json import write_json_durably
 from yolotr.errors import (
     EXIT_DATA,
     EXIT_DIVERGED,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     EXIT_NO_VALID_CHECKPOINT,
     EXIT_OK,
     EXIT_PREEMPTED,
@@ -27,9 +30,16 @@ from yolotr.errors import (
 log = logging.getLogger(__name__)
 
 STATUS_ENV = "YOLOTR_STATUS_FILE"
+LAUNCH_LINE_ENV = "YOLOTR_LAUNCH_LINE"
+"""Set by the launch scripts: their own command line up to the training arguments (`launch/launch.sh --procs 2 --`)."""
+LAUNCHERS = ("torchrun", "accelerate", "deepspeed")
+
+# The stops after which the run folder holds a checkpoint to continue from: the sentence says the command.
+RESUMABLE = (EXIT_PREEMPTED, EXIT_INTERRUPTED, EXIT_STORAGE, EXIT_FAILURE)
 
 _ADVICE = {
-    EXIT_PREEMPTED: "checkpoint saved; requeue (run the same command again) to continue",
+    EXIT_PREEMPTED: "checkpoint saved; a Slurm requeue or an elastic restart continues by itself",
+    EXIT_INTERRUPTED: "not retried: stopped by the user",
     EXIT_DIVERGED: "not retried: it would diverge again (lower the LR, or see the skip and rollback events)",
     EXIT_DATA: "not retried: fix or remove the corrupt samples (listed in metrics.jsonl)",
     EXIT_USAGE: "not retried: fix the config or the input",
@@ -99,12 +109,44 @@ def write_status_file(*, run_dir: str | os.PathLike | None = None, exit_code: in
     write_json_durably(Path(target), status)
 
 
-def log_stop(code: int, reason: str, step: int) -> None:
-    """The sentence a person reads at the end: why the run stopped, where, and what to do. A preemption is a warning
-    and any other stop an error, so that --quiet still shows them."""
+def log_stop(code: int, reason: str, step: int, run_dir: str | os.PathLike | None = None) -> None:
+    """The sentence a person reads at the end: why the run stopped, where, and what to do (for a stop that can be
+    continued, the exact command). A preemption or a Ctrl-C is a warning and any other stop an error, so that --quiet
+    still shows them."""
+    resume = f"; to continue: {resume_command(run_dir)}" if run_dir is not None and code in RESUMABLE else ""
     if code == EXIT_OK:
         log.info(f"done at step {step} (exit 0)")
     elif code == EXIT_PREEMPTED:
-        log.warning(f"preempted at step {step}: {_ADVICE[code]} (exit {code})")
+        log.warning(f"preempted at step {step}: {_ADVICE[code]}{resume} (exit {code})")
+    elif code == EXIT_INTERRUPTED:
+        log.warning(f"stopped at step {step}: {reason}{resume} (exit {code})")
     else:
-        log.error(f"stopped at step {step}: {reason} (exit {code}: {_ADVICE.get(code, 'a retry may succeed')})")
+        log.error(f"stopped at step {step}: {reason} (exit {code}: {_ADVICE.get(code, 'a retry may succeed')}"
+                  f"{resume})")
+
+
+def resume_command(run_dir: str | os.PathLike, env=os.environ) -> str:
+    """The command that continues the run in `run_dir`: `yolotr train --resume RUN`, or under a launcher the
+    launcher's line (the launch scripts', else torchrun's or accelerate's own) with `train --resume RUN`: RUN's
+    config.yaml holds the rest of the configuration."""
+    tail = f"--resume {shlex.quote(str(run_dir))}"
+    if env.get(LAUNCH_LINE_ENV):
+        return f"{env[LAUNCH_LINE_ENV]} {tail}"
+    launcher = _launcher_argv(env) if "LOCAL_RANK" in env else None
+    if launcher:
+        return f"{shlex.join(launcher)} -m yolotr train {tail}"
+    return f"yolotr train {tail}"
+
+
+def _launcher_argv(env) -> list[str] | None:
+    """torchrun's or accelerate's arguments before `-m yolotr`, read from the parent process (Linux), or None."""
+    try:
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")
+    except (OSError, UnicodeDecodeError):
+        return None
+    names = [Path(a).name for a in argv]
+    first = next((i for i, name in enumerate(names[:2]) if name in LAUNCHERS), None)
+    module = next((i for i in range(len(argv) - 1) if argv[i] == "-m" and argv[i + 1] == "yolotr"), None)
+    if first is None or module is None or module < first:
+        return None
+    return [names[first], *argv[first + 1:module]]

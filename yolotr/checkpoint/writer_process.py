@@ -8,7 +8,9 @@ The state travels through shared memory: the trainer stages it into a `HostStage
 the stager's flat buffers once (again only when they are reallocated), and per save only the layout when it changed,
 the plain values, the metadata and the target folder. It ignores preemption signals (a stop must not kill a save in
 flight), exits when the trainer closes it or dies (end of file on its pipe), and if it is gone the trainer writes in
-its own writer thread instead.
+its own writer thread instead. A writer that is there and does not answer (stopped with SIGSTOP, swapped out, stuck
+in a hung file system) fails the save after `checkpoint.writer_timeout_s`, naming its pid: the trainer stops with
+exit.json and a retryable code instead of waiting for it forever.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -28,6 +31,8 @@ from yolotr.checkpoint.manager import CheckpointError
 log = logging.getLogger(__name__)
 
 # Launchers and Slurm signal the whole process group; the writer leaves the reaction to the trainer.
+START_WITHIN_S = 120.0
+"""How long the writer may take to start (a spawn imports torch: seconds, a minute on a loaded machine)."""
 _IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -35,6 +40,7 @@ def _serve(conn) -> None:
     """The writer's loop: ("buffers", {dtype: tensor}), ("save", tmp, rank, layout | None, plain, meta), ("stop",)."""
     for sig in _IGNORED_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    conn.send(("ready",))  # its imports done: from now on each save is answered within checkpoint.writer_timeout_s
     buffers, layout = None, None
     while True:
         try:
@@ -59,12 +65,15 @@ class WriterProcess:
     """The trainer's side. `write()` runs in the checkpoint manager's background thread and waits (without holding
     the GIL) until the writer has written the files; the manager then fsyncs and hashes them."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer_within_s: float = 300.0) -> None:
+        self.answer_within_s = answer_within_s
         self._proc = None
         self._conn = None
         self._generation = -1
         self._layout = None
         self.failed: str | None = None  # why it is not used any more (the thread writes instead)
+        self.stalled = False  # it did not answer in time (see _stalled)
+        self._ready = False  # it has said it started
 
     def write(self, stager: HostStager, plain: list, meta: dict, rank: int, tmp: Path) -> list[Path]:
         if self.failed is None and stager.shared:  # not shared: /dev/shm had no room (host_stage.py)
@@ -80,16 +89,37 @@ class WriterProcess:
     def _write_in_process(self, stager: HostStager, plain: list, meta: dict, rank: int, tmp: Path) -> list[Path]:
         self.start()
         stager.publish()
+        if not self._ready:
+            if not self._conn.poll(max(START_WITHIN_S, self.answer_within_s)):
+                raise self._stalled(max(START_WITHIN_S, self.answer_within_s))
+            self._conn.recv()
+            self._ready = True
+        self._wait_until_running()  # a send to a stopped writer blocks once its pipe is full
         if stager.generation != self._generation:
             self._conn.send(("buffers", stager.buffers))
             self._generation = stager.generation
         layout = stager.layout if stager.layout is not self._layout else None
         self._conn.send(("save", str(tmp), rank, layout, plain, meta))
         self._layout = stager.layout
+        if not self._conn.poll(self.answer_within_s):
+            raise self._stalled(self.answer_within_s)
         status, payload = self._conn.recv()
         if status != "ok":
             raise _WriterError(payload)
         return [Path(p) for p in payload]
+
+    def _wait_until_running(self) -> None:
+        deadline = time.monotonic() + self.answer_within_s
+        while _is_stopped(self._proc.pid):
+            if time.monotonic() > deadline:
+                raise self._stalled(self.answer_within_s)
+            time.sleep(0.1)
+
+    def _stalled(self, waited_s: float) -> WriterStalled:
+        self.stalled = True
+        self.failed = (f"checkpoint writer pid {self._proc.pid} has not answered for {waited_s:g} s (stopped?); "
+                       "checkpoint.writer_timeout_s sets how long a save may wait for it")
+        return WriterStalled(self.failed)
 
     def start(self) -> None:
         """Starts the writer; the first save does it, from the manager's writer thread, so neither the trainer's
@@ -111,6 +141,7 @@ class WriterProcess:
         resource_tracker.ensure_running()
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _IGNORED_SIGNALS)
         try:
+            self._ready = False
             self._proc = ctx.Process(target=_serve, args=(child,), name="yolotr-checkpoint-writer", daemon=True)
             with _main_module_not_rerun():
                 self._proc.start()
@@ -124,6 +155,9 @@ class WriterProcess:
     def close(self) -> None:
         if self._proc is None:
             return
+        if self.stalled:
+            self.kill()  # it would not read "stop": a stopped process answers nothing, and SIGKILL ends it anyway
+            return
         try:
             self._conn.send(("stop",))
         except OSError:
@@ -132,6 +166,14 @@ class WriterProcess:
         if self._proc.is_alive():
             self._proc.kill()
         self._proc = None
+
+
+    def kill(self) -> None:
+        """Stopping at once: the save it may be writing goes into a `.tmp` folder that is never committed."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join(timeout=5)
+            self._proc = None
 
 
 _SPAWN_LOCK = threading.Lock()
@@ -171,6 +213,22 @@ class ThreadWriter:
     def close(self) -> None:
         pass
 
+    def kill(self) -> None:
+        pass
+
 
 class _WriterError(RuntimeError):
     pass
+
+
+class WriterStalled(RuntimeError):
+    """The writer process is alive and has not answered within checkpoint.writer_timeout_s."""
+
+
+def _is_stopped(pid: int) -> bool:
+    """The process is stopped (SIGSTOP, SIGTSTP) or traced: /proc's state T or t (Linux; elsewhere never)."""
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("T", "t")

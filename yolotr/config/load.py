@@ -56,6 +56,7 @@ def validate(cfg: Config, source: str | None = None) -> None:
         "train.ema_tau": t.ema_tau,  # the EMA's ramp divides by it
         "distributed.timeout_s": cfg.distributed.timeout_s,
         "run.lock_lease_s": cfg.run.lock_lease_s,
+        "checkpoint.writer_timeout_s": cfg.checkpoint.writer_timeout_s,
     }.items():
         _positive(key, value, source)
     _positive("remote.cache_limit_gb", cfg.remote.cache_limit_gb, source, allow_zero=True)

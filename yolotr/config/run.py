@@ -156,6 +156,9 @@ class CheckpointConfig:
     writer: Literal["process", "thread"] = "process"
     """Who serialises the files: a writer process per rank (the GIL-bound serialisation stays out of the training
     loop; needs shared memory, e.g. `docker run --shm-size`), or the background thread of the trainer itself."""
+    writer_timeout_s: float = 300.0
+    """How long a save waits for the writer process to answer (it writes one rank's files of one checkpoint); after
+    it the save fails naming the writer's pid, and the run stops with exit.json and exit code 1 (retryable)."""
     resume: str = "none"
     """none: a new run, in run.dir or the next free run.dir2, run.dir3, ... (a Slurm requeue or an elastic restart of
     the same job continues its own run); auto: continue the newest run of run.dir from its newest valid checkpoint;

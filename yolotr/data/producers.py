@@ -211,8 +211,9 @@ class ValBatches(IterableDataset):
 
 
 # Signals a launcher sends to stop a job for preemption (torchrun to each rank's whole process group, Slurm to every
-# process of the job): DataLoader workers receive them too.
-PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP")
+# process of the job), and Ctrl-C (a terminal sends it to its whole foreground group): DataLoader workers receive them
+# too.
+PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGINT")
 
 
 def leave_preemption_to_the_trainer(worker_id: int) -> None:

@@ -1,16 +1,19 @@
 """`yolotr train --config FILE [key=value ...]` — also `python -m yolotr train` and
 `accelerate launch -m yolotr train`, or under torchrun; `device=0,1` or `nproc=2` start the ranks here
 (engine/rank_launch.py). Keys take ultralytics' names too (config/aliases.py, listed by `yolotr train --help`).
+`yolotr train --resume RUN [key=value ...]` continues the run in folder RUN with the config it was trained with
+(RUN/config.yaml), the overrides applied on top.
 
-Exit codes: 0 done; 2 bad config (before any process group starts); 3 diverged (rollback budget exhausted);
-75 preempted (checkpoint written: run the command again with `--resume`; a Slurm requeue or an elastic restart
-continues by itself).
+Exit codes (yolotr/errors.py): 0 done; 2 bad config (before any process group starts); 3 diverged (rollback budget
+exhausted); 75 preempted and 130 stopped by Ctrl-C (checkpoint written: the last line prints the command that
+continues; a Slurm requeue or an elastic restart continues a preemption by itself).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 from pathlib import Path
 
@@ -30,12 +33,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="config overrides, values as YAML: a key path (train.lr0=0.01), a field name (lr0=0.01) "
                              "or one of ultralytics' names below (epochs=3 imgsz=640 batch=16)")
     parser.add_argument("--resume", nargs="?", const="auto", metavar="auto|none|PATH",
-                        help="continue a run (same as checkpoint.resume=...); alone: auto, the newest run of run.dir")
+                        help="continue a run (same as checkpoint.resume=...); alone: auto, the newest run of run.dir; "
+                             "a run folder without --config: with its own config.yaml")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
 def run(args: argparse.Namespace) -> int:
     # Light imports only until the config is read: a typo in a key is answered at once, without loading torch.
+    from yolotr.checkpoint.resume_config import saved_config
     from yolotr.checkpoint.run_status import write_status_file
     from yolotr.config import dump_config, load_config
 
@@ -43,12 +48,15 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and "=" in args.resume and not Path(args.resume).exists():
         overrides.insert(0, args.resume)  # `--resume key=value`: a bare --resume followed by an override
         args.resume = "auto"
+    config = args.config
     if args.resume:
         overrides.append(f"checkpoint.resume={args.resume}")
+        if config is None:  # `--resume RUN` alone: the run continues as it was configured
+            config = saved_config(args.resume)
     try:
         launch, overrides = launch_settings(overrides)
         plan = rank_plan(launch)
-        cfg = load_config(args.config, translate_overrides(overrides))  # checked here, before any rank starts
+        cfg = load_config(config, translate_overrides(overrides))  # checked here, before any rank starts
         if args.print_config:  # with the run folder this start would take (launch scripts read it)
             from yolotr.checkpoint.run_folder import choose_run_folder
 
@@ -60,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
             from yolotr.engine.rank_launch import launch_ranks
 
             verbosity = {"quiet": ["--quiet"], "verbose": ["--verbose"]}.get(args.verbosity, [])
-            config = ["--config", str(args.config)] if args.config else []
-            return launch_ranks(plan.ranks, [*config, *overrides, *verbosity], gpus=plan.gpus).code
+            config_args = ["--config", str(config)] if config else []
+            return launch_ranks(plan.ranks, [*config_args, *overrides, *verbosity], gpus=plan.gpus).code
         if plan.gpus is not None:
             from yolotr.engine.device_choice import apply_device
 
@@ -128,7 +136,8 @@ def train(cfg, callbacks=None) -> int:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"])))
 
     from yolotr.checkpoint.run_status import mark_running, write_exit_file, write_status_file
-    from yolotr.distributed import destroy_process_group
+    from yolotr.distributed import collective_failure, destroy_process_group
+    from yolotr.engine.rank_heartbeat import RankHeartbeat, beat_interval_s
     from yolotr.engine.runtime import setup_runtime, stop_with_the_launcher
     from yolotr.engine.start_checks import check_before_start
     from yolotr.engine.trainer import Trainer
@@ -138,8 +147,13 @@ def train(cfg, callbacks=None) -> int:
     runtime = setup_runtime(cfg)
     folder = settle_run_folder(cfg)  # a new runs/exp2 ... or the run to resume, chosen by rank 0 for every rank
     write_status_file(run_dir=cfg.run.dir)  # a launcher's retry resumes this folder
+    PREEMPTION.stop_now = functools.partial(_stopped_before_training, Path(cfg.run.dir), runtime.is_main)
     if runtime.is_main:
         mark_running(Path(cfg.run.dir))
+    heartbeat = RankHeartbeat(Path(cfg.run.dir), runtime.rank, beat_interval_s(cfg.distributed.timeout_s))
+    if runtime.distributed:
+        heartbeat.start()
+    failed = None
     try:
         try:
             trainer = Trainer(cfg, runtime, callbacks,
@@ -149,11 +163,22 @@ def train(cfg, callbacks=None) -> int:
                 with contextlib.suppress(OSError):
                     write_exit_file(Path(cfg.run.dir), error.exit_code, str(error), 0)
             raise
+        heartbeat.step = lambda: trainer.step
         code = trainer.fit()
+    except RuntimeError as error:
+        failed = collective_failure(error)
+        if failed is None:
+            raise
+        code = _stop_after_collective_failure(cfg, runtime, failed, heartbeat)
     finally:
+        heartbeat.stop()
         if folder.lock is not None:
             folder.lock.release()
     write_status_file(exit_code=code)
+    if failed is not None:  # the process group is broken: no barrier, no orderly shutdown would return
+        from yolotr.engine.preemption import exit_now
+
+        exit_now(code)
     import gc
     import multiprocessing
 
@@ -163,4 +188,42 @@ def train(cfg, callbacks=None) -> int:
     runtime.accelerator.wait_for_everyone()
     runtime.accelerator.end_training()
     destroy_process_group()
+    return code
+
+
+def _stopped_before_training(run_dir: Path, is_main: bool) -> None:
+    """A second Ctrl-C during start-up (the trainer replaces this once it runs): the run folder says how it ended."""
+    from yolotr.checkpoint.run_status import write_exit_file, write_status_file
+    from yolotr.errors import EXIT_INTERRUPTED
+
+    with contextlib.suppress(OSError):
+        if is_main:
+            write_exit_file(run_dir, EXIT_INTERRUPTED, "stopped at once by a second Ctrl-C during start-up", 0)
+        write_status_file(exit_code=EXIT_INTERRUPTED)
+
+
+def _stop_after_collective_failure(cfg, runtime, failure: str, heartbeat) -> int:
+    """A collective timed out, or a peer vanished during one: one line naming the rank(s) this one waited for,
+    exit.json (from rank 0, or from this rank when rank 0 is the one that stalled), and the exit code: 130 when the
+    job was stopping for a Ctrl-C anyway (a rank that stopped at once), else 1, which launchers retry."""
+    from yolotr.checkpoint.run_status import log_stop, write_exit_file
+    from yolotr.engine.preemption import PREEMPTION
+    from yolotr.engine.rank_heartbeat import stalled_ranks
+    from yolotr.errors import EXIT_FAILURE, EXIT_INTERRUPTED
+
+    run_dir = Path(cfg.run.dir)
+    stalled = stalled_ranks(run_dir, runtime.world_size, runtime.rank, stale_after_s=3 * heartbeat.interval_s)
+    waited = "; ".join(stalled) if stalled else "which rank is not known (no stale heartbeat)"
+    if PREEMPTION.interrupted or PREEMPTION.launcher_saw_ctrl_c():
+        code, reason = EXIT_INTERRUPTED, f"stopped by Ctrl-C: another rank stopped at once ({waited})"
+    elif failure == "timeout":
+        code, reason = EXIT_FAILURE, (f"rank {runtime.rank}: a collective timed out after distributed.timeout_s="
+                                      f"{cfg.distributed.timeout_s} s waiting for {waited}")
+    else:
+        code, reason = EXIT_FAILURE, f"rank {runtime.rank}: lost a peer during a collective: {waited}"
+    step = heartbeat.step()
+    if runtime.is_main or any(text.startswith("rank 0 ") for text in stalled):
+        with contextlib.suppress(OSError):
+            write_exit_file(run_dir, code, reason, step)
+    log_stop(code, reason, step, run_dir)
     return code

@@ -8,6 +8,7 @@ distributed mechanics belong to the step backend (engine/backends), what a skip 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from yolotr.checkpoint.manager import CommitStats
 from yolotr.checkpoint.pretrained import build_model
 from yolotr.checkpoint.resume import read_quarantine_file, resume_target, write_quarantine_file
 from yolotr.checkpoint.run_lock import RunFolderTakenOver
-from yolotr.checkpoint.run_status import log_stop, write_exit_file
+from yolotr.checkpoint.run_status import log_stop, write_exit_file, write_status_file
 from yolotr.checkpoint.weights_file import save_weights
 from yolotr.config import Config, dump_config
 from yolotr.config.tree import to_dict
@@ -31,7 +32,7 @@ from yolotr.data.remote.location import RemoteOptions
 from yolotr.data.spec import load_data_yaml
 from yolotr.debug.anomaly import AnomalyHooks
 from yolotr.debug.faults import FaultInjector
-from yolotr.distributed import all_gather_object, broadcast_tensors_from_rank0, together
+from yolotr.distributed import all_gather_object, all_ranks, broadcast_tensors_from_rank0, together
 from yolotr.engine.backends import make_step_backend
 from yolotr.engine.build import default_hooks, fit_anchors, optimizer_for, run_logger, train_stream
 from yolotr.engine.callbacks import Callbacks
@@ -43,7 +44,8 @@ from yolotr.engine.recovery import Recovery
 from yolotr.engine.run_end import RunEnd
 from yolotr.engine.runtime import Runtime
 from yolotr.engine.train_log import TrainLog
-from yolotr.errors import EXIT_DATA, EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, StorageError, YolotrError
+from yolotr.errors import (EXIT_DATA, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREEMPTED, StorageError,
+                           YolotrError)
 from yolotr.guard.consensus import ConsensusModule
 from yolotr.guard.ema import ModelEMA
 from yolotr.guard.monitor import GuardMonitor, PendingStep, Verdict
@@ -186,6 +188,7 @@ class Trainer:
     def fit(self) -> int:
         self.start()
         PREEMPTION.install(self.cfg.checkpoint.preempt_signals)  # already done by `yolotr train`; again for API users
+        PREEMPTION.stop_now = self.stop_now
         batches = self.batches()
         try:
             self.hooks.before_train()
@@ -223,7 +226,7 @@ class Trainer:
                     return self.finish(failed.exit_code, str(failed))
             return self.finish(error.exit_code, str(error))
         except StopTraining as stop:
-            if stop.code == EXIT_PREEMPTED:
+            if stop.code in (EXIT_PREEMPTED, EXIT_INTERRUPTED):
                 try:
                     self.save_checkpoint()
                 except YolotrError as error:  # e.g. the disk is full: that is why it ends (every rank raises it)
@@ -236,6 +239,7 @@ class Trainer:
             return self.finish(error.exit_code, str(error))
         finally:
             batches.close()  # stops the DataLoader workers now: they ignore the signals that stop the job
+            PREEMPTION.stop_now = None  # a second Ctrl-C from here on just exits: exit.json is written
 
     def batches(self):
         """Local batches, epoch after epoch; the stream counts its position as each batch is handed out."""
@@ -336,6 +340,9 @@ class Trainer:
             storage = self._agreed_storage_failure()
             if storage is not None:  # every rank stops with it (exit 74); the checkpoints before it are intact
                 raise StorageError(storage)
+            # Every rank stops here (the request rode in the consensus); a Ctrl-C on any rank makes it the user's stop.
+            if not all_ranks(not (PREEMPTION.interrupted or PREEMPTION.launcher_saw_ctrl_c())):
+                raise StopTraining(EXIT_INTERRUPTED, "stopped by Ctrl-C; checkpoint written")
             raise StopTraining(EXIT_PREEMPTED, "preemption signal received; checkpoint written, requeue to continue")
 
     def rollback(self, reason: str, bad_step: int) -> None:
@@ -456,6 +463,20 @@ class Trainer:
                              skipped_steps=self.monitor.skipped_steps, rollbacks=self.recovery.rollbacks,
                              quarantined=len(self.monitor.quarantine))
 
+    def stop_now(self) -> None:
+        """A second Ctrl-C (preemption.py), run from its signal handler just before the process exits 130: nothing
+        here waits for the other ranks (they may be anywhere). The commit being landed completes if it can in a few
+        seconds; a save still being written stays a `.tmp` folder, which no reader takes and the next start removes."""
+        self.checkpointer.abandon()
+        reason = "stopped at once by a second Ctrl-C; the checkpoints committed before are intact"
+        if self.runtime.is_main:
+            with contextlib.suppress(OSError):
+                write_exit_file(self.run_dir, EXIT_INTERRUPTED, reason, self.step)
+        with contextlib.suppress(OSError):
+            write_status_file(exit_code=EXIT_INTERRUPTED)
+        if self.runtime.is_main:
+            log_stop(EXIT_INTERRUPTED, reason, self.step, self.run_dir)
+
     def finish(self, code: int, reason: str) -> int:
         """Ends the run on every rank: the last records written, the last checkpoint landed, exit.json. The code is
         the error the run stopped for; what fails while stopping (the disk filling, a plot, W&B) is logged in one line
@@ -484,5 +505,5 @@ class Trainer:
                 end.attempt("print the summary",
                             lambda: console.result(print_summary(read_metrics(self.run_dir / "metrics.jsonl"))))
             self.logger.close()  # W&B's finish included; each sink's failure logged, never raised
-            log_stop(end.code, end.reason, self.step)
+            log_stop(end.code, end.reason, self.step, self.run_dir)
         return end.code
