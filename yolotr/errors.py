@@ -33,7 +33,7 @@ EXIT_INTERRUPTED = 130
 two, at once with the checkpoints committed before. Never retried: the user asked for the stop."""
 
 EXPLAINED = (EXIT_USAGE, EXIT_DIVERGED, EXIT_DATA, EXIT_NO_VALID_CHECKPOINT, EXIT_DATA_UNAVAILABLE, EXIT_STORAGE,
-             EXIT_PREEMPTED)
+             EXIT_PREEMPTED, EXIT_INTERRUPTED)
 """The exits yolotr chooses itself, after saying why in its own line: a launcher's report of them (torch's
 ChildFailedError traceback) adds nothing, and launch/quiet_agent.py leaves it out."""
 RETRYABLE = (EXIT_FAILURE, EXIT_DATA_UNAVAILABLE, EXIT_PREEMPTED)
