@@ -224,7 +224,8 @@ class Campaign:
         fallbacks = " ".join(r.get("message", "") for r in records if r.get("event") == "checkpoint_fallback")
         resumed = resumes[0] if resumes else None
         for record in judged:
-            ok = resumed is not None and resumed == record.expect_resume
+            # With no valid checkpoint left, the next start begins again from step 0: no resume event at all.
+            ok = resumed == record.expect_resume
             if record.fault.kind == "corrupt_checkpoint":
                 ok = ok and f"step-{record.fault.step:08d}" in fallbacks
             record.recovered = record.recovered and ok
