@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from yolotr.drill.plan import ENDS_ATTEMPT, KINDS, first_fault_step, make_plan, steps_needed
+from yolotr.drill.plan import ENDS_ATTEMPT, KINDS, RANKED, early_count, first_fault_step, make_plan, steps_needed
 from yolotr.errors import UsageError
 
 
@@ -23,18 +23,31 @@ def test_the_same_seed_gives_the_same_plan_and_another_seed_another():
 
 @pytest.mark.parametrize("seed", range(20))
 def test_kinds_are_balanced_and_steps_leave_room_to_recover(seed):
-    plan = make_plan(12, seed, max_steps=steps_needed(12, 4), checkpoint_every=4)
+    count = 2 * len(KINDS) + 3
+    plan = make_plan(count, seed, max_steps=steps_needed(count, 4), checkpoint_every=4)
     counts = Counter(f.kind for f in plan.faults)
     assert set(counts) == set(KINDS) and max(counts.values()) - min(counts.values()) <= 1
-    placed = [f.step for f in plan.faults if f.kind != "corrupt_checkpoint"]
-    assert len(set(placed)) == len(placed)  # one fault per step: the table can tell them apart
-    assert all(first_fault_step(4) <= s < plan.max_steps for s in placed)  # two checkpoints first; never the last
+    placed = [f for f in plan.faults if f.kind != "corrupt_checkpoint"]
+    steps = [f.step for f in placed]
+    assert len(set(steps)) == len(steps)  # one fault per step: the table can tell them apart
+    assert all(1 <= s < plan.max_steps for s in steps)  # never the last step
     nans = sorted(f.step for f in plan.nans)
     assert all(b - a >= 2 for a, b in zip(nans, nans[1:]))  # never consecutive skips: no rollback
-    # Each corrupted checkpoint has an attempt boundary of its own.
+    # Some faults come before the checkpoints exist, a step apart; the rest once two checkpoints exist.
+    early = sorted(s for s in steps if s < first_fault_step(4))
+    assert len(early) == early_count(len(placed), 4) >= 1
+    assert all(b - a >= 2 for a, b in zip(early, early[1:]))
+    # Each corrupted checkpoint has an attempt boundary of its own, late enough to leave a valid checkpoint behind.
     boundaries = [f.boundary for f in plan.faults if f.kind == "corrupt_checkpoint"]
     assert len(set(boundaries)) == len(boundaries)
-    assert set(boundaries) <= {f.index for f in plan.faults if f.kind in ENDS_ATTEMPT}
+    by_index = {f.index: f for f in plan.faults}
+    assert all(by_index[b].kind in ENDS_ATTEMPT and by_index[b].step >= first_fault_step(4) for b in boundaries)
+
+
+def test_a_campaign_of_two_faults_puts_one_before_the_first_checkpoint():
+    for seed in range(10):
+        plan = make_plan(2, seed, max_steps=30, checkpoint_every=4, kinds=("kill_rank", "sigterm"))
+        assert sorted(f.step < 4 * 2 + 1 for f in plan.faults) == [False, True]
 
 
 def test_a_corruption_drawn_without_an_attempt_to_end_becomes_one():
@@ -47,7 +60,7 @@ def test_ranks_are_drawn_within_the_world_size_for_the_faults_that_need_one():
     plan = make_plan(10, 3, max_steps=40, checkpoint_every=4)
     plan.draw_ranks(3)
     for fault in plan.faults:
-        assert (fault.rank is not None) == (fault.kind in ("kill_rank", "nan"))
+        assert (fault.rank is not None) == (fault.kind in RANKED)
         assert fault.rank is None or 0 <= fault.rank < 3
 
 

@@ -13,6 +13,7 @@ import torch
 
 from tests.engine.conftest import run_in_own_session, write_train_config
 from yolotr.drill.compare import Comparison, _compare_state, compare_checkpoints, read_state
+from yolotr.drill.plan import ENDS_ATTEMPT, KINDS, first_fault_step
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,7 @@ STEPS = 30
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory, tiny_data, tiny_model):
-    """One 10-fault campaign (2 of each kind) over 30 steps, shared by the tests of this module."""
+    """One 10-fault campaign (every kind, once at least) over 30 steps, shared by the tests of this module."""
     work = tmp_path_factory.mktemp("drill")
     # The writer thread: a writer process per rank would be started again by each of the ~8 starts.
     config = write_train_config(work, tiny_data, tiny_model, debug={},
@@ -39,15 +40,18 @@ def test_a_campaign_of_ten_faults_recovers_every_one_and_ends_bitwise_equal_to_t
     assert report["verdict"] == "pass" and report["runs_lost"] == 0
     total = report["table"]["total"]
     assert total["injected"] == total["recovered"] == 10
-    assert all(report["table"][kind]["injected"] == 2 for kind in
-               ("kill_rank", "kill_during_write", "sigterm", "corrupt_checkpoint", "nan"))
+    assert all(report["table"][kind]["injected"] >= 1 for kind in KINDS)  # every kind, once at least
+    assert report["duplicated_steps"] == []  # each step recorded once in metrics.jsonl, across every restart
     assert report["ledger"]["lost"] == report["ledger"]["doubled"] == report["ledger"]["misplaced"] == 0
     assert report["ledger"]["samples"] == STEPS * 8  # every step's global batch, once
     assert report["state"]["equal"] and report["state"]["compared"] > 1000
     assert "verdict: PASS" in result.stdout and "total" in result.stdout
-    # The faults really happened: the attempts ended as each fault makes them end.
+    # The faults really happened: the attempts ended as each fault makes them end, and some before any checkpoint.
     codes = [a["exit_code"] for a in report["attempts"]["faulted"]]
-    assert codes.count(75) == 2 and codes[-1] == 0 and len(codes) == 7
+    ending = [f for f in report["faults"] if f["kind"] in ENDS_ATTEMPT]
+    assert codes[-1] == 0 and len(codes) == len(ending) + 1
+    assert codes.count(75) >= sum(f["kind"] == "sigterm" for f in ending)
+    assert any(f["step"] is not None and f["step"] < first_fault_step(4) for f in report["faults"])
 
 
 def test_the_comparison_names_one_value_changed_by_one_ulp_and_finds_an_earlier_checkpoint_different(campaign):

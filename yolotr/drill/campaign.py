@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from yolotr.config import load_config
-from yolotr.drill.attempt import RANKS_GONE_S, Attempt, AttemptResult
+from yolotr.drill.attempt import RANKS_GONE_S, STOPPED_S, Attempt, AttemptResult
 from yolotr.drill.plan import Fault, Plan, make_plan, steps_needed
 from yolotr.drill.run_folder import RunFolder, corrupt, step_of
-from yolotr.errors import RETRYABLE, UsageError
+from yolotr.errors import EXIT_PREEMPTED, RETRYABLE, UsageError
 
+INTERRUPTED = 130  # 128 + SIGINT: a job stopped at once by a second Ctrl-C
+STOPPED_BY_CTRL_C = (EXIT_PREEMPTED, INTERRUPTED)  # a Ctrl-C stop checkpoints as a preemption does
 MAX_UNEXPECTED = 3  # exits no fault explains, tolerated (and reported) before the run counts as lost
 PAUSE_S = 600.0  # the paused commit of a kill-during-write attempt: far longer than it takes to kill it
 
@@ -115,6 +117,7 @@ class Campaign:
     def run_faulted(self) -> JobOutcome:
         folder = RunFolder(self.out / "faulted" / "run")
         waiting = list(self.plan.ending)
+        pauses = list(self.plan.pauses)
         deferred: list[Fault] = []
         attempts: list[AttemptResult] = []
         problems: list[str] = []
@@ -125,8 +128,10 @@ class Campaign:
             number = len(attempts) + 1
             result = Attempt(number, self.faulted_command(fault), self.env, folder,
                              self.out / "faulted" / f"attempt-{number}.log", fault, self.world_size,
-                             self.options.stall_timeout).run()
+                             self.options.stall_timeout, pauses).run()
             attempts.append(result)
+            self._judge_pauses(result)
+            pauses = [f for f in pauses if f.index not in result.paused]
             self._judge_boundary(boundary, folder, result)
             boundary = []
             if result.stragglers:
@@ -137,7 +142,7 @@ class Campaign:
                 boundary, deferred = self._at_boundary(fault, result, folder, deferred)
                 continue
             if result.exit_code == 0 and result.last_step == self.max_steps:
-                for left in [*waiting, *deferred]:
+                for left in [*waiting, *deferred, *pauses]:
                     self.records[left.index].detail = "not injected: the run completed first"
                 return JobOutcome(attempts, True, problems)
             unexpected += 1
@@ -165,7 +170,14 @@ class Campaign:
             record.recovered = not committed  # and, once judged, the next start resumes the one before
         elif fault.kind == "sigterm":
             record.detail = f"SIGTERM at step {result.fired_at}; exit {result.exit_code}"
-            record.recovered = result.exit_code == 75
+            record.recovered = result.exit_code == EXIT_PREEMPTED
+        elif fault.kind == "sigint":
+            record.detail = f"Ctrl-C at step {result.fired_at}; exit {result.exit_code}"
+            record.recovered = result.exit_code in STOPPED_BY_CTRL_C
+        elif fault.kind == "sigint_twice":
+            # Stopped at once: no checkpoint is owed, but none may be torn (judged by the next start's resume).
+            record.detail = f"Ctrl-C twice at step {result.fired_at}; exit {result.exit_code}"
+            record.recovered = result.exit_code != 0
         else:
             record.detail = f"kill -9 of rank {fault.rank} at step {result.fired_at}; exit {result.exit_code}"
             record.recovered = result.exit_code != 0
@@ -190,6 +202,18 @@ class Campaign:
             judged_record.expect_resume = step_of(valid[-1]) if valid else None
         return judged, still
 
+    def _judge_pauses(self, result: AttemptResult) -> None:
+        """A paused rank or job is recovered when the attempt trained on past the step it was stopped at (or
+        completed there): a stop is not a reason to end a job."""
+        for index, step in result.paused.items():
+            fault = self.records[index].fault
+            record = self.records[index]
+            record.injected, record.attempt = True, result.number
+            record.recovered = result.last_step > step or (result.exit_code == 0 and step >= self.max_steps)
+            who = f"rank {fault.rank}" if fault.kind == "stop_rank" else "every process of the job"
+            record.detail = (f"SIGSTOP of {who} for {STOPPED_S:.0f} s at step {step}, then SIGCONT; the attempt "
+                             f"went on to step {result.last_step} (exit {result.exit_code})")
+
     def _judge_boundary(self, judged: list[FaultRecord], folder: RunFolder, result: AttemptResult) -> None:
         """The start after a boundary must resume from the newest checkpoint still valid, and pass over (with a
         checkpoint_fallback event) each one that was corrupted."""
@@ -200,7 +224,8 @@ class Campaign:
         fallbacks = " ".join(r.get("message", "") for r in records if r.get("event") == "checkpoint_fallback")
         resumed = resumes[0] if resumes else None
         for record in judged:
-            ok = resumed is not None and resumed == record.expect_resume
+            # With no valid checkpoint left, the next start begins again from step 0: no resume event at all.
+            ok = resumed == record.expect_resume
             if record.fault.kind == "corrupt_checkpoint":
                 ok = ok and f"step-{record.fault.step:08d}" in fallbacks
             record.recovered = record.recovered and ok

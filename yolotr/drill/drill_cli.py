@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 from yolotr import console
+from yolotr.drill.plan import KINDS
 
 log = logging.getLogger(__name__)
 
-KIND_NAMES = "kill_rank,kill_during_write,sigterm,corrupt_checkpoint,nan"
+KIND_NAMES = ",".join(KINDS)
 
 
 def default_launcher() -> str:
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if faulted is not None and faulted.completed and (theirs / "checkpoints" / final).is_dir():
         state = compare_checkpoints(ours / "checkpoints" / final, theirs / "checkpoints" / final).to_json()
         ledger = audit_ledgers(ours / "ledger.jsonl", theirs / "ledger.jsonl").to_json()
+    duplicated = RunFolder(ours).duplicated_steps() if faulted is not None else []
     records = [campaign.records[i].to_json() for i in sorted(campaign.records)]
     report = {
         "seed": args.seed, "faults_requested": args.faults, "max_steps": campaign.max_steps,
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                      "faulted": [a.to_json() for a in faulted.attempts] if faulted else []},
         "runs_lost": int(faulted is None or not faulted.completed),
         "problems": [*reference.problems, *(faulted.problems if faulted else [])],
-        "state": state, "ledger": ledger,
+        "state": state, "ledger": ledger, "duplicated_steps": duplicated,
     }
     report["wall_s"] = round(time.monotonic() - started, 1)
     report["reasons"] = verdict_reasons(report)

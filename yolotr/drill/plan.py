@@ -1,18 +1,30 @@
 """The campaign's faults, drawn from a seed before anything runs: which kinds, at which steps, on which rank.
 
-Five kinds (issue #16):
+The kinds:
 
     kill_rank           kill -9 of one rank once the run has reached the step; the launcher tears the job down
     kill_during_write   kill -9 of every process of the job while the first save at or after the step is being
                         committed (its files written, its manifest not), as a lost node loses them
     sigterm             SIGTERM to the launcher, a preemption notice: the ranks checkpoint and exit 75
+    sigint              Ctrl-C: SIGINT to the launcher's process group, as a terminal sends it; the job stops as
+                        for a preemption, with a checkpoint
+    sigint_twice        Ctrl-C twice, the second while the first stop is under way: the job stops at once, and the
+                        next start resumes from the newest checkpoint that verifies (never a torn one)
+    stop_rank           SIGSTOP of one rank for a few seconds, then SIGCONT (a rank descheduled, a debugger attached)
+    stop_job            Ctrl-Z and `fg`: SIGSTOP of every process of the job for a few seconds, then SIGCONT
     corrupt_checkpoint  between two attempts, 16 bytes of the newest valid checkpoint flipped: the next start must
                         pass over it to the one before
     nan                 a NaN loss on one rank at the step (`faults.nan_loss_at`); the reference run skips that step
                         (`faults.skip_steps`)
 
-The first three end an attempt of the job; the supervisor starts the next one with `--resume auto`. A corrupted
-checkpoint needs an attempt boundary, so each is attached to one of them; a NaN needs no restart at all.
+The attempt-ending kinds (ENDS_ATTEMPT) end an attempt of the job; the supervisor starts the next one with
+`--resume auto`. A corrupted checkpoint needs an attempt boundary, so each is attached to one of them; a NaN and
+the pauses need no restart at all.
+
+Faults are placed before the first checkpoint too (EARLY_SHARE of them, in the steps before the second checkpoint):
+a job that dies then has nothing to resume and starts again from step 0, and its records and ledger lines of the
+lost steps must be superseded all the same. The faults that a corrupted checkpoint is attached to come later, once
+two checkpoints exist, so that a valid one is left behind.
 """
 
 from __future__ import annotations
@@ -22,8 +34,12 @@ from dataclasses import asdict, dataclass
 
 from yolotr.errors import UsageError
 
-KINDS = ("kill_rank", "kill_during_write", "sigterm", "corrupt_checkpoint", "nan")
-ENDS_ATTEMPT = ("kill_rank", "kill_during_write", "sigterm")
+KINDS = ("kill_rank", "kill_during_write", "sigterm", "sigint", "sigint_twice", "stop_rank", "stop_job",
+         "corrupt_checkpoint", "nan")
+ENDS_ATTEMPT = ("kill_rank", "kill_during_write", "sigterm", "sigint", "sigint_twice")
+PAUSES = ("stop_rank", "stop_job")  # done during an attempt, which goes on
+RANKED = ("kill_rank", "nan", "stop_rank")  # the faults aimed at one rank
+EARLY_SHARE = 0.2  # of the placed faults, those put before the checkpoints that a corruption needs
 
 
 @dataclass
@@ -51,6 +67,10 @@ class Plan:
         return sorted((f for f in self.faults if f.kind in ENDS_ATTEMPT), key=lambda f: f.step)
 
     @property
+    def pauses(self) -> list[Fault]:
+        return sorted((f for f in self.faults if f.kind in PAUSES), key=lambda f: f.step)
+
+    @property
     def nans(self) -> list[Fault]:
         return sorted((f for f in self.faults if f.kind == "nan"), key=lambda f: f.step)
 
@@ -61,7 +81,7 @@ class Plan:
         """Ranks come from the seed too, on a stream of their own: the steps do not depend on the world size."""
         rng = random.Random(f"{self.seed}/ranks")
         for fault in sorted(self.faults, key=lambda f: f.index):
-            if fault.kind in ("kill_rank", "nan"):
+            if fault.kind in RANKED:
                 fault.rank = rng.randrange(world_size)
 
 
@@ -85,15 +105,22 @@ def draw_kinds(count: int, rng: random.Random, kinds: tuple[str, ...] = KINDS) -
 
 
 def first_fault_step(checkpoint_every: int) -> int:
-    """No fault before two checkpoints exist: a corrupted newest checkpoint must leave a valid one behind, and a run
-    killed before its first checkpoint would have nothing to resume."""
+    """The first step after two checkpoints exist: a fault that a corrupted checkpoint is attached to comes no
+    earlier, so that the corruption leaves a valid checkpoint behind. The early faults come before it."""
     return 2 * checkpoint_every + 1
 
 
+def early_count(placed: int, checkpoint_every: int) -> int:
+    """How many of the placed faults go before `first_fault_step`: EARLY_SHARE of them (one at least once there
+    are two), no more than the early steps hold a step apart whatever steps were drawn first (a third of them)."""
+    wanted = max(round(placed * EARLY_SHARE), 1 if placed >= 2 else 0)
+    return min(wanted, -(-(first_fault_step(checkpoint_every) - 1) // 3))
+
+
 def steps_needed(count: int, checkpoint_every: int) -> int:
-    """A run long enough for `count` faults: each step-placed fault gets two steps of room (NaNs are never
-    adjacent, so the guard never sees consecutive skips and never rolls back)."""
-    return first_fault_step(checkpoint_every) + 2 * count + 1
+    """A run long enough for `count` faults: each step-placed fault after the early ones gets two steps of room
+    (NaNs are never adjacent, so the guard never sees consecutive skips and never rolls back)."""
+    return first_fault_step(checkpoint_every) + 2 * (count - early_count(count, checkpoint_every)) + 1
 
 
 def make_plan(count: int, seed: int, *, max_steps: int, checkpoint_every: int,
@@ -104,31 +131,47 @@ def make_plan(count: int, seed: int, *, max_steps: int, checkpoint_every: int,
     rng = random.Random(seed)
     drawn = draw_kinds(count, rng, kinds)
     placed = [i for i, kind in enumerate(drawn) if kind != "corrupt_checkpoint"]
+    corruptions = [i for i, kind in enumerate(drawn) if kind == "corrupt_checkpoint"]
+    # Each corruption gets an attempt boundary of its own, drawn from the seed, among the late faults.
+    ending = [i for i in placed if drawn[i] in ENDS_ATTEMPT]
+    rng.shuffle(ending)
+    boundary_of = {c: (ending[k] if k < len(ending) else None) for k, c in enumerate(corruptions)}
+    boundaries = {b for b in boundary_of.values() if b is not None}
+    free = [i for i in placed if i not in boundaries]
+    rng.shuffle(free)
+    early = set(free[:early_count(len(placed), checkpoint_every)])
+    late = [i for i in placed if i not in early]
     first = first_fault_step(checkpoint_every)
-    if len(placed) and max_steps - 1 - first + 1 < 2 * len(placed):
+    if late and max_steps - first < 2 * len(late):
         raise UsageError(f"train.max_steps={max_steps} is too short for {count} faults with checkpoint.every="
                          f"{checkpoint_every}: at least {steps_needed(count, checkpoint_every)} steps (or fewer faults)")
-    candidates = list(range(first, max_steps))
-    rng.shuffle(candidates)
     taken: set[int] = set()
     nan_steps: set[int] = set()
     steps: dict[int, int] = {}
-    for i in placed:
-        nan = drawn[i] == "nan"
-        step = next((s for s in candidates if s not in taken
-                     and not (nan and (s - 1 in nan_steps or s + 1 in nan_steps))), None)
-        if step is None:
-            raise UsageError(f"train.max_steps={max_steps} leaves no room for fault {i + 1} ({drawn[i]}): at least "
-                             f"{steps_needed(count, checkpoint_every)} steps")
-        taken.add(step)
-        if nan:
-            nan_steps.add(step)
-        steps[i] = step
+    windows = ((sorted(early), list(range(1, min(first, max_steps)))), (late, list(range(first, max_steps))))
+
+    def fits(step: int, nan: bool, spaced: bool) -> bool:
+        # Early faults are kept a step apart from each other too: each ends an attempt or is a NaN to skip, and a
+        # restart from step 0 must reach the next one.
+        near = {step - 1, step + 1}
+        return (step not in taken and not (spaced and near & taken)
+                and not (nan and near & nan_steps))
+
+    for faults_here, candidates in windows:
+        rng.shuffle(candidates)
+        for i in faults_here:
+            nan = drawn[i] == "nan"
+            step = next((s for s in candidates if fits(s, nan, i in early)), None)
+            if step is None:
+                raise UsageError(f"train.max_steps={max_steps} leaves no room for fault {i + 1} ({drawn[i]}): at "
+                                 f"least {steps_needed(count, checkpoint_every)} steps")
+            taken.add(step)
+            if nan:
+                nan_steps.add(step)
+            steps[i] = step
     faults = [Fault(index=i, kind=kind, step=steps.get(i)) for i, kind in enumerate(drawn)]
     plan = Plan(seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every, faults=faults)
-    # Each corrupted checkpoint goes to an attempt boundary of its own, drawn from the seed.
-    boundaries = [f.index for f in plan.ending]
-    rng.shuffle(boundaries)
+    latest = plan.ending[-1].index if plan.ending else None
     for fault in (f for f in faults if f.kind == "corrupt_checkpoint"):
-        fault.boundary = boundaries.pop() if boundaries else plan.ending[-1].index
+        fault.boundary = boundary_of[fault.index] if boundary_of[fault.index] is not None else latest
     return plan

@@ -12,6 +12,10 @@ LABELS = {
     "kill_rank": "kill -9 of a rank",
     "kill_during_write": "kill -9 during a checkpoint write",
     "sigterm": "SIGTERM (preemption)",
+    "sigint": "Ctrl-C",
+    "sigint_twice": "Ctrl-C twice",
+    "stop_rank": "SIGSTOP/SIGCONT of a rank",
+    "stop_job": "Ctrl-Z and fg of the job",
     "corrupt_checkpoint": "corrupted newest checkpoint",
     "nan": "NaN on one rank",
 }
@@ -41,6 +45,9 @@ def verdict_reasons(report: dict) -> list[str]:
         reasons.append(f"{len(missed)} fault(s) not recovered: " + "; ".join(missed))
     if report["runs_lost"]:
         reasons.append("the faulted run did not complete")
+    if report.get("duplicated_steps"):
+        steps = report["duplicated_steps"]
+        reasons.append(f"metrics.jsonl: {len(steps)} step(s) recorded more than once, e.g. step {steps[0]}")
     state = report["state"]
     if state is None:
         reasons.append("no final checkpoints to compare")
@@ -74,6 +81,8 @@ def render(report: dict) -> str:
     lines.append("")
     lines.append(f"runs lost: {report['runs_lost']}   attempts: {len(report['attempts'])}   "
                  f"steps: {report['max_steps']}   wall time: {report['wall_s']:.0f} s")
+    if "duplicated_steps" in report:
+        lines.append(f"metrics.jsonl: {len(report['duplicated_steps'])} step(s) recorded twice")
     if ledger is not None:
         lines.append(f"samples: {ledger['samples']} trained over {ledger['epochs']} epoch(s), {ledger['lost']} lost, "
                      f"{ledger['doubled']} doubled, {ledger['misplaced']} misplaced (against the reference's ledger)")

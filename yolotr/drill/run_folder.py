@@ -43,6 +43,12 @@ class RunFolder:
             self._train_steps = [(r.get("time", 0.0), r["step"]) for r in _read_jsonl(path) if r.get("kind") == "train"]
         return max((step for time, step in self._train_steps if time >= since), default=0)
 
+    def duplicated_steps(self) -> list[int]:
+        """The steps that more than one train record of metrics.jsonl reports: a resume must have superseded the
+        records of the steps it trains again, whether or not a checkpoint existed."""
+        steps = [r["step"] for r in _read_jsonl(self.path / "metrics.jsonl") if r.get("kind") == "train"]
+        return sorted({s for s in steps if steps.count(s) > 1})
+
     def world_size(self) -> int | None:
         starts = [r for r in _read_jsonl(self.path / "metrics.jsonl") if r.get("event") == "start"]
         return int(starts[-1]["world_size"]) if starts else None
