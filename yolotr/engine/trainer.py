@@ -8,6 +8,7 @@ distributed mechanics belong to the step backend (engine/backends), what a skip 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from pathlib import Path
@@ -31,7 +32,7 @@ from yolotr.debug.faults import FaultInjector
 from yolotr.distributed import broadcast_tensors_from_rank0
 from yolotr.engine.backends import make_step_backend
 from yolotr.engine.build import default_hooks, fit_anchors, optimizer_for, run_logger, train_stream
-from yolotr.engine.fast_path import FastPath
+from yolotr.engine.fast_path import Fallback, FastPath, try_fast_path
 from yolotr.engine.hooks import Hooks
 from yolotr.engine.optim import Schedule
 from yolotr.engine.preemption import PREEMPTION
@@ -76,6 +77,7 @@ class Trainer:
                                            transformer=cfg.transformer.as_yaml(), verbose=runtime.is_main)
         # Channels-last on a GPU (engine/fast_path.py); compiled once the EMA has copied the plain module (below).
         self.fast = FastPath.from_config(cfg.train, self.device)
+        self.fast_fallbacks: list[Fallback] = []  # the parts of it the first step's trial turned off
         self.model = self.fast.prepare_model(model.to(self.device))
         self.model.names = list(self.data.names)
         # AutoAnchor (a resume then loads the checkpoint's anchors).
@@ -226,6 +228,8 @@ class Trainer:
     # ------------------------------------------------------------------ one optimizer step
     def train_step(self, batches) -> PendingStep:
         step = self.step + 1
+        if self.steps_this_process == 0 and (self.fast.compile or self.fast.channels_last):
+            batches = self.try_fast_path(batches)
         self.faults.arm_grad(step)
         force_skip = self.faults.forced_skip(step)
         buffers_before = self.buffers.save()
@@ -249,6 +253,36 @@ class Trainer:
         bad_module = self.anomaly.take() if self.anomaly is not None else None
         return PendingStep(step, grad_norm, skipped, consensus, self.local_bad.clone(), keys, images, bad_module,
                            overflow)
+
+    def try_fast_path(self, batches):
+        """The first batch's forward and backward once with the fast path, before the first step arms any fault
+        (engine/fast_path.py): where the compiler or the layout fails on any rank, every rank trains without it. The
+        trial leaves no trace: its gradients are returned, not accumulated (DDP's and DeepSpeed's gradient hooks do not
+        fire), and the BatchNorm statistics and the random state are put back, so a run that falls back trains
+        exactly as one that never had the fast path. Returns the batches with the first one put back in front."""
+        batch = next(batches)
+        images = batch.images.to(self.device).float().div_(255)
+        targets = batch.targets.to(self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+
+        def attempt(fast) -> None:
+            buffers, rng = self.buffers.save(), torch.random.get_rng_state()
+            cuda_rng = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
+            try:
+                with self.autocast:
+                    preds = self.model(fast.images(images))
+                loss, _ = self.compute_loss(preds, targets)
+                torch.autograd.grad(loss, params, allow_unused=True)
+            finally:
+                self.buffers.restore(buffers)
+                torch.random.set_rng_state(rng)
+                if cuda_rng is not None:
+                    torch.cuda.set_rng_state(cuda_rng)
+
+        self.fast, self.fast_fallbacks = try_fast_path(self.fast, self.model, attempt)
+        if not self.fast.channels_last and self.ema is not None:
+            self.ema.module.to(memory_format=torch.contiguous_format)  # validates in the layout that trains
+        return itertools.chain([batch], batches)
 
     def forward_loss(self, step: int, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One micro-batch: to the device (uint8 → [0,1] there), autocast forward (train.precision), fp32 loss.
