@@ -49,7 +49,7 @@ def batches(steps: int, batch: int, imgsz: int, device: torch.device):
 
 
 def weights_finite(model: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())  # one read of the device
 
 
 def nonfinite_weights(model: torch.nn.Module) -> int:

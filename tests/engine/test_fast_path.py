@@ -17,7 +17,7 @@ from tests.engine.conftest import (BIN, REPO, check, final_digests, free_port, r
                                    run_train, write_train_config)
 from yolotr.checkpoint.weights_file import read_weights_file
 from yolotr.config.run import TrainConfig
-from yolotr.engine.fast_path import FastPath, try_fast_path
+from yolotr.engine.fast_path import FastPath, fit_backend, try_fast_path
 from yolotr.model.loss import ComputeLoss
 from yolotr.model.yolo import DetectionModel
 
@@ -87,6 +87,7 @@ def test_a_compiled_channels_last_run_trains_and_saves_names_an_eager_model_load
     records = read_jsonl(run_dir / "metrics.jsonl")
     [compiled] = [r for r in records if r.get("event") == "compile"]
     assert compiled["step"] == 1 and compiled["backend"] == "eager" and compiled["first_step_s"] > 0
+    assert compiled["compiled"] is True and compiled["channels_last"] is True and compiled["fallbacks"] == []
     assert all(r["loss"] is not None for r in records if r["kind"] == "train")
 
     [checkpoint] = sorted((run_dir / "checkpoints").glob("step-*"))
@@ -132,6 +133,19 @@ def test_try_fast_path_keeps_a_fast_path_that_works_and_leaves_an_eager_failure_
     kept, fallbacks = try_fast_path(FastPath(compile=False, channels_last=True, compile_backend="eager"), model,
                                     always_fails)
     assert not kept.channels_last and len(fallbacks) == 1  # then the first step raises it as it is
+
+
+def test_deepspeed_trains_contiguous_since_its_engine_cannot_broadcast_channels_last_weights(caplog):
+    fast = FastPath(compile=True, channels_last=True, compile_backend="inductor")
+    assert fit_backend(fast, "ddp") == (fast, [])
+    with caplog.at_level("WARNING", logger="yolotr.engine.fast_path"):
+        kept, [fallback] = fit_backend(fast, "deepspeed")
+    assert kept.compile and not kept.channels_last and fallback.part == "channels_last"
+    assert "byte views" in caplog.records[0].getMessage()
+    # What DeepSpeed's engine does with each parameter at its start, and why it cannot take channels-last weights:
+    weight = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last).weight
+    with pytest.raises(RuntimeError, match="stride"):
+        weight.data.view(torch.uint8)
 
 
 FAULTS_RUNNER = REPO / "tests/engine/compile_faults.py"

@@ -36,7 +36,7 @@ def test_the_dry_run_reaches_every_part_and_writes_its_files(tmp_path):
     for fact in ("sync_free ok compiled", "sync_free ok skip", "resume ok resume", "fp16 ok skip"):
         assert fact in summary
     assert "FAIL" not in summary
-    steps = json.loads((out / "b_steps.json").read_text())
+    steps = json.loads((out / "b_steps.json").read_text())["steps"]
     assert {(r["model"], r["path"]) for r in steps} == {("yolotr-n", "eager"), ("yolotr-n", "compiled")}
     arms = [json.loads(line) for line in (out / "c_fp16.jsonl").read_text().splitlines()]
     assert {(a["path"], a["lr_factor"]) for a in arms} == {(p, f) for p in ("fp16 + guard", "bf16 + guard")

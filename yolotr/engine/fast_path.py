@@ -86,7 +86,18 @@ class Fallback:
         return {"part": self.part, "cause": self.cause}
 
 
-def try_fast_path(fast: FastPath, model: nn.Module, attempt: Callable[[FastPath], None]) -> tuple[FastPath, list]:
+def fit_backend(fast: FastPath, backend_kind: str) -> tuple[FastPath, list[Fallback]]:
+    """The fast path a step backend can take. DeepSpeed's engine broadcasts each parameter as a byte view at its
+    start (`p.data.view(torch.uint8)`), which a channels-last weight cannot give: its run trains contiguous."""
+    if backend_kind != "deepspeed" or not fast.channels_last:
+        return fast, []
+    cause = "DeepSpeed broadcasts parameters as byte views, which channels-last weights cannot give"
+    log.warning("train.channels_last: %s; training contiguous", cause)
+    return replace(fast, channels_last=False), [Fallback("channels_last", cause)]
+
+
+def try_fast_path(fast: FastPath, model: nn.Module,
+                  attempt: Callable[[FastPath], None]) -> tuple[FastPath, list[Fallback]]:
     """Runs `attempt(fast)` (the first batch's forward and backward, leaving no trace) until it succeeds on every rank,
     turning off first the compilation, then channels_last, after a failure on any rank; every rank calls this and takes
     the same decisions. Returns the fast path that trains and the fallbacks taken. A failure of the plain eager,

@@ -32,7 +32,7 @@ from yolotr.debug.faults import FaultInjector
 from yolotr.distributed import broadcast_tensors_from_rank0
 from yolotr.engine.backends import make_step_backend
 from yolotr.engine.build import default_hooks, fit_anchors, optimizer_for, run_logger, train_stream
-from yolotr.engine.fast_path import Fallback, FastPath, try_fast_path
+from yolotr.engine.fast_path import FastPath, fit_backend, try_fast_path
 from yolotr.engine.hooks import Hooks
 from yolotr.engine.optim import Schedule
 from yolotr.engine.preemption import PREEMPTION
@@ -76,8 +76,8 @@ class Trainer:
         model, self.transfer = build_model(cfg.model, cfg.train.weights, nc=self.data.nc, freeze=cfg.train.freeze,
                                            transformer=cfg.transformer.as_yaml(), verbose=runtime.is_main)
         # Channels-last on a GPU (engine/fast_path.py); compiled once the EMA has copied the plain module (below).
-        self.fast = FastPath.from_config(cfg.train, self.device)
-        self.fast_fallbacks: list[Fallback] = []  # the parts of it the first step's trial turned off
+        # The parts of the fast path the step backend cannot take, then those the first step's trial turned off.
+        self.fast, self.fast_fallbacks = fit_backend(FastPath.from_config(cfg.train, self.device), runtime.kind)
         self.model = self.fast.prepare_model(model.to(self.device))
         self.model.names = list(self.data.names)
         # AutoAnchor (a resume then loads the checkpoint's anchors).
@@ -279,7 +279,8 @@ class Trainer:
                 if cuda_rng is not None:
                     torch.cuda.set_rng_state(cuda_rng)
 
-        self.fast, self.fast_fallbacks = try_fast_path(self.fast, self.model, attempt)
+        self.fast, tried = try_fast_path(self.fast, self.model, attempt)
+        self.fast_fallbacks += tried
         if not self.fast.channels_last and self.ema is not None:
             self.ema.module.to(memory_format=torch.contiguous_format)  # validates in the layout that trains
         return itertools.chain([batch], batches)
