@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from yolotr.checkpoint.weights_file import save_weights
-from yolotr.eval.export_nms import NmsSettings
-from yolotr.eval.exporter import ExportSettings, export
+from yolotr.export.nms import NmsSettings
+from yolotr.export.exporter import ExportSettings, export
 from yolotr.model.yolo import DetectionModel
 
 

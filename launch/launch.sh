@@ -75,4 +75,4 @@ else
     # Port 0: accelerate picks a free one, so two runs on one machine never collide.
     args+=(--main_process_port "${MAIN_PORT:-0}")
 fi
-with_restarts "$max_restarts" "$venv_bin/accelerate" launch "${args[@]}" "${extra[@]}" -m yolotr train "$@"
+with_restarts "$max_restarts" "${quiet_agent[@]}" accelerate launch "${args[@]}" "${extra[@]}" -m yolotr train "$@"

@@ -1,6 +1,7 @@
 # Sourced (not run) by launch/launch.sh and launch/torchrun_elastic.sh: what every yolotr launcher sets up the same way.
 #
-# After sourcing: $venv_bin is the venv's bin folder, $gpus the number of visible GPUs, and the environment carries
+# After sourcing: $venv_bin is the venv's bin folder, $gpus the number of visible GPUs, $quiet_agent the command that
+# runs `accelerate launch ...` or `torchrun ...` (launch/quiet_agent.py), and the environment carries
 #   PET_SIGNALS_TO_HANDLE          torchrun's elastic agent (also inside `accelerate launch`) catches these and forwards
 #                                  them to the workers. SIGUSR1 is not among its defaults: unhandled, it kills the
 #                                  agent and orphans the workers, so a Slurm preemption notice would lose the run.
@@ -22,6 +23,10 @@ gpus=0
 if compgen -G "/dev/nvidia[0-9]*" >/dev/null || [ -e /dev/kfd ]; then
     gpus=$("$venv_bin/python" -c "import torch; print(torch.cuda.device_count())")
 fi
+# The launchers run through launch/quiet_agent.py: when a worker stops with one of yolotr's own exit codes (2 for a bad
+# config key, ...), the user reads yolotr's one line and that code, not torch's ChildFailedError traceback about it.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+quiet_agent=("$venv_bin/python" "$root/launch/quiet_agent.py")
 export PET_SIGNALS_TO_HANDLE="${PET_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1}"
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-120}"
 

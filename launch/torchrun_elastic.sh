@@ -44,6 +44,6 @@ fi
 use_cpu_threads "$procs"
 
 # Restarts are this script's (with_restarts), not torchrun's: torchrun would restart every failure, a bad config too.
-with_restarts "$max_restarts" "$venv_bin/torchrun" --nnodes="$nnodes" --nproc-per-node="$procs" --max-restarts=0 \
+with_restarts "$max_restarts" "${quiet_agent[@]}" torchrun --nnodes="$nnodes" --nproc-per-node="$procs" --max-restarts=0 \
     --rdzv-backend=c10d --rdzv-endpoint="$rdzv_endpoint" --rdzv-id="$rdzv_id" \
     -m yolotr train "$@"

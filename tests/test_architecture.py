@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"model", "data"},
     {"track"},
     {"checkpoint"},
-    {"eval"},
+    {"eval", "export"},
     {"guard", "debug"},
     {"engine"},
     {"study", "api", "drill"},
@@ -114,3 +114,11 @@ def test_no_module_imports_itself_back_through_others():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
+
+
+def test_the_model_layers_take_plain_arguments_not_the_config():
+    """timm's way: a block is built from numbers and switches, so it can be used, tested and read without the config
+    tree; only the yaml parser (model/yolo.py) turns a config into keywords."""
+    for name in ("yolotr.model.transformer", "yolotr.model.common", "yolotr.model.detect"):
+        path = ROOT.parent / (name.replace(".", "/") + ".py")
+        assert not {m for m in _imports(path, name) if m.startswith("yolotr.config")}, name

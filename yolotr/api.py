@@ -5,27 +5,25 @@
     model = YOLO("yolotr-s.yaml")                 # a model yaml or a preset name: fresh weights
     model = YOLO("runs/exp/weights/best.safetensors")   # yolotr weights, a checkpoint or a run folder
     model = YOLO("yolov5s.pt")                    # an ultralytics/yolov5 checkpoint (read without its pickle code)
+    model.add_callback("on_fit_epoch_end", lambda trainer: print(trainer.epoch, trainer.metrics))
     model.train(data="data.yaml", epochs=10, imgsz=320)  # the CLI's trainer, in this process
     metrics = model.val(data="data.yaml")         # {"map50": ..., "map": ..., "precision": ..., ...}
-    results = model.predict("images/")            # per image: boxes (x1y1x2y2 pixels), scores, classes, names
+    results = model.predict("images/")            # per image a Results: .boxes.xyxy / .conf / .cls, .plot(), ...
     model.export(format="onnx")                   # an .onnx checked against onnxruntime
 
 The class is called `YOLO` because that is what ultralytics calls it: code written for `ultralytics.YOLO` ports by
-changing its import. Multi-GPU training stays with the launchers (`launch/launch.sh`, torchrun, Slurm), which run
-the same trainer in every rank.
+changing its import. `train(..., device=[0, 1])` starts one rank per GPU on this machine; several machines stay with
+the launchers (`launch/launch.sh`, torchrun, Slurm), which run the same trainer in every rank.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
 import typing
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -34,30 +32,12 @@ import torch
 from yolotr.checkpoint.pretrained import is_model_yaml, transfer_from
 from yolotr.checkpoint.weights_file import load_weights, read_weights_file
 from yolotr.config.presets import find_file
+from yolotr.engine.callbacks import Callbacks
 from yolotr.model.transfer import TransferReport
 from yolotr.model.yolo import DetectionModel
 
-# ultralytics' names for the keys users pass most, so that their calls carry over.
-ALIASES = {"batch": "train.batch_size", "workers": "train.num_workers", "optimizer": "train.optimizer"}
-
-
-@dataclass
-class Detections:
-    """What `YOLO.predict` finds in one image."""
-
-    name: str
-    """The image's file name (`image<i>` for an array)."""
-    boxes: np.ndarray
-    """(n, 4) x1 y1 x2 y2 in the pixels of the original image."""
-    scores: np.ndarray
-    """(n,) confidence: objectness × class score."""
-    classes: np.ndarray
-    """(n,) class index into `names`."""
-    names: list[str]
-
-    @property
-    def labels(self) -> list[str]:
-        return [self.names[int(c)] for c in self.classes]
+if typing.TYPE_CHECKING:
+    from yolotr.eval.results import Results  # imported by predict: its drawing code loads matplotlib
 
 
 class YOLO:
@@ -75,11 +55,13 @@ class YOLO:
             self.model, self.names, self.imgsz = loaded.model, loaded.names, loaded.imgsz
         self.run_dir: Path | None = None
         self.data: str | None = None
+        if not hasattr(self, "callbacks"):  # kept when a training run reloads its best weights into this object
+            self.callbacks = Callbacks()
 
     def __repr__(self) -> str:
         return f"YOLO({self.source!r}, nc={self.model.nc}, imgsz={self.imgsz})"
 
-    def __call__(self, source, **kwargs) -> list[Detections]:
+    def __call__(self, source, **kwargs) -> list[Results] | Iterator[Results]:
         return self.predict(source, **kwargs)
 
     # ------------------------------------------------------------------ weights
@@ -91,24 +73,59 @@ class YOLO:
         return report
 
     # ------------------------------------------------------------------ training
+    def add_callback(self, event: str, fn) -> None:
+        """Calls `fn(trainer_view)` at `event` of every later `train()` (ultralytics' names: on_train_start,
+        on_train_epoch_end, on_fit_epoch_end, on_model_save, on_train_end, ...; engine/callbacks.py lists them and
+        says when each fires). An unknown event raises ValueError naming the valid ones."""
+        self.callbacks.add(event, fn)
+
+    def clear_callback(self, event: str) -> None:
+        self.callbacks.clear(event)
+
     def train(self, data: str | os.PathLike, epochs: int | None = None, *, config: str | os.PathLike | None = None,
               **overrides) -> dict:
-        """Trains with the CLI's trainer in this process, starting from this model's yaml or weights; afterwards the
-        object holds the run's best weights. `config` is a training yaml or preset (demo, coco-yolov5); keyword
-        overrides take a key path (`**{"train.lr0": 0.01}`), a field name (`imgsz=320`, `lr0=0.01`, `seed=1`) or an
-        ultralytics name (`batch`, `workers`). Returns the final validation's metrics; raises RuntimeError if the run
-        stops early (its run folder's exit.json says why)."""
+        """Trains with the CLI's trainer, in this process unless ranks are asked for (below), starting from this
+        model's yaml or weights; afterwards the object holds the run's best weights. `config` is a training yaml or
+        preset (demo, coco-yolov5); keyword overrides take a key path (`**{"train.lr0": 0.01}`), a field name
+        (`batch_size=16`, `max_norm=0.5`) or an ultralytics name (`batch`, `workers`, `optimizer="AdamW"`:
+        yolotr/config/aliases.py). `device=[0, 1]` or `nproc=2` (CPU ranks) train in that many ranks, started as
+        `yolotr train` starts them (callbacks run in this process, so they need a run in this process). Returns the
+        final validation's metrics; raises RuntimeError if the run stops early, with the reason its exit.json holds,
+        or the exception of a callback that stopped it."""
         from yolotr.config import load_config
-        from yolotr.engine.train_cli import train
+        from yolotr.config.aliases import to_key_paths
+        from yolotr.engine.device_choice import apply_device
+        from yolotr.engine.rank_launch import launch_ranks
+        from yolotr.engine.train_cli import rank_plan, train
 
+        plan = rank_plan({name: overrides.pop(name, None) for name in ("device", "nproc")}, "YOLO.train()")
         settings = {"model": self.source, "data": str(data), **({"train.epochs": epochs} if epochs else {})}
-        settings.update({config_key(key): value for key, value in overrides.items()})
-        cfg = load_config(config, [f"{key}={json.dumps(value)}" for key, value in settings.items()])
-        with _signal_handlers_restored(cfg.checkpoint.preempt_signals):
-            code = train(cfg)
-        self.run_dir, self.data = Path(cfg.run.dir), str(data)
-        if code != 0:
-            raise RuntimeError(f"training stopped with exit code {code}; see {self.run_dir / 'exit.json'}")
+        for name in overrides:
+            config_key(name)  # an unknown keyword is a TypeError, as for any Python call
+        settings.update(to_key_paths(overrides.items(), "YOLO.train()"))
+        arguments = [f"{key}={json.dumps(value)}" for key, value in settings.items()]
+        cfg = load_config(config, arguments)  # checked here, before any rank starts
+        if plan.ranks > 1:  # as `yolotr train device=0,1` does: a torchrun child, the ranks' output streamed
+            if self.callbacks:
+                raise ValueError("callbacks run in this process: train in it (no device list or nproc), or "
+                                 "clear_callback() first")
+            launched = launch_ranks(plan.ranks, [*(["--config", str(config)] if config else []), *arguments],
+                                    gpus=plan.gpus)
+            if launched.code != 0:
+                raise RuntimeError(f"training in {plan.ranks} ranks stopped with exit code {launched.code}: "
+                                   f"{launched.reason or 'no rank recorded why; see their output above'}")
+            cfg.run.dir = str(launched.run_dir)
+            self.run_dir, self.data = Path(cfg.run.dir), str(data)
+        else:
+            if plan.gpus is not None:
+                apply_device(plan.gpus)
+            self.callbacks.failure = None  # an earlier run's is not this one's
+            with _signal_handlers_restored(cfg.checkpoint.preempt_signals):
+                code = train(cfg, self.callbacks)
+            self.run_dir, self.data = Path(cfg.run.dir), str(data)
+            _raise_callback_failure(self.callbacks, self.run_dir)
+            if code != 0:
+                raise RuntimeError(f"training stopped with exit code {code}; see {self.run_dir / 'exit.json'}")
         weights = self.run_dir / "weights"
         self.__init__(weights / "best.safetensors" if (weights / "best.safetensors").is_file()
                       else weights / "last.safetensors")
@@ -139,33 +156,26 @@ class YOLO:
                           device=_device(device), conf_thres=conf, iou_thres=iou, max_det=max_det)
         return {**result.summary(), "fitness": fitness(result)}
 
-    def predict(self, source, *, conf: float = 0.25, iou: float = 0.45, imgsz: int | None = None,
-                max_det: int = 300, batch_size: int = 8, device: str | None = None) -> list[Detections]:
-        """Detections per image of `source`: an image file, a folder, shards (as `yolotr predict --source` takes),
-        an (H, W, 3) uint8 RGB array, or a list of these."""
-        from yolotr.data.batch import build_val_images
-        from yolotr.data.boxes import letterbox_to_original
-        from yolotr.eval.validator import predict_batch
+    def predict(self, source, *, stream: bool = False, conf: float = 0.25, iou: float = 0.45,
+                imgsz: int | None = None, max_det: int = 300, batch_size: int = 8,
+                device: str | None = None) -> list[Results] | Iterator[Results]:
+        """A `Results` per image of `source` (eval/results.py): an image file, a video, a folder, a glob, shards (as
+        `yolotr predict --source` takes), an (H, W, 3) uint8 RGB array, or a list of these. A list, or with
+        `stream=True` a generator that reads, predicts and hands out one batch at a time (for videos and large
+        folders)."""
+        from yolotr.eval.prediction_stream import predict_results
 
-        imgsz = imgsz or self.imgsz
-        results = []
-        for chunk in _chunks(_images(source), batch_size):
-            images, _, ratio_pad = build_val_images([sample for _, sample in chunk], size=imgsz)  # (B, 3, S, S)
-            found = predict_batch(self.model, images, device=_device(device), conf_thres=conf, iou_thres=iou,
-                                  max_det=max_det, multi_label=False)
-            for (name, sample), boxes, scaling in zip(chunk, found, ratio_pad):
-                boxes = boxes.detach().float().cpu()  # (n, 6) x1 y1 x2 y2 conf cls, letterboxed pixels
-                xyxy = letterbox_to_original(boxes[:, :4], scaling, sample.image.shape[:2])  # original pixels
-                results.append(Detections(name, xyxy.numpy(), boxes[:, 4].numpy(), boxes[:, 5].long().numpy(),
-                                          list(self.names)))
-        return results
+        found = predict_results(self.model, _images(source), dict(enumerate(self.names)), imgsz=imgsz or self.imgsz,
+                                batch_size=batch_size, device=_device(device), conf_thres=conf, iou_thres=iou,
+                                max_det=max_det)
+        return found if stream else list(found)
 
     def export(self, format: str = "onnx", *, imgsz: int | None = None, dynamic: bool = False, half: bool = False,
                out: str | os.PathLike | None = None) -> Path:
         """Exports to one format (onnx, torchscript, openvino, engine), checks it against PyTorch on the same images
         (as `yolotr export` does) and returns its path; a mismatch raises."""
         from yolotr.checkpoint.weights_file import LoadedWeights
-        from yolotr.eval.exporter import ExportSettings, export
+        from yolotr.export.exporter import ExportSettings, export
 
         imgsz = imgsz or self.imgsz
         source = Path(self.source)
@@ -181,25 +191,28 @@ class YOLO:
 
 
 def config_key(name: str) -> str:
-    """The config key path a keyword means: a key path as is, an ultralytics alias, or the field of that name
-    (in `train` when several sections have one)."""
-    from yolotr.config import Config
+    """The config key path a keyword means: a key path as is, an ultralytics name (yolotr/config/aliases.py), or
+    the field of that name (in `train` when several sections have one)."""
+    from yolotr.config import ConfigError
+    from yolotr.config.aliases import TOP_LEVEL_KEYS, resolve_name
 
-    if "." in name or name in (f.name for f in dataclasses.fields(Config)):
-        return name
-    if name in ALIASES:
-        return ALIASES[name]
-    matches = []
-    hints = typing.get_type_hints(Config)
-    for section in dataclasses.fields(Config):
-        if dataclasses.is_dataclass(hints[section.name]):
-            matches += [f"{section.name}.{f.name}" for f in dataclasses.fields(hints[section.name]) if f.name == name]
-    if f"train.{name}" in matches:
-        return f"train.{name}"
-    if len(matches) != 1:
-        raise TypeError(f"unknown training option {name!r}" if not matches else
-                        f"{name!r} is ambiguous ({', '.join(matches)}): pass the key path, e.g. **{{'{matches[0]}': ...}}")
-    return matches[0]
+    try:
+        key = resolve_name(name, "YOLO.train()")
+    except ConfigError as error:
+        raise TypeError(f"{name!r} {error.problem}") from None
+    if key == name and "." not in name and name not in TOP_LEVEL_KEYS:
+        raise TypeError(f"unknown training option {name!r}")
+    return key
+
+
+def _raise_callback_failure(callbacks: Callbacks, run_dir: Path) -> None:
+    """A callback that stopped the run: its own exception reaches the caller, with a note naming it."""
+    if callbacks.failure is None:
+        return
+    name, event, error = callbacks.failure
+    if hasattr(error, "add_note"):  # Python 3.11+
+        error.add_note(f"raised by callback {name} ({event}); the run stopped: see {run_dir / 'exit.json'}")
+    raise error
 
 
 @contextmanager
@@ -217,25 +230,16 @@ def _device(device: str | None) -> torch.device:
     return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _images(source) -> Iterator[tuple[str, object]]:
-    """(name, DecodedSample without boxes) for every image of a source (see `YOLO.predict`)."""
-    from yolotr.data.decode import DecodedSample
-    from yolotr.data.labels import DetectionLabel
+def _images(source) -> Iterator[tuple[str, np.ndarray]]:
+    """(path, (H, W, 3) uint8 RGB) for every readable image or frame of a source (see `YOLO.predict`), lazily."""
     from yolotr.eval.sources import Source
 
     items = source if isinstance(source, (list, tuple)) else [source]
     for position, item in enumerate(items):
         if isinstance(item, np.ndarray):
-            found = [(f"image{position}", item)]
+            yield f"image{position}.jpg", item
         else:
-            found = ((frame.name, frame.image) for frame in Source(item) if frame.image is not None)
-        for name, array in found:
-            height, width = array.shape[:2]
-            empty = DetectionLabel(np.zeros((0, 4)), np.zeros(0, dtype=np.int64), width, height, name)
-            yield name, DecodedSample(key=name, image=array, label=empty)
-
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
+            for frame in Source(item):
+                if frame.image is not None:  # a video frame's path is its video's; a shard sample's, its name
+                    file_like = frame.video is not None or Path(frame.origin).name == frame.name
+                    yield frame.origin if file_like else frame.name, frame.image

@@ -7,7 +7,8 @@ imported only inside its `run`.
 
 Options may stand anywhere among a command's positional arguments (`yolotr train --config C data=D --resume auto`),
 as ultralytics accepts them. A `YolotrError` raised by library code becomes one line on stderr and its exit code
-(2 for usage, 1 for a runtime failure); anything else is a bug and keeps its traceback.
+(2 for usage, 1 for a runtime failure); anything else is a bug and keeps its traceback. A config error, the same on
+every rank a launcher started, is said by each node's local rank 0 only.
 
 Every command takes `--quiet` / `-q` (warnings and errors only, no progress) and `--verbose` / `-v` (debug lines
 too), anywhere among its arguments or before the command: they set the level of yolotr's log (yolotr/log.py).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from types import ModuleType
 
@@ -30,7 +32,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("train",), "yolotr.engine.train_cli", "train a detector (single process, torchrun, accelerate, deepspeed)"),
     (("val",), "yolotr.eval.val_cli", "COCO mAP, per-class table, confusion matrix and curves of a weights file"),
     (("predict",), "yolotr.eval.predict_cli", "detect on images, folders, globs, lists, videos, webcams, streams, shards"),
-    (("export",), "yolotr.eval.export_cli", "export weights to ONNX (optionally with NMS), TorchScript, OpenVINO, TensorRT"),
+    (("export",), "yolotr.export.export_cli", "export weights to ONNX (optionally with NMS), TorchScript, OpenVINO, TensorRT"),
     (("export-weights",), "yolotr.checkpoint.export_weights_cli", "consolidate a run or checkpoint into one weights file"),
     (("plot",), "yolotr.eval.plot_cli", "redraw a run's plots from metrics.jsonl"),
     (("model", "info"), "yolotr.model.info_cli", "layer table, parameters and GFLOPs of a model yaml"),
@@ -96,12 +98,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command_parser, module = commands[path]
     # Intermixed: the positional overrides of `train` may come before, between and after its options.
-    args = command_parser.parse_intermixed_args(leading + rest)
+    try:
+        args = command_parser.parse_intermixed_args(leading + rest)
+    except SystemExit as exit:  # argparse has printed its usage line; a command may add what was meant
+        hint = getattr(module, "usage_hint", None)
+        if exit.code == 2 and hint is not None and (line := hint(rest)):
+            console.error(line)
+        raise
     set_verbosity(args.verbosity or "normal")  # also when main() runs again in one process (tests, the API)
     try:
         return int(module.run(args) or 0)
     except YolotrError as error:
-        console.error(f"yolotr {' '.join(path)}: error: {error}")
+        if not (error.same_on_every_rank and os.environ.get("LOCAL_RANK", "0") != "0"):
+            console.error(f"yolotr {' '.join(path)}: error: {error}")
         return error.exit_code
 
 

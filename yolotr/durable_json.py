@@ -11,8 +11,16 @@ from pathlib import Path
 
 def write_json_durably(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # On a full disk the temporary file is left empty or cut: removed, so it neither holds space nor misleads.
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise

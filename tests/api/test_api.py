@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from yolotr.api import Detections, config_key
+from yolotr.api import config_key
+from yolotr.eval.results import Results
 
 REPO = Path(__file__).resolve().parents[2]
 V5_STRIPPED = REPO / "tests/weights/fixtures/tiny-yolov5s-stripped.pt"
@@ -52,12 +53,13 @@ def test_a_yolov5_checkpoint_predicts_boxes_in_the_pixels_of_each_image(tmp_path
     model = YOLO(V5_STRIPPED)
     Image.new("RGB", (120, 80), (200, 30, 30)).save(tmp_path / "red.png")
     found = model.predict([np.zeros((64, 96, 3), np.uint8), tmp_path / "red.png"], conf=0.0001)
-    assert [f.name for f in found] == ["image0", "red.png"]
+    assert [Path(f.path).name for f in found] == ["image0.jpg", "red.png"]
     for result, (height, width) in zip(found, [(64, 96), (80, 120)]):
-        assert isinstance(result, Detections) and len(result.boxes) > 0
-        assert result.boxes.shape == (len(result.scores), 4) and len(result.labels) == len(result.classes)
-        assert (result.boxes >= 0).all() and (result.boxes[:, [0, 2]] <= width).all()
-        assert (result.boxes[:, [1, 3]] <= height).all()
+        assert isinstance(result, Results) and len(result.boxes) > 0
+        xyxy = result.boxes.xyxy
+        assert xyxy.shape == (len(result.boxes.conf), 4) and len(result.boxes.cls) == len(result)
+        assert (xyxy >= 0).all() and (xyxy[:, [0, 2]] <= width).all()
+        assert (xyxy[:, [1, 3]] <= height).all()
     assert model.imgsz == 64 and len(model.names) == 80
 
 

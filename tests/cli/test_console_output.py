@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import yaml
+
 import yolotr
 
 ROOT = Path(yolotr.__file__).parent
@@ -69,3 +72,62 @@ def test_quiet_and_verbose_together_are_refused(tmp_path):
     result = subprocess.run([sys.executable, "-m", "yolotr", "data", "synth", "--out", str(tmp_path), "-q", "-v"],
                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 2 and "not allowed with argument" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- a real run
+@pytest.fixture(scope="module")
+def twenty_images(tmp_path_factory) -> tuple[Path, Path]:
+    """20 train and 8 val images of 64 px, and a narrow yolotr-n: a run of a few steps."""
+    out = tmp_path_factory.mktemp("synth")
+    _yolotr("data", "synth", "--out", str(out), "--train", "20", "--val", "8", "--imgsz", "64", "--seed", "0")
+    model = yaml.safe_load((REPO / "configs/models/yolotr-n.yaml").read_text())
+    model["width_multiple"] = 0.125
+    (out / "tiny.yaml").write_text(yaml.safe_dump(model))
+    return out / "data.yaml", out / "tiny.yaml"
+
+
+def _train_run(tmp_path: Path, data: Path, model: Path, *settings: str, **env: str) -> subprocess.CompletedProcess:
+    """`yolotr train` as a user types it, in an environment without any W&B setup (no key, no netrc, no mode)."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    base = {key: value for key, value in os.environ.items() if key != "RANK" and not key.startswith("WANDB")}
+    result = subprocess.run(
+        [sys.executable, "-m", "yolotr", "train", f"model={model}", f"data={data}", "imgsz=64", "workers=0",
+         "val.every_epochs=1", "log.tensorboard=false", f"project={tmp_path}", *settings],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env={**base, "HOME": str(home), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **env})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_a_plain_run_says_each_thing_once_shows_the_val_rows_and_no_wandb(tmp_path, twenty_images):
+    result = _train_run(tmp_path, *twenty_images, "epochs=2", "batch=8", "name=plain")
+    lines = result.stderr.splitlines()
+
+    data_lines = [line for line in lines if line.startswith("[yolotr] data: 20 train samples")]
+    assert data_lines == ["[yolotr] data: 20 train samples, global batch 8 = 1 rank(s) x 8: 2 steps per epoch; the "
+                          "last 4 samples of each epoch's order (other ones each epoch) are not trained on, so that "
+                          "every batch is full: a global batch that divides 20, e.g. batch=10, trains on every "
+                          "sample"]
+    rows = [line for line in lines if line.startswith("[yolotr] val epoch")]
+    assert len(rows) == 2  # the final validation of the last epoch's weights repeats no row
+    assert rows[0].startswith("[yolotr] val epoch 0: P ") and rows[1].startswith("[yolotr] val epoch 1: P ")
+    assert all(" R " in row and " mAP50 " in row and " mAP50-95 " in row and "(8 images, " in row for row in rows)
+    assert "wandb" not in result.stderr.lower() and "wandb" not in result.stdout.lower()
+    assert not (tmp_path / "plain" / "wandb").exists()
+    anchors = [line for line in lines if "autoanchor" in line]
+    assert len(anchors) == 1 and anchors[0].startswith("[yolotr] autoanchor: BPR ")  # a sentence, not its record
+    assert anchors[0].endswith("train boxes: the anchors fit")
+    assert result.stdout.startswith("run summary")
+
+
+def test_a_run_with_wandb_asked_for_says_where_it_went_in_one_line_and_wandb_says_nothing(tmp_path, twenty_images):
+    result = _train_run(tmp_path, *twenty_images, "epochs=1", "batch=10", "name=tracked", WANDB_MODE="offline")
+    lines = result.stderr.splitlines()
+
+    where = [line for line in lines if "W&B" in line or "wandb" in line.lower()]
+    assert len(where) == 1 and where[0].startswith(f"[yolotr] W&B: offline run in {tmp_path / 'tracked' / 'wandb'}")
+    assert where[0].endswith(")") and "(upload with: wandb sync " in where[0]
+    assert not any(line.startswith("wandb:") for line in result.stdout.splitlines() + lines)
+    assert [line for line in lines if line.startswith("[yolotr] data: ")] == [
+        "[yolotr] data: 20 train samples, global batch 10 = 1 rank(s) x 10: 2 steps per epoch"]

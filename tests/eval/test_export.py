@@ -6,7 +6,7 @@ import onnxruntime
 import torch
 
 from yolotr.cli import main
-from yolotr.eval.export import check_parity, export_onnx, onnx_op_counts
+from yolotr.export.onnx_export import check_parity, export_onnx, onnx_op_counts
 
 
 def test_export_cli_writes_onnx_that_matches_pytorch_and_keeps_attention(tiny_weights, tmp_path, capsys):

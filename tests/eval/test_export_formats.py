@@ -12,9 +12,9 @@ import torch
 
 from yolotr.cli import main
 from yolotr.errors import UsageError
-from yolotr.eval.export import FP16_TOLERANCE, check_parity, export_onnx, onnx_op_counts
-from yolotr.eval.export_nms import NmsSettings, canonical_order, reference_detections
-from yolotr.eval.exporter import ExportSettings, export
+from yolotr.export.onnx_export import FP16_TOLERANCE, check_parity, export_onnx, onnx_op_counts
+from yolotr.export.nms import NmsSettings, canonical_order, reference_detections
+from yolotr.export.exporter import ExportSettings, export
 
 NMS = NmsSettings(conf_thres=0.3, iou_thres=0.45, max_det=20)
 

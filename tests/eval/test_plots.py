@@ -162,3 +162,19 @@ def test_labels_plot_of_a_whole_split(synth_data, tmp_path):
     spec = load_data_yaml(synth_data)
 
     assert_valid_image(plot_labels(spec.train, list(spec.names), tmp_path / "labels.jpg"), "JPEG")
+
+
+def test_a_box_label_is_white_text_on_a_band_of_the_box_colour():
+    from yolotr.eval.plots.drawing import LABEL_TEXT, class_color, draw_boxes
+
+    image = torch.zeros((3, 80, 160), dtype=torch.uint8)
+    drawn = draw_boxes(image, torch.tensor([[10.0, 10.0, 150.0, 70.0]]), torch.tensor([1]), NAMES,
+                       scores=torch.tensor([0.87]), width=1)
+
+    band = drawn[:, 14:22, 13:38].permute(1, 2, 0).reshape(-1, 3)  # inside the box, where the label is written
+    colour = torch.tensor(class_color(1))
+    filled = (band == colour).all(dim=1).float().mean()
+    text = (band.int() - colour).abs().sum(dim=1) > 100  # the font is anti-aliased: near-white, not white itself
+    assert LABEL_TEXT == (255, 255, 255) and (band[text].min(dim=1).values > 200).all()
+    assert filled > 0.3 and text.sum() > 10  # a filled background with the text on it, not text on the black image
+    assert (drawn[:, 40, 80] == 0).all()  # the box itself stays unfilled

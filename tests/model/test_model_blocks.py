@@ -21,7 +21,7 @@ from yolotr.model.transformer import (
     tokens_to_map,
 )
 
-STABLE = TransformerConfig(qk_norm=True, layer_scale=1e-4, xavier_init=True)
+STABLE = {"qk_norm": True, "layer_scale": 1e-4, "xavier_init": True}  # the blocks take plain keywords
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +63,7 @@ def test_concat_joins_feature_maps_along_channels():
 
 @pytest.mark.parametrize("block_type", [C3TR, C3TRv5])
 def test_transformer_c3_blocks_keep_shape_on_a_non_square_input(block_type):
-    block = block_type(16, 32, 2, transformer=STABLE)
+    block = block_type(16, 32, 2, **STABLE)
     x = torch.rand(2, 16, 8, 10)  # the stride-32 map of a 256x320 image
 
     y = block(x)
@@ -110,7 +110,7 @@ def test_round_trip_check_catches_a_reshape_without_transpose():
 def test_transformer_block_with_zeroed_branches_returns_its_input_map(block_type):
     # With every residual branch off, the block is exactly its token round trip: any pixel/channel mix-up in its
     # own reshapes shows here, on a non-square map.
-    block = block_type(8, 2, TransformerConfig(layer_scale=1.0))
+    block = block_type(8, 2, layer_scale=1.0)
     for module in block.modules():
         if hasattr(module, "gamma"):
             nn.init.zeros_(module.gamma)
@@ -137,7 +137,7 @@ def test_sincos_position_encoding_matches_the_token_order_and_any_grid_size():
 
 
 def test_yolotr_block_has_no_learned_position_table():
-    block = TransformerBlock(16, 1, STABLE)
+    block = TransformerBlock(16, 1, **STABLE)
 
     names = [name for name, _ in block.named_parameters()]
 
@@ -146,8 +146,8 @@ def test_yolotr_block_has_no_learned_position_table():
 
 
 def test_yolotr_block_under_bf16_autocast_is_finite_for_inputs_scaled_by_1e3():
-    block = C3TR(32, 32, 2, transformer=STABLE)
-    inner = TransformerBlock(32, 2, STABLE)
+    block = C3TR(32, 32, 2, **STABLE)
+    inner = TransformerBlock(32, 2, **STABLE)
     for module in (block, inner):
         x = (torch.randn(2, 32, 6, 10) * 1e3).requires_grad_()
 
@@ -174,16 +174,16 @@ def test_attention_under_bf16_autocast_on_cpu_matches_fp32_attention_of_the_same
 
 
 def test_qk_norm_normalises_each_head_of_q_and_k():
-    block = TransformerBlock(16, 1, TransformerConfig(qk_norm=True, num_heads=4))
+    block = TransformerBlock(16, 1, qk_norm=True, num_heads=4)
     attention = block.layers[0].attn
 
     assert isinstance(attention.q_norm, nn.LayerNorm) and attention.q_norm.normalized_shape == (4,)
     assert isinstance(attention.k_norm, nn.LayerNorm) and attention.k_norm.normalized_shape == (4,)
-    assert isinstance(TransformerBlock(16, 1, TransformerConfig()).layers[0].attn.q_norm, nn.Identity)
+    assert isinstance(TransformerBlock(16, 1).layers[0].attn.q_norm, nn.Identity)
 
 
 def test_layer_scale_starts_every_residual_branch_at_the_configured_value():
-    block = TransformerBlock(16, 2, TransformerConfig(layer_scale=1e-4))
+    block = TransformerBlock(16, 2, layer_scale=1e-4)
 
     gammas = [module.gamma for module in block.modules() if hasattr(module, "gamma")]
 
@@ -199,17 +199,16 @@ def _is_xavier_uniform(weight: torch.Tensor) -> bool:
 def test_xavier_init_switch_sets_the_projection_init_on_both_blocks():
     dim = 64  # Xavier's bound sqrt(6/128) is sqrt(3)x PyTorch's default Linear bound 1/sqrt(64): easy to tell
     for xavier in (True, False):
-        config = TransformerConfig(xavier_init=xavier)
-        attention = TransformerBlock(dim, 1, config).layers[0].attn
-        layer_v5 = TransformerBlockV5(dim, 1, config).tr[0]
+        attention = TransformerBlock(dim, 1, xavier_init=xavier).layers[0].attn
+        layer_v5 = TransformerBlockV5(dim, 1, xavier_init=xavier).tr[0]
 
         for linear in (attention.q, attention.k, attention.v, attention.proj, layer_v5.q, layer_v5.k, layer_v5.v):
             assert _is_xavier_uniform(linear.weight) == xavier
 
 
 def test_block_defaults_are_xavier_for_yolotr_and_yolov5_init_for_v5():
-    attention = TransformerBlock(64, 1, TransformerConfig()).layers[0].attn
-    layer_v5 = TransformerBlockV5(64, 1, TransformerConfig()).tr[0]
+    attention = TransformerBlock(64, 1).layers[0].attn
+    layer_v5 = TransformerBlockV5(64, 1).tr[0]
 
     assert _is_xavier_uniform(attention.q.weight)
     assert not _is_xavier_uniform(layer_v5.q.weight)
@@ -226,7 +225,7 @@ def test_c3trv5_has_yolov5s_c3tr_parameter_count():
 
 
 def test_transformer_types_cover_the_attention_params_but_not_the_c3_convs():
-    block = C3TR(32, 32, 1, transformer=STABLE)
+    block = C3TR(32, 32, 1, **STABLE)
 
     transformer_params = {id(p) for m in block.modules() if isinstance(m, TRANSFORMER_TYPES) for p in m.parameters()}
 
@@ -251,4 +250,4 @@ def test_transformer_config_rejects_bad_values_naming_the_key(values, message):
 
 def test_transformer_block_rejects_a_width_the_heads_do_not_divide():
     with pytest.raises(ValueError, match="not divisible by num_heads=3"):
-        TransformerBlock(16, 1, TransformerConfig(num_heads=3))
+        TransformerBlock(16, 1, num_heads=3)

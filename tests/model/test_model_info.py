@@ -8,7 +8,6 @@ from pathlib import Path
 import yaml
 
 from yolotr.cli import main
-from yolotr.config.model import TransformerConfig
 from yolotr.model.info import count_flops, model_summary
 from yolotr.model.transformer import C3TR
 from yolotr.model.yolo import DetectionModel
@@ -35,7 +34,7 @@ def test_summary_of_yolov5n_matches_yolov5s_reported_numbers():
 
 def test_flops_count_two_per_multiply_accumulate_including_attention():
     channels, height, width = 16, 4, 6
-    block = C3TR(channels, channels, 1, transformer=TransformerConfig(mlp_ratio=4.0))
+    block = C3TR(channels, channels, 1, mlp_ratio=4.0)
     hidden, tokens = channels // 2, height * width
 
     flops = count_flops(block, (height, width), in_channels=channels)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from yolotr.track.metrics import MetricsWriter, read_metrics, supersede_records_after
-from yolotr.track.wandb_logger import WandbLogger, wandb_mode
+from yolotr.track.wandb_logger import WandbLogger, wandb_mode, wandb_wanted
 from yolotr.track.wandb_reader import find_wandb_files, iter_records, read_history, read_run_history
 
 NAMES = ["cat", "dog"]
@@ -159,3 +159,26 @@ def test_mode_is_offline_without_a_key_and_online_with_one(tmp_path):
     assert wandb_mode({"NETRC": str(netrc), "WANDB_BASE_URL": "https://wandb.example.com"}) == "offline"
     assert wandb_mode({"NETRC": str(netrc), "WANDB_MODE": "disabled"}) == "disabled"
     assert wandb_mode({"NETRC": no_netrc, "WANDB_API_KEY": "k", "WANDB_MODE": "offline"}) == "offline"
+
+
+def test_auto_logs_only_where_wandb_is_set_up_and_true_or_false_decide_alone(tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password 0123\n")
+    plain = {"NETRC": str(tmp_path / "missing")}
+
+    assert not wandb_wanted("auto", plain)
+    assert wandb_wanted("auto", {**plain, "WANDB_API_KEY": "k"})
+    assert wandb_wanted("auto", {"NETRC": str(netrc)})  # `wandb login` wrote it
+    assert wandb_wanted("auto", {**plain, "WANDB_MODE": "offline"})
+    assert wandb_wanted(True, plain) and not wandb_wanted(False, {**plain, "WANDB_API_KEY": "k"})
+
+
+def test_an_event_told_after_later_steps_is_counted_at_the_newest_step_not_dropped(offline_wandb):
+    logger = WandbLogger(offline_wandb / "run", {}, run_id=None, enabled=True)
+    logger.log({"train/loss": 1.0}, step=4)
+    logger.log_record({"kind": "event", "event": "checkpoint", "step": 2})  # a background save of step 2 committed
+    wandb_file = find_wandb_files(offline_wandb / "run")[0]
+    logger.finish()
+
+    _, rows = read_history(wandb_file)
+    assert [row.get("event/checkpoint") for row in rows if row["_step"] == 4] == [1]

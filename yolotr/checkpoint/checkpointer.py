@@ -5,8 +5,8 @@ The checkpointer knows the format, not the trainer: it is handed the run's state
 
     "model"         the detector (nn.Module)                 -> state/ (DCP) "model"
     "ema"           guard.ema.ModelEMA, or None              -> state/ "ema" (its module's tensors)
-    "optimizer"     the step backend (engine/backends)       -> state/ "optimizer" by parameter name, or its own
-                                                                files (DeepSpeed's ZeRO partitions, ds/)
+    "step_backend"  the step backend (engine/backends), which -> state/ "optimizer" by parameter name, or its own
+                    owns the optimizer (backend_state.py)       files (DeepSpeed's ZeRO partitions, ds/)
     "train_state"   the trainer's counters                   -> trainer.json "counters"
     "guard"         guard.monitor.GuardMonitor               -> trainer.json "guard"
     "stream"        data.stream.TrainStream (data position)  -> trainer.json "stream"
@@ -87,7 +87,8 @@ class Checkpointer:
     `export-weights` and by the resume checks."""
 
     def __init__(self, cfg: Config, run_dir: Path, *, rank: int, world_size: int, describe: dict[str, Any],
-                 on_commit: Callable[[CommitStats], None] | None = None) -> None:
+                 on_commit: Callable[[CommitStats], None] | None = None,
+                 fence: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
         self.rank = rank
         # The run's states by name (the table above), handed over by the trainer once its step backend exists: the
@@ -98,7 +99,7 @@ class Checkpointer:
                                          keep_last=cfg.checkpoint.keep_last,
                                          pause_before_commit_s=cfg.faults.pause_checkpoint_write_s,
                                          pause_from_step=cfg.faults.pause_checkpoint_write_from_step,
-                                         on_commit=on_commit)
+                                         on_commit=on_commit, fence=fence)
         # The checkpoint's host copy, reused save after save, in shared memory for the writer process.
         self._stager = HostStager(shared=cfg.checkpoint.writer == "process")
         self._writer = WriterProcess() if cfg.checkpoint.writer == "process" else ThreadWriter()
@@ -129,7 +130,7 @@ class Checkpointer:
             needed = 1 << 20
         self.manager.check_room(needed)
         meta = self._meta()
-        backend = self.states["optimizer"]
+        backend = self.states["step_backend"]
         self.manager.save(
             step,
             write_sync=backend.write_checkpoint_files,  # every rank, now: e.g. DeepSpeed's own collective save
@@ -149,7 +150,7 @@ class Checkpointer:
             if ema is not None:
                 self._state_dicts["ema"] = ema.module.state_dict()
         tensors = {"model": self._state_dicts["model"]}
-        optimizer = self.states["optimizer"].checkpoint_optimizer_state()
+        optimizer = self.states["step_backend"].checkpoint_optimizer_state()
         if optimizer is not None:
             tensors["optimizer"] = optimizer
         if "ema" in self._state_dicts:
@@ -178,7 +179,7 @@ class Checkpointer:
         path = Path(path)
         meta = read_meta(path)
         self._refuse_incompatible(path, meta)
-        backend, model, ema = self.states["optimizer"], self.states["model"], self.states["ema"]
+        backend, model, ema = self.states["step_backend"], self.states["model"], self.states["ema"]
         # The param groups' hyperparameters come back with the optimizer state; the ones the schedule does not set
         # each step (weight decay, the Transformer LR multiplier) are this run's config, as a user changing them expects.
         kept = [{k: g[k] for k in ("weight_decay", "lr_mult") if k in g} for g in backend.optimizer.param_groups]
@@ -218,7 +219,7 @@ class Checkpointer:
             raise IncompatibleCheckpoint(f"{path}: written with train.optimizer={old}, this run has {new}: resume "
                                          f"with {old}, or start a new run folder")
         # The other direction (a DeepSpeed run, a checkpoint without) is refused by the DeepSpeed backend's set-up.
-        if meta.get("backend") == "deepspeed" and self.states["optimizer"].kind != "deepspeed":
+        if meta.get("backend") == "deepspeed" and self.states["step_backend"].kind != "deepspeed":
             raise IncompatibleCheckpoint(f"{path}: written with DeepSpeed, this run is without: its optimizer state "
                                          "is laid out differently; resume with distributed.backend=deepspeed")
         changed = config_differences(saved, self._config)

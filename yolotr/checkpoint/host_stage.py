@@ -19,6 +19,7 @@ import logging
 import math
 import shutil
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
@@ -51,8 +52,9 @@ class Layout:
 
     def unflatten(self, tensors: list[torch.Tensor], plain: list) -> object:
         """The state again, from its tensors and its plain values, each in leaf order."""
-        tensors, values = iter(tensors), iter(plain)
-        return tree_unflatten([next(tensors) if slot is not None else next(values) for slot in self.slots], self.spec)
+        tensor_iter, values = iter(tensors), iter(plain)
+        return tree_unflatten([next(tensor_iter) if slot is not None else next(values) for slot in self.slots],
+                              self.spec)
 
 
 class HostStager:
@@ -66,10 +68,10 @@ class HostStager:
         # moves them to the shared ones, a host memcpy that the writer thread does off the training loop.
         self._pinned: dict[torch.dtype, torch.Tensor] = {}
         self._pinned_views: list[torch.Tensor] = []
-        self._signature = None
+        self._signature: tuple | None = None
 
     @torch.no_grad()
-    def stage(self, state) -> tuple[object, list]:
+    def stage(self, state) -> tuple[Any, list]:
         """Copies `state` to host memory. Returns (the copy, with tensors as views of host buffers; the plain values
         in leaf order). `self.layout` describes the copy; with `shared`, call `publish()` before a reader uses
         `buffers`. Per call the Python work is a few list passes: the layout is only rebuilt when the tree changes."""
@@ -92,6 +94,7 @@ class HostStager:
             if tensors:
                 torch._foreach_copy_(self._views, tensors)  # one call for all, not a Python loop
             copies = self._views
+        assert self.layout is not None  # made above
         return self.layout.unflatten(copies, plain), plain
 
     def _new_layout(self, spec: TreeSpec, leaves: list, is_tensor: list[bool], on_gpu: bool) -> None:

@@ -30,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from yolotr.durable_json import write_json_durably
+from yolotr.checkpoint.manifest import ManifestError, read_manifest, unlisted_or_missing
+from yolotr.checkpoint.run_lock import RunFolderTakenOver
 from yolotr.checkpoint.storage import StorageError, free_text, room_problem, storage_problem
-from yolotr.distributed import all_gather_object, all_ranks, barrier
+from yolotr.distributed import all_gather_object, all_ranks
 from yolotr.errors import YolotrError
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -102,6 +104,7 @@ class CheckpointManager:
         pause_before_commit_s: float = 0,
         pause_from_step: int = 0,
         on_commit: Callable[[CommitStats], None] | None = None,
+        fence: Callable[[], None] | None = None,
     ):
         self.root = Path(run_dir) / "checkpoints"
         self.rank = rank
@@ -110,6 +113,9 @@ class CheckpointManager:
         self.pause_before_commit_s = pause_before_commit_s
         self.pause_from_step = pause_from_step
         self.on_commit = on_commit
+        # Rank 0: raises `RunFolderTakenOver` once another job holds the run folder (run_lock.RunLock.check_held);
+        # checked before each write that could touch that job's checkpoints.
+        self.fence = fence
         self.pending: PendingSave | None = None
         self._finisher: threading.Thread | None = None  # rank 0: the commit landing on disk
         self._landing: tuple[PendingSave, Path] | None = None  # committed, reported once landed
@@ -143,10 +149,17 @@ class CheckpointManager:
         # previous commit may still be renaming: let that commit land first.
         self._join_finisher()
         tmp = self.root / f"step-{step:08d}.tmp"
+        fenced = None
         if self.rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)  # left over by a save that was killed
-            tmp.mkdir(parents=True)
-        barrier()
+            try:
+                self._check_fence()  # the job that took the folder over may be saving this very step
+            except RunFolderTakenOver as exc:
+                fenced = exc
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)  # left over by a save that was killed
+                tmp.mkdir(parents=True)
+        if not all_ranks(fenced is None):  # also the barrier: rank 0 made the folder
+            self._fail(step, [fenced] if fenced else [])
         if write_sync is not None:
             write_sync(tmp)
         error: list[BaseException] = []
@@ -214,9 +227,14 @@ class CheckpointManager:
             self._join_finisher()
         return final
 
+    def _check_fence(self) -> None:
+        if self.fence is not None:
+            self.fence()
+
     def _fail(self, step: int | str, errors: list[BaseException]) -> None:
         """Every rank raises the same error: the storage's own message when that is the cause (EXIT_STORAGE), else
         what each rank met. Gathered, so that no rank stops with only a transport error."""
+        _raise_if_taken_over(errors)
         mine = [(storage_problem(e, self.root), f"{type(e).__name__}: {e}".splitlines()[-1]) for e in errors]
         found = [(rank, *item) for rank, items in enumerate(all_gather_object(mine)) for item in items]
         storage = next((message for _, message, _ in found if message), None)
@@ -239,10 +257,10 @@ class CheckpointManager:
         """Bytes of the newest committed checkpoint (from its manifest), 0 when there is none."""
         for path in reversed(self.committed()):
             try:
-                files = json.loads((path / "manifest.json").read_text())["files"]
-            except (OSError, ValueError, KeyError):
+                files = read_manifest(path).files
+            except ManifestError:
                 continue
-            return sum(int(entry["size"]) for entry in files.values())
+            return sum(entry.size for entry in files.values())
         return 0
 
     def _land(self, pending: PendingSave, final: Path) -> None:
@@ -254,6 +272,7 @@ class CheckpointManager:
     def _land_unguarded(self, pending: PendingSave, final: Path) -> None:
         if self.pause_before_commit_s and pending.step >= self.pause_from_step:
             time.sleep(self.pause_before_commit_s)  # test hook: a kill lands in the middle of a save
+        self._check_fence()
         manifest = {
             "step": pending.step,
             "world_size": self.world_size,
@@ -262,6 +281,7 @@ class CheckpointManager:
         }
         write_json_durably(pending.tmp / "manifest.json", manifest)
         _fsync_dir(pending.tmp)
+        self._check_fence()  # again: writing and hashing took time
         shutil.rmtree(final, ignore_errors=True)
         os.rename(pending.tmp, final)
         _fsync_dir(self.root)
@@ -326,8 +346,8 @@ class CheckpointManager:
         scored = []
         for path in self.committed():
             try:
-                fitness = json.loads((path / "manifest.json").read_text()).get("fitness")
-            except (OSError, ValueError):
+                fitness = read_manifest(path).fitness
+            except ManifestError:
                 continue
             if fitness is not None:
                 scored.append((fitness, path.name, path))
@@ -368,20 +388,30 @@ class CheckpointManager:
         return None, damaged
 
 
+def _raise_if_taken_over(errors: list[BaseException]) -> None:
+    """Every rank: when rank 0's lock was taken over, each raises `RunFolderTakenOver` (exit 2, not retried: a
+    retry would meet the other job's lock) with rank 0's message. One gather, on the failure path only."""
+    mine = next((str(e) for e in errors if isinstance(e, RunFolderTakenOver)), None)
+    found = next((message for message in all_gather_object(mine) if message), None)
+    if found is not None:
+        raise RunFolderTakenOver(found)
+
+
 def verify(path: Path) -> str | None:
-    """None when every file in the manifest exists with its size and sha256; else what is wrong."""
+    """None when the manifest parses (checkpoint/manifest.py), lists exactly the files of the folder, and each has
+    its size and sha256; else what is wrong."""
     try:
-        manifest = json.loads((Path(path) / "manifest.json").read_text())
-    except FileNotFoundError:
-        return "no manifest.json"
-    except ValueError as exc:
-        return f"manifest.json is not valid json: {exc}"
-    for name, meta in manifest.get("files", {}).items():
+        manifest = read_manifest(path)
+    except ManifestError as exc:
+        return str(exc)
+    problem = unlisted_or_missing(path, manifest)
+    if problem is not None:
+        return problem
+    for name, entry in manifest.files.items():
         file = Path(path) / name
-        if not file.is_file():
-            return f"missing file {name}"
-        if file.stat().st_size != meta["size"]:
-            return f"{name} has {file.stat().st_size} bytes, manifest says {meta['size']}"
-        if _sha256(file) != meta["sha256"]:
+        size = file.stat().st_size
+        if size != entry.size:
+            return f"{name} has {size} bytes, manifest says {entry.size}"
+        if _sha256(file) != entry.sha256:
             return f"sha256 mismatch for {name}"
     return None

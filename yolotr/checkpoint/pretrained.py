@@ -39,6 +39,7 @@ def build_model(model: str, weights: str | None = None, *, nc: int, transformer:
     if weights is not None or source is not None:
         if weights is not None and weights != model:
             source = read_weights_file(weights)
+        assert source is not None  # read above: from `weights`, or `model` is itself a weights file
         report = transfer_from(built, source, weights or model)
         if verbose:
             log.info(f"weights: {report.summary()}")

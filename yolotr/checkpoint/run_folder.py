@@ -27,7 +27,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from yolotr.checkpoint.run_lock import RunLock
-from yolotr.checkpoint.storage import StorageError
+from yolotr.checkpoint.storage import storage_error
 from yolotr.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -133,14 +133,14 @@ def settle_run_folder(cfg, env: Mapping[str, str] = os.environ) -> RunFolder:
         try:
             folder = choose_run_folder(cfg.run.dir, cfg.checkpoint.resume, env)
             folder.path.mkdir(parents=True, exist_ok=True)
-            lock = RunLock(folder.path, job=job, restart=restart)
+            lock = RunLock(folder.path, job=job, restart=restart, lease_s=cfg.run.lock_lease_s)
             note = lock.acquire()  # before anything is written there
             if note:
                 log.info(note)
             record = {"job": job, "started": time.time(), "host": os.uname().nodename, "pid": os.getpid()}
             (folder.path / JOB_FILE).write_text(json.dumps(record) + "\n")
         except OSError as error:  # read-only, full, gone: every rank stops with the same reason
-            choice = [("error", StorageError.from_os_error(error, folder.path))]
+            choice = [("error", storage_error(error, folder.path))]
         except UsageError as error:  # a run folder in use by another job, a --resume that names no run
             choice = [("error", error)]
         else:

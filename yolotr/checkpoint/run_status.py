@@ -39,8 +39,25 @@ _ADVICE = {
 
 
 def write_exit_file(run_dir: Path, code: int, reason: str, step: int) -> None:
-    write_json_durably(Path(run_dir) / "exit.json", {"state": "ended", "exit_code": code, "reason": reason,
-                                                     "step": step})
+    """exit.json, atomically (a temporary file, then a rename). On a disk too full for the temporary file, the start's
+    own exit.json (`mark_running`) is overwritten in place instead: its blocks are already allocated, so the code a
+    launcher reads still gets there, at the cost of the atomicity a kill during these few bytes would need."""
+    path = Path(run_dir) / "exit.json"
+    status = {"state": "ended", "exit_code": code, "reason": reason, "step": step}
+    try:
+        write_json_durably(path, status)
+    except OSError as error:
+        if not path.is_file():
+            raise
+        data = json.dumps(status, indent=1, sort_keys=True).encode()
+        try:
+            with open(path, "r+b") as fh:
+                fh.write(data)
+                fh.truncate(len(data))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            raise error from None
 
 
 def mark_running(run_dir: Path) -> None:

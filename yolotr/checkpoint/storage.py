@@ -11,34 +11,31 @@ import errno
 import shutil
 from pathlib import Path
 
-from yolotr.errors import EXIT_STORAGE, YolotrError
+from yolotr.errors import StorageError
 
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 _FULL = {errno.ENOSPC, errno.EDQUOT}
 
+__all__ = ["StorageError", "free_bytes", "free_text", "room_problem", "storage_error", "storage_problem"]
 
-class StorageError(YolotrError):
-    """The run folder cannot be written: EXIT_STORAGE, which launchers do not retry."""
 
-    exit_code = EXIT_STORAGE
-
-    @classmethod
-    def from_os_error(cls, error: OSError, folder: Path) -> StorageError:
-        if error.errno in _FULL:
-            return cls(f"no space left on device: {folder} ({free_text(folder)}): free space, then run the same "
-                       "command again to resume")
-        if error.errno == errno.EROFS:
-            return cls(f"{folder} is on a read-only file system ({error.filename or folder})")
-        if error.errno in (errno.EACCES, errno.EPERM):
-            return cls(f"cannot write {error.filename or folder}: permission denied")
-        return cls(f"cannot write {error.filename or folder}: {error.strerror}")
+def storage_error(error: OSError, folder: Path) -> StorageError:
+    """`error`, met writing into `folder`, in plain words (the folder, and the bytes free when it is full)."""
+    if error.errno in _FULL:
+        return StorageError(f"no space left on device: {folder} ({free_text(folder)}): free space, then run the same "
+                            "command again to resume")
+    if error.errno == errno.EROFS:
+        return StorageError(f"{folder} is on a read-only file system ({error.filename or folder})")
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return StorageError(f"cannot write {error.filename or folder}: permission denied")
+    return StorageError(f"cannot write {error.filename or folder}: {error.strerror}")
 
 
 def storage_problem(error: BaseException, folder: Path) -> str | None:
     """The plain message when `error` is the storage failing (an OSError of that kind, torch's writer failing for
     lack of room, or either reported as text by the writer process); None for any other failure."""
     if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
-        return str(StorageError.from_os_error(error, folder))
+        return str(storage_error(error, folder))
     text = str(error)
     if "No space left on device" in text or "Disk quota exceeded" in text or (
             "unexpected pos" in text and free_bytes(folder) < 64 << 20):

@@ -28,6 +28,7 @@ from yolotr.checkpoint.checkpoint_weights import read_checkpoint_weights
 from yolotr.checkpoint.weights_errors import WeightsFileError
 from yolotr.checkpoint.yolov5_pickle import as_yolotr_yaml, read_yolov5_checkpoint
 from yolotr.model.transfer import with_head_aliases
+from yolotr.model.yolo import DetectionModel, ModelConfigError
 
 FORMAT_NAME = "yolotr"
 FORMAT_VERSION = 1
@@ -92,16 +93,23 @@ def save_weights(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save
 
-        metadata = {key: value if isinstance(value, str) else json.dumps(value) for key, value in header.items()}
-        # Written by Python rather than by save_file, which creates its file -rw------- whatever the umask: the
-        # weights are shared like every other file of the run.
-        tmp.write_bytes(save(tensors, metadata=metadata))
-    else:
-        torch.save({**header, "tensors": tensors}, tmp)
-    os.replace(tmp, path)
+            metadata = {key: value if isinstance(value, str) else json.dumps(value) for key, value in header.items()}
+            # Written by Python rather than by save_file, which creates its file -rw------- whatever the umask: the
+            # weights are shared like every other file of the run.
+            tmp.write_bytes(save(tensors, metadata=metadata))
+        else:
+            torch.save({**header, "tensors": tensors}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:  # a full disk's cut file: it would hold the space the user is asked to free
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
     return path
 
 
@@ -194,7 +202,7 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu", pr
     """Build the DetectionModel a weights file describes and load its (EMA) weights, in eval mode."""
     contents = read_weights_file(path, device="cpu")
     use_ema = (prefer_ema and contents.ema_state is not None) or not contents.model_state
-    state = contents.ema_state if use_ema else contents.model_state
+    state = contents.ema_state if use_ema and contents.ema_state is not None else contents.model_state
     model = build_described_model(contents, path, nc=len(contents.names))
     try:
         model.load_state_dict(state, strict=True)
@@ -210,11 +218,9 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu", pr
     return LoadedWeights(model=model, names=contents.names, imgsz=contents.imgsz, meta=meta)
 
 
-def build_described_model(contents: WeightsFile, path: str | os.PathLike, **kwargs) -> torch.nn.Module:
+def build_described_model(contents: WeightsFile, path: str | os.PathLike, **kwargs) -> DetectionModel:
     """The DetectionModel a weights file's own model yaml describes; an error in that yaml names the file (the
     parser only knows it was handed a dict)."""
-    from yolotr.model.yolo import DetectionModel, ModelConfigError
-
     try:
         return DetectionModel(dict(contents.model_yaml), ch=int(contents.model_yaml.get("ch", 3)), **kwargs)
     except ModelConfigError as error:

@@ -14,8 +14,10 @@ its own writer thread instead.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import signal
+import threading
 import traceback
 from pathlib import Path
 
@@ -110,7 +112,8 @@ class WriterProcess:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _IGNORED_SIGNALS)
         try:
             self._proc = ctx.Process(target=_serve, args=(child,), name="yolotr-checkpoint-writer", daemon=True)
-            self._proc.start()
+            with _main_module_not_rerun():
+                self._proc.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child.close()
@@ -129,6 +132,33 @@ class WriterProcess:
         if self._proc.is_alive():
             self._proc.kill()
         self._proc = None
+
+
+_SPAWN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_module_not_rerun():
+    """A spawned child first runs the parent's main script again (as `__mp_main__`), so that functions defined there
+    can be unpickled; a user's script without an `if __name__ == "__main__":` guard would then train a second time
+    inside the writer. The writer needs nothing of that script (its target and messages are yolotr's and torch's),
+    so its preparation data leaves the main module out (swapped only while the writer starts, under a lock)."""
+    from multiprocessing import spawn
+
+    prepare = spawn.get_preparation_data
+
+    def without_main(name: str) -> dict:
+        data = prepare(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    with _SPAWN_LOCK:
+        spawn.get_preparation_data = without_main
+        try:
+            yield
+        finally:
+            spawn.get_preparation_data = prepare
 
 
 class ThreadWriter:

@@ -231,7 +231,8 @@ def read_yolov5_checkpoint(path: str | Path) -> Yolov5Checkpoint:
         names = [names[k] for k in sorted(names)]
     names = [str(n) for n in names] if isinstance(names, (list, tuple)) else [f"class{i}" for i in range(nc)]
     stride = state.get("stride")
-    options = obj.get("opt") if isinstance(obj.get("opt"), dict) else {}
+    opt = obj.get("opt")
+    options = opt if isinstance(opt, dict) else {}
     imgsz = options.get("imgsz")
     return Yolov5Checkpoint(
         model_state=_float_state(model),

@@ -55,6 +55,7 @@ def validate(cfg: Config, source: str | None = None) -> None:
         "guard.snapshot_every": cfg.guard.snapshot_every,
         "train.ema_tau": t.ema_tau,  # the EMA's ramp divides by it
         "distributed.timeout_s": cfg.distributed.timeout_s,
+        "run.lock_lease_s": cfg.run.lock_lease_s,
     }.items():
         _positive(key, value, source)
     _positive("train.max_steps", t.max_steps, source)
@@ -63,6 +64,34 @@ def validate(cfg: Config, source: str | None = None) -> None:
     _positive("train.weight_decay", t.weight_decay, source, allow_zero=True)
     _positive("guard.max_norm", cfg.guard.max_norm, source, allow_zero=True)
     _positive("guard.check_every", cfg.guard.check_every, source)
+    g, v = cfg.guard, cfg.val
+    for key, value in {  # counts and lengths the guard, warmup and validation take as they are (0 is meaningful)
+        "train.warmup_epochs": t.warmup_epochs,
+        "train.warmup_steps_min": t.warmup_steps_min,
+        "guard.spike_min_history": g.spike_min_history,
+        "guard.cooldown_steps": g.cooldown_steps,
+        "guard.max_rollbacks": g.max_rollbacks,
+        "val.every_epochs": v.every_epochs,
+        **{f"loss.{name}": value for name, value in vars(cfg.loss).items()},  # gains and exponents of the loss
+    }.items():
+        _positive(key, value, source, allow_zero=True)
+    for key, value in {
+        "guard.spike_zscore": g.spike_zscore,  # a negative threshold calls every step a spike
+        "guard.spike_window": g.spike_window,
+        "guard.rollback_window": g.rollback_window,
+        "guard.quarantine_after": g.quarantine_after,
+        "val.max_det": v.max_det,
+    }.items():
+        _positive(key, value, source)
+    for key, value in {
+        "train.max_data_error_fraction": t.max_data_error_fraction,
+        "guard.max_quarantine_fraction": g.max_quarantine_fraction,
+        "val.conf_thres": v.conf_thres,
+        "val.iou_thres": v.iou_thres,
+        "train.warmup_momentum": t.warmup_momentum,
+    }.items():
+        if not 0 <= value <= 1:
+            raise ConfigError(key, f"must be in [0, 1], got {value}", source)
     frozen = cfg.train.freeze if isinstance(cfg.train.freeze, list) else [cfg.train.freeze]
     if any(layer < 0 for layer in frozen):
         raise ConfigError("train.freeze", f"layer numbers must be >= 0, got {cfg.train.freeze}", source)
@@ -94,6 +123,8 @@ def validate(cfg: Config, source: str | None = None) -> None:
                           "debug.cuda_sync_check forbids: turn one of them off", source)
     if not 0 <= cfg.faults.random_nan_rate <= 1:
         raise ConfigError("faults.random_nan_rate", f"must be in [0, 1], got {cfg.faults.random_nan_rate}", source)
+    _positive("faults.fill_disk_after_step", cfg.faults.fill_disk_after_step, source)
+    _positive("faults.fill_disk_leave_bytes", cfg.faults.fill_disk_leave_bytes, source, allow_zero=True)
     for key in ("nan_loss_at", "nan_grad_at", "nan_forward_at"):
         for i, pair in enumerate(getattr(cfg.faults, key)):
             if len(pair) != 2:

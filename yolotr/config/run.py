@@ -18,6 +18,10 @@ class RunConfig:
     """Run folder: resolved config, metrics.jsonl, checkpoints, plots, W&B files. Relative to the working directory."""
     seed: int = 0
     """Seed of the model init, the data order and the augmentations."""
+    lock_lease_s: float = 60.0
+    """The run folder's lock (`RUN/.lock`) is kept fresh every lease/4 s; a holder on another host that has not
+    touched it for this long is taken over (and fenced: its later commits fail). A holder on this host whose process
+    is alive, even stopped, is never taken over."""
 
 
 @dataclass
@@ -176,8 +180,10 @@ class ValConfig:
 
 @dataclass
 class WandbConfig:
-    enabled: bool = True
-    """Log to Weights & Biases from rank 0 (offline when no API key is configured; WANDB_MODE=disabled respected)."""
+    enabled: bool | Literal["auto"] = "auto"
+    """Log to Weights & Biases from rank 0. auto: only when W&B is set up, i.e. `WANDB_API_KEY` is set, `wandb login`
+    left a netrc entry, or `WANDB_MODE` is set (offline, online; disabled respected); true: also without, as an
+    offline run. One line says where the run went; W&B's own console output is silenced."""
     project: str = "yolotr"
     """W&B project name."""
     name: str | None = None
@@ -227,6 +233,11 @@ class FaultsConfig:
     pause_checkpoint_write_from_step: int = 0
     """`pause_checkpoint_write_s` applies to the saves of this step and later only (0: every save), so that a drill can
     pause one save without slowing the saves before it."""
+    fill_disk_after_step: int | None = None
+    """Fill the run folder's file system with a file of zeros (RUN/disk-filler) once this step and its checkpoint are
+    done; after the last step, once the final validation and checkpoint are: full-disk drills."""
+    fill_disk_leave_bytes: int = 0
+    """Bytes `fill_disk_after_step` leaves free: room for small records, none for a weights file."""
 
 
 @dataclass

@@ -21,6 +21,8 @@ from yolotr.errors import UsageError
 class ConfigError(UsageError):
     """A config value that cannot be used. The message always names the key path (and the file when known)."""
 
+    same_on_every_rank = True  # every rank reads the same config and command line
+
     def __init__(self, key: str, problem: str, source: str | None = None):
         where = f" in {source}" if source else ""
         super().__init__(f"config key '{key}'{where}: {problem}")

@@ -10,17 +10,18 @@ batch, already decoded (`batch`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import cv2
 import numpy as np
 
 from yolotr.config.augment import AugmentConfig
-from yolotr.data.augment_plan import AugmentPlan, PartnerDraw, hsv_lookup_tables, plan_augmentation
+from yolotr.data.augment_plan import AugmentPlan, LabelledSample, PartnerDraw, hsv_lookup_tables, plan_augmentation
 from yolotr.data.decode import DecodedSample
 from yolotr.data.geometry import letterbox_geometry, paste_warped, scaling, transform_boxes, translation
 
 
-def augment_into(out: np.ndarray, primary: DecodedSample, partners: Sequence[DecodedSample] | PartnerDraw,
+def augment_into(out: np.ndarray, primary: DecodedSample, partners: Sequence[LabelledSample] | PartnerDraw,
                  rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
     """Draws one augmented training image into `out` (S, S, 3), pre-filled with the fill value.
 
@@ -36,7 +37,8 @@ def augment_into(out: np.ndarray, primary: DecodedSample, partners: Sequence[Dec
 def render_plan(out: np.ndarray, plan: AugmentPlan) -> None:
     """The pixels of `plan` into `out` (S, S, 3), pre-filled with the fill value; its samples are `DecodedSample`s."""
     for source in plan.sources:
-        paste_warped(out, source.sample.image, source.matrix, source.region, source.region_to_out)
+        sample = cast(DecodedSample, source.sample)  # a plan rendered on the host was made from decoded samples
+        paste_warped(out, sample.image, source.matrix, source.region, source.region_to_out)
     apply_hsv_gains(out, plan.hsv_gains)
 
 

@@ -37,10 +37,14 @@ from yolotr.data.labels import DetectionLabel
 
 class LabelledSample(Protocol):
     """What planning needs of a sample: its key and its label (whose width and height are the image's; decode.py's
-    `decode_sample` checks that). A `DecodedSample` is one; so is a sample whose pixels are not decoded yet."""
+    `decode_sample` checks that). A `DecodedSample` is one; so is a sample whose pixels are not decoded yet.
+    Read-only, as those frozen dataclasses are."""
 
-    key: str
-    label: DetectionLabel
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def label(self) -> DetectionLabel: ...
 
 
 def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:

@@ -19,7 +19,8 @@ def coco_ground_truth(split: SplitIndex, names: list[str], *, exclude_image_ids:
     """Reads every label of `split`. Images whose label is unreadable are left out, as are `exclude_image_ids`
     (pass `ValStream.skipped_image_ids` so that images the val stream could not decode are not counted as missed)."""
     excluded = set(exclude_image_ids)
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     reader = ShardReader(split)
     try:
         for image_id, key in enumerate(split.keys):

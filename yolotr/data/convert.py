@@ -113,11 +113,12 @@ def build_record(candidate: Candidate, *, nc: int) -> tuple[SampleRecord, Cleane
                                                  f"{candidate.declared_size[1]}, the image is {width}x{height}")
     boxes, classes = candidate.read_labels(width, height)
     cleaned = clean_boxes(boxes, classes, width=width, height=height, nc=nc)
-    crowd = DetectionLabel(np.zeros((0, 4)), np.zeros(0, dtype=np.int64), width, height, candidate.source)
+    crowd_boxes, crowd_classes = np.zeros((0, 4)), np.zeros(0, dtype=np.int64)
     if candidate.read_crowd is not None:
         crowd = clean_boxes(*candidate.read_crowd(width, height), width=width, height=height, nc=nc)
+        crowd_boxes, crowd_classes = crowd.boxes, crowd.classes
     label = DetectionLabel(boxes=cleaned.boxes, classes=cleaned.classes, width=width, height=height,
-                           source=candidate.source, crowd_boxes=crowd.boxes, crowd_classes=crowd.classes)
+                           source=candidate.source, crowd_boxes=crowd_boxes, crowd_classes=crowd_classes)
     record = SampleRecord(key=candidate.key, image=data, image_ext=ext, label=label)
     return record, cleaned, pixels is not None
 

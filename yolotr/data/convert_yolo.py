@@ -102,8 +102,8 @@ def _candidates(images: list[Path], root: Path) -> list[Candidate]:
 def _orphan_labels(candidates: list[Candidate]) -> list[Path]:
     """Label files in the folders this split's labels live in that belong to no image of the split (an image
     deleted, renamed, or in a format not listed in IMAGE_SUFFIXES)."""
-    expected = {c.label_file for c in candidates}
-    folders = {c.label_file.parent for c in candidates}
+    expected = {c.label_file for c in candidates if c.label_file is not None}
+    folders = {label.parent for label in expected}
     present = {p for folder in folders if folder.is_dir() for p in folder.glob("*.txt")}
     return sorted(present - expected)
 

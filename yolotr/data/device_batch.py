@@ -14,6 +14,7 @@ the primary in the partner's place, but here the boxes were already drawn with t
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import torch
 
@@ -37,7 +38,7 @@ def render_batch(batch: Batch, device: torch.device, size: int) -> RenderedBatch
     sources: dict[str, EncodedSample] = {}
     for plan in batch.plans:
         for source in plan.sources:
-            sources.setdefault(source.sample.key, source.sample)
+            sources.setdefault(source.sample.key, cast(EncodedSample, source.sample))  # planned from encoded samples
     decoded = decode_batch([EncodedImage(s.key, s.image, s.image_ext) for s in sources.values()], device)
     failed = {err.key: err for err in decoded.errors}
     for key, image in decoded.images.items():  # (3, H, W)

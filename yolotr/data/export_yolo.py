@@ -80,7 +80,7 @@ def export_yolo(data_yaml: str | os.PathLike, out: str | os.PathLike) -> tuple[P
     yaml_path = out / "data.yaml"
     if out.exists() and any(out.iterdir()) and not yaml_path.is_file():
         raise DataSpecError(f"{out}: exists and is not an earlier export (no data.yaml); choose an empty folder")
-    spec = load_data_yaml(data_yaml)
+    spec = load_data_yaml(Path(data_yaml))
     report = ExportReport()
     for name in SPLITS:
         export_split(getattr(spec, name), out, name, report)

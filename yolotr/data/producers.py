@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -111,10 +112,12 @@ class TrainBatches(IterableDataset):
             partners = DatasetPartners(reader, plan.quarantine, decoded=dict(usable), load=load)
         keys = [s.key for s in samples]
         if plan.plan_only:
+            assert plan.augment is not None  # a plan-only (device) batch is always augmented
             plans, targets = plan_train_batch(samples, size=plan.imgsz, augment=plan.augment, seed=plan.seed,
                                               epoch=plan.epoch, partners=partners)
             return Batch(images=None, targets=targets, keys=keys, epoch=plan.epoch, step=step, plans=plans), report
-        images, targets = build_train_images(samples, size=plan.imgsz, augment=plan.augment, seed=plan.seed,
+        decoded = cast(list[DecodedSample], samples)  # load was decode_sample
+        images, targets = build_train_images(decoded, size=plan.imgsz, augment=plan.augment, seed=plan.seed,
                                              epoch=plan.epoch, partners=partners)
         return Batch(images=images, targets=targets, keys=keys, epoch=plan.epoch, step=step), report
 
@@ -176,7 +179,7 @@ class ValBatches(IterableDataset):
                 ids = list(range(first, min(first + plan.batch_size, plan.stop_id)))
                 report = BatchReport()
                 usable = read_positions(reader, ids, quarantine=frozenset(), report=report)
-                samples = [s for _, s in usable]
+                samples = cast(list[DecodedSample], [s for _, s in usable])  # read_positions decodes by default
                 images, targets, ratio_pad = build_val_images(samples, size=plan.imgsz)
                 yield ValBatch(
                     images=images, targets=targets, keys=[s.key for s in samples],

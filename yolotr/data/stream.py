@@ -87,6 +87,7 @@ class TrainStream:
         # Only the newest iteration delivers: a new `iter(stream)` or load_state_dict() retires older ones.
         self._generation = 0
         self._moved = False
+        self._summary_said = False
 
     # ---- iteration -------------------------------------------------------------------------------------------
 
@@ -96,8 +97,9 @@ class TrainStream:
     def __iter__(self) -> Iterator[Batch]:
         self._generation += 1
         generation, epoch = self._generation, self.epoch
-        if self.step_in_epoch == 0:
-            log.info("epoch %d: %s", epoch, self.epoch_summary())
+        if not self._summary_said:  # the same every epoch: once per run is enough
+            log.info("data: %s", self.epoch_summary())
+            self._summary_said = True
         # Restarts only when skip_to() moved the position while a DataLoader was running ahead.
         while self.epoch == epoch and generation == self._generation:
             self._moved = False
@@ -186,10 +188,20 @@ class TrainStream:
     # ---- position and state ------------------------------------------------------------------------------
 
     def epoch_summary(self) -> str:
-        return (f"{self.split.num_samples} samples, global batch {self.global_batch_size} = {self.world_size} "
-                f"rank(s) x {self.local_batch_size}, {self.steps_per_epoch} steps per epoch; "
-                f"{self.dropped_per_epoch} samples (N mod global batch, the last ones of each epoch's order) "
-                f"are dropped per epoch so that every rank gets the same number of batches")
+        n = self.split.num_samples
+        text = (f"{n} train samples, global batch {self.global_batch_size} = {self.world_size} rank(s) x "
+                f"{self.local_batch_size}: {self.steps_per_epoch} steps per epoch")
+        if not self.dropped_per_epoch:
+            return text
+        # Full batches only: every rank takes the same number of steps, and a position (epoch, step) means the same
+        # samples at any resume.
+        text += (f"; the last {self.dropped_per_epoch} samples of each epoch's order (other ones each epoch) are not "
+                 f"trained on, so that every batch is full")
+        dividing = [size for size in range(self.world_size, n + 1, self.world_size) if n % size == 0]
+        closest = min(dividing, key=lambda size: abs(size - self.global_batch_size), default=None)
+        if closest is not None and self.global_batch_size / 4 <= closest <= 4 * self.global_batch_size:
+            text += f": a global batch that divides {n}, e.g. batch={closest}, trains on every sample"
+        return text
 
     def skip_to(self, epoch: int, step_in_epoch: int) -> None:
         """Moves the position forward (never back), e.g. past a window of bad steps after a model rollback."""

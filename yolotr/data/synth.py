@@ -154,7 +154,7 @@ def _object_colour(rng: np.random.Generator, mean: np.ndarray) -> np.ndarray:
     """A saturated colour far enough from the background's mean colour that the object stands out."""
     colour = mean
     for _ in range(10):
-        hsv = np.uint8([[[rng.integers(0, 180), rng.integers(150, 256), rng.integers(110, 256)]]])
+        hsv = np.array([[[rng.integers(0, 180), rng.integers(150, 256), rng.integers(110, 256)]]], dtype=np.uint8)
         colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
         if np.linalg.norm(colour - mean) > 120:
             break

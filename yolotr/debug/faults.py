@@ -1,8 +1,13 @@
-"""Fault injection for tests and drills: NaN losses or NaN local gradients on chosen ranks at chosen steps."""
+"""Fault injection for tests and drills: NaN losses or NaN local gradients on chosen ranks at chosen steps, and a
+file system that fills up."""
 
 from __future__ import annotations
 
+import errno
+import os
 import random
+import shutil
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -58,3 +63,23 @@ class FaultInjector:
 
     def poison_loss(self, loss: torch.Tensor) -> torch.Tensor:
         return loss * float("nan")
+
+
+def fill_file_system(path: Path, leave_bytes: int = 0) -> int:
+    """Grows the file `path` with zeros until its file system has at most `leave_bytes` free, or reports itself full
+    (ENOSPC, EDQUOT) before that. Returns the bytes written."""
+    chunk = bytes(1 << 20)
+    written = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        while (room := shutil.disk_usage(path.parent).free - leave_bytes) > 0:
+            try:
+                written += os.write(fd, chunk[:room])
+            except OSError as error:
+                if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                    break
+                raise
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return written

@@ -8,6 +8,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from yolotr.errors import StorageError
+
 
 class LedgerWriter:
     """Appends `{"epoch", "step", "rank", "key"}` lines, one batch per `write`.
@@ -27,8 +29,11 @@ class LedgerWriter:
         data = "".join(json.dumps({"epoch": int(epoch), "step": int(step), "rank": int(rank), "key": key},
                                   separators=(",", ":")) + "\n" for key in keys).encode("utf-8")
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as error:  # a full or read-only disk: the exit-74 error naming this file
+            raise StorageError.writing(self.path, error) or error from None
 
     def close(self) -> None:
         if self._fd is not None:
@@ -43,12 +48,14 @@ class LedgerWriter:
 
 
 def keep_steps_up_to(path: str | Path, step: int) -> None:
-    """On resume from `step`: the ledger lists the samples whose update the run *kept*, so lines of later steps
-    (trained by the crashed run, then lost with it) go, before any rank appends again. Rewritten atomically."""
+    """At a start from `step` (its checkpoint's, 0 without one): the ledger lists the samples whose update the run
+    *kept*, so lines of later steps (trained by a crashed attempt, then lost with it) go, before any rank appends
+    again. Rewritten atomically. A last line without its newline is the trace of a write the crash cut: not kept."""
     path = Path(path)
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines(keepends=True) if _step_of(line) <= step]
+    kept = [line for line in path.read_text().splitlines(keepends=True)
+            if line.endswith("\n") and _step_of(line) <= step]
     partial = path.with_suffix(".partial")
     partial.write_text("".join(kept))
     partial.replace(path)

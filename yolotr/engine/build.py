@@ -21,6 +21,7 @@ from yolotr.engine.hooks import (
     CollectiveCount,
     CompileReport,
     CrashDrill,
+    DiskFillDrill,
     HookBase,
     PeriodicCheckpoint,
     PreemptionDrill,
@@ -30,6 +31,7 @@ from yolotr.engine.hooks import (
 )
 from yolotr.engine.optim import build_optimizer, build_param_groups
 from yolotr.engine.runtime import Runtime
+from yolotr.engine.start_checks import check_batch_fits, check_batch_splits
 from yolotr.model.autoanchor import check_anchors, training_box_sizes
 from yolotr.model.yolo import DetectionModel
 from yolotr.track.loggers import RunLogger
@@ -54,12 +56,15 @@ def default_hooks(cfg: Config, runtime: Runtime, fast: FastPath) -> list[HookBas
         hooks.append(PreemptionDrill(cfg.faults.preempt_at_step))
     if cfg.faults.exit_at_step is not None:
         hooks.append(CrashDrill(cfg.faults.exit_at_step))
+    if cfg.faults.fill_disk_after_step is not None:
+        hooks.append(DiskFillDrill(cfg.faults.fill_disk_after_step, cfg.faults.fill_disk_leave_bytes))
     return hooks
 
 
 def fit_anchors(model: DetectionModel, data: DataSpec, cfg: Config) -> dict:
     """YOLOv5's AutoAnchor, in place on `model`: every rank computes the same anchors from the same labels (no
     collective). Returns the `autoanchor` record."""
+    assert data.train is not None  # a training run's data always has its train split
     boxes = [(label.boxes, label.width, label.height) for label in read_split_labels(data.train)]
     wh = training_box_sizes(boxes, cfg.train.imgsz, seed=cfg.run.seed)
     before, after = check_anchors(model.detect, wh, cfg.loss.anchor_t)
@@ -69,6 +74,10 @@ def fit_anchors(model: DetectionModel, data: DataSpec, cfg: Config) -> dict:
 
 def train_stream(cfg: Config, data: DataSpec, runtime: Runtime) -> TrainStream:
     """This rank's share of the training data, at the position a resume then sets."""
+    assert data.train is not None  # a training run's data always has its train split
+    # Checked before the start for shards; a YOLO or COCO source has its size only now, once converted.
+    check_batch_splits(cfg.train.batch_size, runtime.world_size)
+    check_batch_fits(cfg.train.batch_size, data.train.num_samples, data.train.index_file)
     return TrainStream(
         data.train, global_batch_size=cfg.train.batch_size, rank=runtime.rank, world_size=runtime.world_size,
         seed=cfg.run.seed, imgsz=cfg.train.imgsz, augment=cfg.augment, num_workers=cfg.train.num_workers,

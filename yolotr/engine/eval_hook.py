@@ -10,11 +10,12 @@ stopped the run is validated after the resume (the pending epoch is part of the 
 from __future__ import annotations
 
 import json
+import logging
 
 from yolotr.data.coco_gt import coco_ground_truth
 from yolotr.data.val_stream import ValStream
 from yolotr.engine.hooks import HookBase
-from yolotr.errors import EXIT_DIVERGED
+from yolotr.errors import EXIT_DIVERGED, StorageError
 from yolotr.eval.plots.labels import plot_labels
 from yolotr.eval.plots.mosaics import plot_train_batch, plot_val_predictions
 from yolotr.eval.plots.results import plot_results
@@ -22,10 +23,21 @@ from yolotr.eval.plots.run import plot_validation
 from yolotr.eval.validator import predict_batch, validate
 from yolotr.track.fitness import fitness
 
+log = logging.getLogger(__name__)
+
+
+def val_line(epoch: int, summary: dict, final: bool) -> str:
+    """The console's row of a validation, with YOLOv5's columns: `val epoch 4: P 0.612 R 0.540 mAP50 ...`."""
+    instances = sum(summary.get("per_class_instances", {}).values())
+    return (f"val epoch {epoch}{' (final)' if final else ''}: P {summary['precision']:.3f}  R {summary['recall']:.3f}  "
+            f"mAP50 {summary['map50']:.3f}  mAP50-95 {summary['map']:.3f}  "
+            f"({summary.get('n_images', 0)} images, {instances} instances)")
+
 
 class EvalHook(HookBase):
     def __init__(self) -> None:
         self._ground_truth = None
+        self._row_step: int | None = None  # the step of the last row on the console
 
     def before_train(self) -> None:
         if self.trainer.val_pending is not None:  # preempted at the end of an epoch, before validating it
@@ -39,7 +51,7 @@ class EvalHook(HookBase):
     def after_step(self) -> None:
         t = self.trainer
         if t.step == t.cfg.train.log_every and t.runtime.is_main:
-            self._plot_first_batch()
+            self._written(t.run_dir, self._plot_first_batch)
         if t.val_pending is not None:
             self._validate_pending()
 
@@ -51,7 +63,11 @@ class EvalHook(HookBase):
         if code == EXIT_DIVERGED:  # the last (guarded, finite) weights: the summary and the study show where it stopped
             self.validate(t.epoch, final=True)
         if t.runtime.is_main:
-            plot_results(t.run_dir / "metrics.jsonl", t.run_dir / "results.png")
+            results = t.run_dir / "results.png"
+            try:
+                plot_results(t.run_dir / "metrics.jsonl", results)
+            except OSError as error:  # the plotting library's own error names no file
+                raise StorageError.writing(results, error) or error from None
 
     # ------------------------------------------------------------------------------------------------------------
     def _validate_pending(self) -> None:
@@ -76,12 +92,31 @@ class EvalHook(HookBase):
         if t.runtime.is_main:
             summary = {k: v for k, v in result.summary().items() if k not in ("kind", "time")}
             t.logger.log("val", step=t.step, epoch=epoch, final=final, fitness=score, **summary)
-            (t.run_dir / "val_last.json").write_text(json.dumps(result.to_dict()))
-            self._plot_val(stream, model, result)
+            if self._row_step != t.step:  # the final validation of the weights just validated says the same
+                log.info(val_line(epoch, summary, final))
+                self._row_step = t.step
+            val_last = t.run_dir / "val_last.json"
+            self._written(val_last, val_last.write_text, json.dumps(result.to_dict()))
+            self._written(t.run_dir, self._plot_val, stream, model, result)
         if not final:
             t.save_checkpoint(fitness=score)
         if improved:
-            t.export_weights(t.run_dir / "weights" / "best.safetensors")
+            self._written(t.run_dir / "weights" / "best.safetensors", t.export_weights,
+                          t.run_dir / "weights" / "best.safetensors")
+
+    def _written(self, path, write, *args) -> None:
+        """`write(*args)` writes `path` (or files in it) on rank 0 alone. A full or read-only disk stops the run at the
+        next step, on every rank, with exit 74 (Trainer.storage_failed): raised here, it would stop rank 0 alone and
+        leave the others waiting for it."""
+        try:
+            write(*args)
+        except StorageError as error:
+            self.trainer.storage_failed(error)
+        except OSError as error:
+            storage = StorageError.writing(error.filename or path, error)
+            if storage is None:
+                raise
+            self.trainer.storage_failed(storage)
 
     def _plot_first_batch(self) -> None:
         t = self.trainer

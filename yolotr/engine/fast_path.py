@@ -173,4 +173,4 @@ def _dynamo_compile_s() -> float | None:
     keys = ("_compile.compile_inner", "backward._backward_impl")
     if not any(key in spent for key in keys):
         return None
-    return round(sum(float(spent.get(key, 0.0)) for key in keys), 3)
+    return round(sum(float(str(spent.get(key, 0.0))) for key in keys), 3)

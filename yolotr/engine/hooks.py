@@ -11,7 +11,7 @@ trainer through `self.trainer`, which is set when it is registered.
     after_epoch(e)      epoch e's last step was trained (before it is judged)
     after_step()        after the step was judged, logged and the LR set
     after_checkpoint()  a checkpoint of this step was staged
-    after_train()       after the last step
+    after_train()       after the last step (the final validation and checkpoint, then the drills)
     on_stop(code)       the run ends with `code`, on every rank, after its last checkpoint landed
 """
 
@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING
 
 from yolotr.debug.collectives import count_collectives
 from yolotr.debug.digests import append_digest
+from yolotr.debug.faults import fill_file_system
 from yolotr.debug.ledger import LedgerWriter, keep_steps_up_to
 from yolotr.debug.sync_check import no_host_sync
 from yolotr.distributed import barrier
 from yolotr.engine.fast_path import CompileClock
 from yolotr.engine.preemption import PREEMPTION
+from yolotr.errors import StorageError
 
 if TYPE_CHECKING:
     from yolotr.engine.trainer import Trainer
@@ -112,6 +114,32 @@ class CrashDrill(HookBase):
         if self.trainer.step == self.step:
             self.trainer.checkpointer.manager.close()  # a due checkpoint lands first: what the drills resume from
             os._exit(1)
+
+
+class DiskFillDrill(HookBase):
+    """`faults.fill_disk_after_step`: once that step is done (its checkpoint landed), rank 0 fills the file system of
+    the run folder with a file of zeros, leaving `faults.fill_disk_leave_bytes` free: a disk that fills up during
+    training. After the last step, the fill comes once the final validation and checkpoint are written, so that what
+    meets the full disk is the end of the run (weights/last.safetensors, exit.json)."""
+
+    def __init__(self, step: int, leave_bytes: int) -> None:
+        self.step = step
+        self.leave_bytes = leave_bytes
+
+    def after_step(self) -> None:
+        if self.trainer.step == self.step < self.trainer.total_steps:
+            self._fill()
+
+    def after_train(self) -> None:
+        if self.trainer.step == self.step:
+            self._fill()
+
+    def _fill(self) -> None:
+        t = self.trainer
+        t.checkpointer.manager.close()  # the step's save lands first, as a crash drill's does
+        if t.runtime.is_main:
+            fill_file_system(t.run_dir / "disk-filler", leave_bytes=self.leave_bytes)
+        barrier()  # no rank writes on before the disk is full
 
 
 class SyncCheck(HookBase):
@@ -214,13 +242,22 @@ class SampleLedger(HookBase):
     def before_train(self) -> None:
         t = self.trainer
         path = t.run_dir / "ledger.jsonl"
-        if t.runtime.is_main and t.resumed_from is not None:
+        # Every start, resumed or not: a start without a checkpoint trains from step 0 again, and the samples an
+        # earlier attempt logged before it crashed (even before its first commit) were lost with it.
+        if t.runtime.is_main:
             keep_steps_up_to(path, t.step)
         barrier()  # no rank appends before the trim
         self.writer = LedgerWriter(path)
 
     def on_batch(self, step: int, batch) -> None:
-        self.writer.write(batch.epoch, step, self.trainer.runtime.rank, batch.keys)
+        if self.writer is None:
+            return
+        try:
+            self.writer.write(batch.epoch, step, self.trainer.runtime.rank, batch.keys)
+        except StorageError as error:  # a full disk: every rank stops at the next step; the lines before are kept
+            self.writer.close()
+            self.writer = None
+            self.trainer.storage_failed(error)
 
     def on_stop(self, code: int) -> None:
         if self.writer is not None:

@@ -14,11 +14,15 @@ import signal
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import torch
 
 from yolotr.config import Config
 from yolotr.distributed import init_process_group
+
+if TYPE_CHECKING:  # accelerate is imported when a runtime is made, not with this module
+    from accelerate import Accelerator
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,7 @@ log = logging.getLogger(__name__)
 class Runtime:
     """This process's place in the job: its rank, its device, and the data-parallel kind the job runs."""
 
-    accelerator: object  # accelerate.Accelerator
+    accelerator: Accelerator
     kind: str  # "single", "ddp" or "deepspeed"
     rank: int
     world_size: int

@@ -1,5 +1,6 @@
-"""`yolotr train --config FILE [key.path=value ...]` — also `python -m yolotr train` and
-`accelerate launch -m yolotr train`, or under torchrun.
+"""`yolotr train --config FILE [key=value ...]` — also `python -m yolotr train` and
+`accelerate launch -m yolotr train`, or under torchrun; `device=0,1` or `nproc=2` start the ranks here
+(engine/rank_launch.py). Keys take ultralytics' names too (config/aliases.py, listed by `yolotr train --help`).
 
 Exit codes: 0 done; 2 bad config (before any process group starts); 3 diverged (rollback budget exhausted);
 75 preempted (checkpoint written: run the command again with `--resume`; a Slurm requeue or an elastic restart
@@ -14,12 +15,20 @@ import os
 from pathlib import Path
 
 from yolotr import console
+from yolotr.config.aliases import TOP_LEVEL_KEYS, help_table, launch_settings, resolve_name, translate_overrides
 from yolotr.errors import YolotrError
+
+# YOLOv5's train.py flags whose key=value name is not the flag's own (`--img 640` is `imgsz=640`).
+YOLOV5_FLAGS = {"img": "imgsz", "img_size": "imgsz", "batch_size": "batch", "cfg": "model", "weights": "train.weights"}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = help_table()
     parser.add_argument("--config", help="training config yaml (configs/train/*.yaml); defaults when omitted")
-    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides, values as YAML")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, values as YAML: a key path (train.lr0=0.01), a field name (lr0=0.01) "
+                             "or one of ultralytics' names below (epochs=3 imgsz=640 batch=16)")
     parser.add_argument("--resume", nargs="?", const="auto", metavar="auto|none|PATH",
                         help="continue a run (same as checkpoint.resume=...); alone: auto, the newest run of run.dir")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -37,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         overrides.append(f"checkpoint.resume={args.resume}")
     try:
-        cfg = load_config(args.config, overrides)
+        launch, overrides = launch_settings(overrides)
+        plan = rank_plan(launch)
+        cfg = load_config(args.config, translate_overrides(overrides))  # checked here, before any rank starts
         if args.print_config:  # with the run folder this start would take (launch scripts read it)
             from yolotr.checkpoint.run_folder import choose_run_folder
 
@@ -45,15 +56,64 @@ def run(args: argparse.Namespace) -> int:
             cfg.run.dir, cfg.checkpoint.resume = str(folder.path), folder.resume
             console.result(dump_config(cfg), end="")
             return 0
+        if plan.ranks > 1:
+            from yolotr.engine.rank_launch import launch_ranks
+
+            verbosity = {"quiet": ["--quiet"], "verbose": ["--verbose"]}.get(args.verbosity, [])
+            config = ["--config", str(args.config)] if args.config else []
+            return launch_ranks(plan.ranks, [*config, *overrides, *verbosity], gpus=plan.gpus).code
+        if plan.gpus is not None:
+            from yolotr.engine.device_choice import apply_device
+
+            apply_device(plan.gpus)
         return train(cfg)
     except YolotrError as error:  # the launch scripts read the real code: theirs is 1 for any failed worker
         write_status_file(exit_code=error.exit_code)
         raise
 
 
-def train(cfg) -> int:
+def rank_plan(launch: dict, source: str = "command line"):
+    """The ranks and devices `device=` and `nproc=` ask for (engine/device_choice.py)."""
+    from yolotr.engine.device_choice import check_gpus, plan_ranks
+    from yolotr.engine.rank_launch import under_a_launcher
+
+    plan = plan_ranks(launch.get("device"), launch.get("nproc"), under_launcher=under_a_launcher(), source=source)
+    check_gpus(plan.gpus or (), source)
+    return plan
+
+
+def usage_hint(argv: list[str]) -> str | None:
+    """For `yolotr train --data D --epochs 3 --img 64` (YOLOv5's flags), the key=value form they mean."""
+    known = {"--config", "--resume", "--print-config", "--quiet", "--verbose", "--help"}
+    pieces, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        if not token.startswith("--") or token.split("=", 1)[0] in known:
+            continue
+        flag, has_value, value = token[2:].partition("=")
+        if not has_value:
+            takes_value = i < len(argv) and not argv[i].startswith("-") and "=" not in argv[i]
+            value = argv[i] if takes_value else "true"
+            i += takes_value
+        name = flag.replace("-", "_")
+        name = YOLOV5_FLAGS.get(name, name)
+        try:
+            known_name = name in TOP_LEVEL_KEYS or resolve_name(name) != name
+        except YolotrError:  # ultralytics has it, yolotr not yet: the train command will say so
+            known_name = True
+        if not known_name:
+            continue
+        pieces.append(f"{name}={value}")
+    if not pieces:
+        return None
+    return f"yolotr train takes settings as key=value: did you mean {' '.join(pieces)}? (yolotr train --help)"
+
+
+def train(cfg, callbacks=None) -> int:
     """One training run of a loaded config, in this process (with the launcher's other ranks, if any): what
-    `yolotr train` does after reading its config, and what `yolotr.YOLO.train()` calls. Returns the exit code."""
+    `yolotr train` does after reading its config, and what `yolotr.YOLO.train()` calls, with its user callbacks
+    (engine/callbacks.py). Returns the exit code."""
     from yolotr.checkpoint.run_folder import settle_run_folder
     from yolotr.engine.preemption import PREEMPTION
 
@@ -67,8 +127,10 @@ def train(cfg) -> int:
     from yolotr.checkpoint.run_status import mark_running, write_exit_file, write_status_file
     from yolotr.distributed import destroy_process_group
     from yolotr.engine.runtime import setup_runtime, stop_with_the_launcher
+    from yolotr.engine.start_checks import check_before_start
     from yolotr.engine.trainer import Trainer
 
+    check_before_start(cfg)  # before the process group and the run folder: a refused start leaves nothing behind
     stop_with_the_launcher()  # a rank whose launcher is killed stops too, instead of training on alone
     runtime = setup_runtime(cfg)
     folder = settle_run_folder(cfg)  # a new runs/exp2 ... or the run to resume, chosen by rank 0 for every rank
@@ -77,7 +139,8 @@ def train(cfg) -> int:
         mark_running(Path(cfg.run.dir))
     try:
         try:
-            trainer = Trainer(cfg, runtime)
+            trainer = Trainer(cfg, runtime, callbacks,
+                              fence=folder.lock.check_held if folder.lock is not None else None)
         except YolotrError as error:  # e.g. a data yaml whose split is missing: the run folder says why, like any exit
             if runtime.is_main:
                 with contextlib.suppress(OSError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from yolotr.checkpoint.checkpointer import Checkpointer
 from yolotr.checkpoint.manager import CommitStats
 from yolotr.checkpoint.pretrained import build_model
 from yolotr.checkpoint.resume import read_quarantine_file, resume_target, write_quarantine_file
+from yolotr.checkpoint.run_lock import RunFolderTakenOver
 from yolotr.checkpoint.run_status import log_stop, write_exit_file
 from yolotr.checkpoint.weights_file import save_weights
 from yolotr.config import Config, dump_config
@@ -29,17 +31,19 @@ from yolotr.data.errors import DataErrorBudgetExceeded
 from yolotr.data.spec import load_data_yaml
 from yolotr.debug.anomaly import AnomalyHooks
 from yolotr.debug.faults import FaultInjector
-from yolotr.distributed import broadcast_tensors_from_rank0
+from yolotr.distributed import all_gather_object, broadcast_tensors_from_rank0
 from yolotr.engine.backends import make_step_backend
 from yolotr.engine.build import default_hooks, fit_anchors, optimizer_for, run_logger, train_stream
+from yolotr.engine.callbacks import Callbacks
 from yolotr.engine.fast_path import FastPath, fit_backend, try_fast_path
 from yolotr.engine.hooks import Hooks
 from yolotr.engine.optim import Schedule
 from yolotr.engine.preemption import PREEMPTION
 from yolotr.engine.recovery import Recovery
+from yolotr.engine.run_end import RunEnd
 from yolotr.engine.runtime import Runtime
 from yolotr.engine.train_log import TrainLog
-from yolotr.errors import EXIT_DATA, EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, YolotrError
+from yolotr.errors import EXIT_DATA, EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, StorageError, YolotrError
 from yolotr.guard.consensus import ConsensusModule
 from yolotr.guard.ema import ModelEMA
 from yolotr.guard.monitor import GuardMonitor, PendingStep, Verdict
@@ -63,7 +67,10 @@ class StopTraining(Exception):
 
 
 class Trainer:
-    def __init__(self, cfg: Config, runtime: Runtime):
+    def __init__(self, cfg: Config, runtime: Runtime, callbacks: Callbacks | None = None,
+                 fence: Callable[[], None] | None = None):
+        """`fence`: rank 0's check that this job still holds the run folder (checkpoint/run_lock.py), before each
+        checkpoint commit."""
         self.cfg = cfg
         self.runtime = runtime
         self.device = runtime.device
@@ -105,6 +112,7 @@ class Trainer:
 
         self.checkpointer = Checkpointer(
             cfg, self.run_dir, rank=runtime.rank, world_size=runtime.world_size, on_commit=self._checkpoint_committed,
+            fence=fence,
             describe={"model_yaml": self.model.yaml, "names": list(self.data.names), "imgsz": cfg.train.imgsz,
                       "backend": runtime.kind},
         )
@@ -123,7 +131,7 @@ class Trainer:
         self.optimizer = self.backend.optimizer
         # fp16's loss scale (guard/loss_scale.py) is saved with the counters; DeepSpeed refuses fp16.
         self.loss_scale = self.backend.loss_scale if cfg.train.precision == "fp16" else None
-        self.checkpointer.states = {"model": self.model, "ema": self.ema, "optimizer": self.backend,
+        self.checkpointer.states = {"model": self.model, "ema": self.ema, "step_backend": self.backend,
                                     "train_state": self, "guard": self.monitor, "stream": self.stream,
                                     "wandb_run_id": self.logger}
         # BatchNorm statistics, restored on a skipped step. Taken after the backend's set-up: preparing the model for
@@ -135,7 +143,8 @@ class Trainer:
         self.check_every = cfg.guard.check_every or (cfg.train.log_every if sync_free_path else 1)
         self.autocast = torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES.get(cfg.train.precision, torch.float32),
                                        enabled=cfg.train.precision in AUTOCAST_DTYPES)
-        self.hooks = Hooks(self, default_hooks(cfg, runtime, self.fast))
+        hooks = default_hooks(cfg, runtime, self.fast)
+        self.hooks = Hooks(self, callbacks.around(hooks) if callbacks is not None else hooks)  # the API's callbacks
         self.train_log: TrainLog | None = None  # opened with the run (start)
 
         self.step = 0
@@ -147,6 +156,7 @@ class Trainer:
         self.pending: list[PendingStep] = []
         self.recovery = Recovery(cfg.guard)  # the last good snapshot, rollbacks, the LR cool-down after one
         self.first_batch = None
+        self.storage_failure: StorageError | None = None  # this rank could not write a file of the run (see below)
 
     # ------------------------------------------------------------------ the trainer's own state
     def state_dict(self) -> dict:
@@ -200,8 +210,14 @@ class Trainer:
             return self.finish(EXIT_DATA, str(exc))
         except StopTraining as stop:
             if stop.code == EXIT_PREEMPTED:
-                self.save_checkpoint()
+                try:
+                    self.save_checkpoint()
+                except YolotrError as error:  # e.g. the disk is full: that is why it ends (every rank raises it)
+                    return self.finish(error.exit_code, str(error))
             return self.finish(stop.code, stop.reason)
+        except RunFolderTakenOver as error:  # another job holds the run folder now: write nothing more there
+            log_stop(error.exit_code, str(error), self.step)
+            return error.exit_code
         except YolotrError as error:  # a checkpoint that could not be written (every rank raises it alike)
             return self.finish(error.exit_code, str(error))
         finally:
@@ -216,8 +232,9 @@ class Trainer:
 
     @property
     def stop_signal(self) -> bool:
-        """A preemption notice arrived (preemption.py): the ranks agree on it at the next step."""
-        return PREEMPTION.requested
+        """A preemption notice arrived (preemption.py), or this rank could not write a file of the run: the ranks
+        agree on it at the next step."""
+        return PREEMPTION.requested or self._own_storage_failure() is not None
 
     def _judgement_due(self) -> bool:
         """Verdicts are read every `check_every` steps, and before anything looks at the state: a checkpoint or a
@@ -245,14 +262,14 @@ class Trainer:
                 self.backend.backward(loss, items, bad, micro_batches=micro_batches, stop=self.stop_signal,
                                       force_skip=force_skip)
         # The gradient sums the losses of every rank's images of every micro-batch: the clip's units (guard/step.py).
-        grad_norm, skipped, consensus, overflow = self.backend.optimizer_step(
+        result = self.backend.optimizer_step(
             images=self.cfg.train.batch_size * micro_batches, force_skip=force_skip, buffers=self.buffers,
             buffers_before=buffers_before)
         if self.ema is not None:
-            self.ema.update(self.model, skipped)
+            self.ema.update(self.model, result.skipped)
         bad_module = self.anomaly.take() if self.anomaly is not None else None
-        return PendingStep(step, grad_norm, skipped, consensus, self.local_bad.clone(), keys, images, bad_module,
-                           overflow)
+        return PendingStep(step, result.grad_norm, result.skipped, result.consensus, self.local_bad.clone(), keys,
+                           images, bad_module, result.overflow)
 
     def try_fast_path(self, batches):
         """The first batch's forward and backward once with the fast path, before the first step arms any fault
@@ -331,6 +348,9 @@ class Trainer:
         elif self.cfg.guard.enabled:
             self.recovery.after_judged(self.step, self.applied_steps, self.model, self.optimizer, self.ema)
         if verdict.stop_requested:
+            storage = self._agreed_storage_failure()
+            if storage is not None:  # every rank stops with it (exit 74); the checkpoints before it are intact
+                raise StorageError(storage)
             raise StopTraining(EXIT_PREEMPTED, "preemption signal received; checkpoint written, requeue to continue")
 
     def rollback(self, reason: str, bad_step: int) -> None:
@@ -376,13 +396,35 @@ class Trainer:
                           stall_s=round(stats.stall_s, 6), write_s=round(stats.write_s, 6))
 
     def export_weights(self, path: Path) -> None:
+        """Rank 0 writes `path` (weights/best or last.safetensors); a full or read-only disk raises StorageError
+        naming it."""
         if self.runtime.is_main:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_weights(path, model_state=self.model.state_dict(),
-                         ema_state=self.ema.module.state_dict() if self.ema is not None else None,
-                         model_yaml=self.model.yaml, names=list(self.data.names), imgsz=self.cfg.train.imgsz,
-                         extra={"step": self.step, "config": to_dict(self.cfg),
-                                "category_ids": self.data.category_ids})
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_weights(path, model_state=self.model.state_dict(),
+                             ema_state=self.ema.module.state_dict() if self.ema is not None else None,
+                             model_yaml=self.model.yaml, names=list(self.data.names), imgsz=self.cfg.train.imgsz,
+                             extra={"step": self.step, "config": to_dict(self.cfg),
+                                    "category_ids": self.data.category_ids})
+            except OSError as error:
+                raise StorageError.writing(path, error) or error from None
+
+    # ------------------------------------------------------------------ the storage failing
+    def storage_failed(self, error: StorageError) -> None:
+        """A file of the run could not be written on this rank (the ledger, a plot, best.safetensors): the first such
+        error is kept, and every rank stops with it at the next step (`stop_signal`), so that no rank waits for one
+        that stopped alone."""
+        if self.storage_failure is None:
+            self.storage_failure = error
+            log.error(f"{error}; the run stops at the next step")
+
+    def _own_storage_failure(self) -> StorageError | None:
+        return self.storage_failure or self.logger.failure
+
+    def _agreed_storage_failure(self, also: StorageError | None = None) -> str | None:
+        """Every rank, together: the storage failure of the lowest rank that met one, None when none did."""
+        mine = self._own_storage_failure() or also
+        return next((found for found in all_gather_object(str(mine) if mine else None) if found), None)
 
     # ------------------------------------------------------------------ start and end
     def start(self) -> None:
@@ -391,7 +433,7 @@ class Trainer:
         progress = None
         if self.runtime.is_main:
             (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
-            # On a resume, every record sink drops what the crashed attempt wrote after its checkpoint.
+            # Every record sink drops what an earlier attempt wrote after the step this start begins at.
             self.logger.open(step=self.step, resumed=resumed is not None)
             for message in self._damaged:
                 self.logger.event(event="checkpoint_fallback", step=self.step, message=message)
@@ -430,22 +472,32 @@ class Trainer:
                              quarantined=len(self.monitor.quarantine))
 
     def finish(self, code: int, reason: str) -> int:
-        """Ends the run on every rank: the last records written, the last checkpoint landed, exit.json."""
-        self.log_train()  # the last window, partial: the records, the summary and the stop event agree
-        self.checkpointer.close()  # never exit with a save in flight
+        """Ends the run on every rank: the last records written, the last checkpoint landed, exit.json. The code is
+        the error the run stopped for; what fails while stopping (the disk filling, a plot, W&B) is logged in one line
+        each and never replaces it (engine/run_end.py)."""
+        end = RunEnd(code, reason, self.run_dir)
+        end.attempt("write the last train record", self.log_train)  # the records, the summary and the stop agree
+        # Never exit with a save in flight.
+        end.attempt("land the last checkpoint", self.checkpointer.close, essential=True)
         self.sync_buffers()
-        self.hooks.on_stop(code)
+        for hook in self.hooks.hooks:
+            end.attempt(f"stop {type(hook).__name__}", hook.on_stop, end.code)
+        if end.code == EXIT_OK:  # every rank ends here together: a failure one rank met is every rank's
+            storage = self._agreed_storage_failure(end.storage)
+            if storage is not None:
+                end.storage_failed(StorageError(storage))
         if self.runtime.is_main:
-            try:
-                # Launchers (torchrun, accelerate) turn any worker failure into exit 1: scripts read the code here.
-                write_exit_file(self.run_dir, code, reason, self.step)
-                self.logger.event(event="stop", step=self.step, exit_code=code, reason=reason)
-                self.export_weights(self.run_dir / "weights" / "last.safetensors")
-                self.train_log.close()
-                console.result(print_summary(read_metrics(self.run_dir / "metrics.jsonl")))
-            except OSError as error:  # the run folder itself failed (full, read-only): the console still says why
-                log.error(f"could not finish writing {self.run_dir}: {error}")
-            finally:
-                self.logger.close()
-                log_stop(code, reason, self.step)
-        return code
+            weights = self.run_dir / "weights" / "last.safetensors"
+            end.attempt(f"write {weights}", self.export_weights, weights)
+            end.attempt("write the stop record", lambda: self.logger.event(event="stop", step=self.step,
+                                                                           exit_code=end.code, reason=end.reason))
+            # Launchers (torchrun, accelerate) turn any worker failure into exit 1: scripts read the code here.
+            end.attempt(f"write {self.run_dir / 'exit.json'}", write_exit_file, self.run_dir, end.code, end.reason,
+                        self.step)
+            end.attempt("close the progress bar", self.train_log.close)
+            if self.logger.failure is None:  # a metrics.jsonl that lost records would give a wrong summary
+                end.attempt("print the summary",
+                            lambda: console.result(print_summary(read_metrics(self.run_dir / "metrics.jsonl"))))
+            self.logger.close()  # W&B's finish included; each sink's failure logged, never raised
+            log_stop(end.code, end.reason, self.step)
+        return end.code

@@ -57,7 +57,7 @@ def record_nonfinite(local_bad: torch.Tensor, grad: torch.Tensor) -> None:
     torch.logical_or(local_bad, ~torch.isfinite(grad.sum()), out=local_bad)
 
 
-def install_local_check_hook(ddp: nn.Module, local_bad: torch.Tensor) -> None:
+def install_local_check_hook(ddp: nn.parallel.DistributedDataParallel, local_bad: torch.Tensor) -> None:
     """Makes DDP record in `local_bad` whether this rank's *local* gradient was non-finite before it is averaged
     (provenance only: the verdict comes from the averaged gradient). A device-side flag: no host sync."""
     def hook(process_group, bucket):

@@ -55,7 +55,9 @@ class LossScale:
         """Whether a skip of this step is an overflow (a device bool; before `update`). None with fp16 off."""
         if not self.enabled:
             return None
-        return ~torch.isfinite(grad_norm) & losses_finite & (self.scaler._scale >= OVERFLOW_SCALE_FLOOR)
+        scale = self.scaler._scale
+        assert scale is not None  # GradScaler makes it on the first scale() of a backward
+        return ~torch.isfinite(grad_norm) & losses_finite & (scale >= OVERFLOW_SCALE_FLOOR)
 
     def value(self) -> torch.Tensor:
         """The current scale, a device scalar (tests and digests read it)."""

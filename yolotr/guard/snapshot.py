@@ -51,6 +51,6 @@ def _load_optimizer_state(optimizer, state: dict) -> None:
     # snapshot itself, not re-derived from the model's weights.
     import torch.distributed as dist
 
-    states = [None] * dist.get_world_size(group=dp_group)
+    states: list[dict | None] = [None] * dist.get_world_size(group=dp_group)
     states[dist.get_rank(group=dp_group)] = state
     optimizer.load_state_dict(states, load_optimizer_states=True, load_from_fp32_weights=True)

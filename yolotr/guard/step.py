@@ -53,7 +53,7 @@ class BufferGuard:
         if where is not None and current is None:
             current = self.save()
         for i, (group, flat) in enumerate(zip(self.groups, saved, strict=True)):
-            if where is not None:
+            if where is not None and current is not None:
                 flat = torch.where(where, flat, current[i])
             values = flat.split([b.numel() for b in group])
             torch._foreach_copy_(group, [v.view_as(b) for v, b in zip(values, group, strict=True)])
@@ -106,7 +106,7 @@ def guarded_step(
         clip_grads_with_norm_(params, max_norm, grad_norm, foreach=True)
     if optimizer.defaults.get("fused"):
         # Fused SGD/AdamW read `found_inf`: 1 → no parameter, momentum, moment or step-counter changes.
-        optimizer.found_inf = skipped.float()
+        optimizer.found_inf = skipped.float()  # type: ignore[attr-defined]  # read by torch's fused kernels
         optimizer.step()
         buffers.restore(buffers_before, where=skipped, current=current)
     elif not skipped.item():  # CPU: the verdict is already computed, reading it waits for nothing

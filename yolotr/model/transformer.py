@@ -11,8 +11,9 @@ Two blocks, chosen by the module name in the model yaml:
 
 So a YOLOv5 yaml that says ``C3TR`` loads unchanged and gets yolotr's block; write ``C3TRv5`` to get YOLOv5's.
 
-Both replace only C3's inner ``m``; the three 1x1 convolutions around it stay. The model-wide switches live in
-`yolotr.config.model.TransformerConfig` (the top-level yaml key ``transformer:``).
+Both replace only C3's inner ``m``; the three 1x1 convolutions around it stay. The blocks take plain arguments; the
+model-wide switches a yaml gives (``transformer:``, `yolotr.config.model.TransformerConfig`) reach them as keywords
+through the model parser.
 
 Learning-rate groups: `TRANSFORMER_TYPES` lists the classes whose ``parameters()`` are "Transformer parameters":
 
@@ -33,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolotr.config.model import TransformerConfig
 from yolotr.model.common import C3
 
 
@@ -157,15 +157,15 @@ class Mlp(nn.Module):
 class TransformerLayer(nn.Module):
     """Pre-LayerNorm residual layer: x + ls1·attn(norm1(x)), then x + ls2·mlp(norm2(x))."""
 
-    def __init__(self, dim: int, config: TransformerConfig) -> None:
+    def __init__(self, dim: int, *, num_heads: int, mlp_ratio: float, qk_norm: bool, layer_scale: float,
+                 xavier_init: bool) -> None:
         super().__init__()
-        xavier = True if config.xavier_init is None else config.xavier_init
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = SelfAttention(dim, config.num_heads, config.qk_norm, xavier)
-        self.ls1 = _layer_scale_or_identity(dim, config.layer_scale)
+        self.attn = SelfAttention(dim, num_heads, qk_norm, xavier_init)
+        self.ls1 = _layer_scale_or_identity(dim, layer_scale)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, max(1, round(dim * config.mlp_ratio)))
-        self.ls2 = _layer_scale_or_identity(dim, config.layer_scale)
+        self.mlp = Mlp(dim, max(1, round(dim * mlp_ratio)))
+        self.ls2 = _layer_scale_or_identity(dim, layer_scale)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         x = x + self.ls1(self.attn(self.norm1(x), pos))
@@ -178,11 +178,15 @@ class TransformerBlock(nn.Module):
     No final LayerNorm: the output goes straight into C3's cv3 convolution, whose BatchNorm rescales it.
     """
 
-    def __init__(self, dim: int, num_layers: int, config: TransformerConfig) -> None:
+    def __init__(self, dim: int, num_layers: int, *, num_heads: int = 4, mlp_ratio: float = 2.0,
+                 qk_norm: bool = False, layer_scale: float = 0.0, xavier_init: bool = True) -> None:
         super().__init__()
         if dim % 4:
             raise ValueError(f"C3TR width {dim} must be divisible by 4 for the 2-D sine-cosine position encoding")
-        self.layers = nn.ModuleList(TransformerLayer(dim, config) for _ in range(num_layers))
+        self.layers = nn.ModuleList(
+            TransformerLayer(dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm, layer_scale=layer_scale,
+                             xavier_init=xavier_init)
+            for _ in range(num_layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, channels, height, width = x.shape
@@ -191,23 +195,6 @@ class TransformerBlock(nn.Module):
         for layer in self.layers:
             tokens = layer(tokens, pos)  # (B, H·W, C)
         return tokens_to_map(tokens, height, width)  # (B, C, H, W)
-
-
-class C3TR(C3):
-    """C3 with yolotr's `TransformerBlock` in place of the Bottlenecks (yaml name ``C3TR``)."""
-
-    def __init__(
-        self,
-        c1: int,
-        c2: int,
-        n: int = 1,
-        shortcut: bool = True,
-        g: int = 1,
-        e: float = 0.5,
-        transformer: TransformerConfig | None = None,
-    ) -> None:
-        super().__init__(c1, c2, n, shortcut, g, e)
-        self.m = TransformerBlock(int(c2 * e), n, transformer or TransformerConfig())
 
 
 class TransformerLayerV5(nn.Module):
@@ -237,15 +224,14 @@ class TransformerBlockV5(nn.Module):
     YOLOv5's optional input Conv (used only when c1 != c2) is left out: inside C3TR it never exists.
     """
 
-    def __init__(self, dim: int, num_layers: int, config: TransformerConfig) -> None:
+    def __init__(self, dim: int, num_layers: int, *, num_heads: int = 4, layer_scale: float = 0.0,
+                 xavier_init: bool = False) -> None:
         super().__init__()
-        if dim % config.num_heads:
-            raise ValueError(f"transformer width {dim} is not divisible by num_heads={config.num_heads}")
+        if dim % num_heads:
+            raise ValueError(f"transformer width {dim} is not divisible by num_heads={num_heads}")
         self.linear = nn.Linear(dim, dim)  # YOLOv5's "learnable position embedding": p + linear(p)
-        self.tr = nn.Sequential(
-            *(TransformerLayerV5(dim, config.num_heads, config.layer_scale) for _ in range(num_layers))
-        )
-        if config.xavier_init:
+        self.tr = nn.Sequential(*(TransformerLayerV5(dim, num_heads, layer_scale) for _ in range(num_layers)))
+        if xavier_init:
             for layer in self.tr:
                 for linear in (layer.q, layer.k, layer.v, layer.ma.out_proj):
                     nn.init.xavier_uniform_(linear.weight)
@@ -258,21 +244,42 @@ class TransformerBlockV5(nn.Module):
         return tokens_to_map(tokens, height, width)  # (B, C, H, W)
 
 
-class C3TRv5(C3):
-    """C3 with YOLOv5's own `TransformerBlockV5` (yaml name ``C3TRv5``); YOLOv5's ``C3TR``, parameter for parameter."""
+class _TransformerC3(C3):
+    """C3 whose Bottlenecks are a Transformer block of `n` layers over its hidden width. The keywords are the model's
+    ``transformer:`` switches (`yolotr.config.model.TransformerConfig` names them); each block takes what it has."""
 
-    def __init__(
-        self,
-        c1: int,
-        c2: int,
-        n: int = 1,
-        shortcut: bool = True,
-        g: int = 1,
-        e: float = 0.5,
-        transformer: TransformerConfig | None = None,
-    ) -> None:
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5, *,
+                 num_heads: int = 4, mlp_ratio: float = 2.0, qk_norm: bool = False, layer_scale: float = 0.0,
+                 xavier_init: bool | None = None) -> None:
         super().__init__(c1, c2, n, shortcut, g, e)
-        self.m = TransformerBlockV5(int(c2 * e), n, transformer or TransformerConfig())
+        self.m = self.block(int(c2 * e), n, num_heads=num_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm,
+                            layer_scale=layer_scale, xavier_init=xavier_init)
+
+    @staticmethod
+    def block(dim: int, n: int, *, num_heads: int, mlp_ratio: float, qk_norm: bool, layer_scale: float,
+              xavier_init: bool | None) -> nn.Module:
+        raise NotImplementedError
+
+
+class C3TR(_TransformerC3):
+    """C3 with yolotr's `TransformerBlock` in place of the Bottlenecks (yaml name ``C3TR``); Xavier init unless the
+    model says otherwise."""
+
+    @staticmethod
+    def block(dim: int, n: int, *, num_heads: int, mlp_ratio: float, qk_norm: bool, layer_scale: float,
+              xavier_init: bool | None) -> nn.Module:
+        return TransformerBlock(dim, n, num_heads=num_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm,
+                                layer_scale=layer_scale, xavier_init=True if xavier_init is None else xavier_init)
+
+
+class C3TRv5(_TransformerC3):
+    """C3 with YOLOv5's own `TransformerBlockV5` (yaml name ``C3TRv5``); YOLOv5's ``C3TR``, parameter for parameter.
+    qk_norm and mlp_ratio have no place in it and are not used; Xavier init only when the model asks."""
+
+    @staticmethod
+    def block(dim: int, n: int, *, num_heads: int, mlp_ratio: float, qk_norm: bool, layer_scale: float,
+              xavier_init: bool | None) -> nn.Module:
+        return TransformerBlockV5(dim, n, num_heads=num_heads, layer_scale=layer_scale, xavier_init=bool(xavier_init))
 
 
 # Modules whose parameters() get the trainer's Transformer learning-rate multiplier (see the module docstring).

@@ -14,7 +14,9 @@ Anything wrong in the yaml raises `ModelConfigError` at build time, naming the f
 
 from __future__ import annotations
 
+
 import copy
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -151,7 +153,7 @@ def parse_model(
                 args.insert(2, n)
                 repeats = 1
             if module_type in TRANSFORMER_C3_TYPES:
-                kwargs["transformer"] = transformer
+                kwargs.update(dataclasses.asdict(transformer))
         elif module_type is Concat:
             c_out = sum(channels[x] for x in from_list)
         elif module_type is Detect:

@@ -17,6 +17,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from yolotr.errors import StorageError
+
 
 class MetricsWriter:
     """Appends records to a `metrics.jsonl` file; rank 0 owns it."""
@@ -25,8 +27,9 @@ class MetricsWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _trim_partial_last_line(self.path)
-        # Line-buffered text file: each record reaches the OS as soon as its newline is written.
-        self._file = open(self.path, "a", encoding="utf-8", buffering=1)
+        # Unbuffered: each record reaches the OS in one write(2) as it is written, and a write that fails leaves
+        # nothing behind in a buffer to be flushed later.
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Append one record `{"kind": kind, "time": now, **fields}` and return it."""
@@ -39,13 +42,25 @@ class MetricsWriter:
             line = json.dumps(record, default=_json_default)
         except TypeError as error:
             raise TypeError(f"{self.path}: cannot write {kind} record {fields!r}: {error}") from error
-        self._file.write(line + "\n")
-        self._file.flush()
+        if self._fd is None:
+            raise ValueError(f"{self.path}: the metrics file is closed")
+        data = memoryview((line + "\n").encode("utf-8"))
+        size = os.fstat(self._fd).st_size
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+        except OSError as error:  # a full or read-only disk: the exit-74 error naming this file
+            try:
+                os.ftruncate(self._fd, size)  # no half record left: every reader sees whole lines
+            except OSError:
+                pass
+            raise StorageError.writing(self.path, error) or error from None
         return record
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> MetricsWriter:
         return self

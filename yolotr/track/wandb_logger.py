@@ -6,6 +6,7 @@ the id stored in its checkpoint and explicit `step=` values; `wandb sync` then m
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 import warnings
@@ -23,6 +24,17 @@ from yolotr.track.wandb_reader import wait_until_complete
 DEFAULT_WANDB_HOST = "https://api.wandb.ai"
 # wandb.Image boxes beyond this many per image make the media panel unreadable and the files large.
 MAX_BOXES_PER_IMAGE = 100
+
+log = logging.getLogger(__name__)
+
+
+def wandb_wanted(enabled: bool | str, environ: Mapping[str, str] | None = None) -> bool:
+    """wandb.enabled: true or false as given; auto only where the user set W&B up (an API key, a `wandb login`
+    netrc entry, or an explicit WANDB_MODE), so that a plain run neither writes W&B files nor prints W&B's lines."""
+    if enabled != "auto":
+        return bool(enabled)
+    environ = os.environ if environ is None else environ
+    return bool(environ.get("WANDB_MODE", "").strip() or environ.get("WANDB_API_KEY")) or _netrc_has_host(environ)
 
 
 def wandb_mode(environ: Mapping[str, str] | None = None) -> str:
@@ -59,7 +71,7 @@ class WandbLogger:
         run_dir: str | os.PathLike,
         config: dict[str, Any],
         run_id: str | None,
-        enabled: bool,
+        enabled: bool | str,
         project: str = "yolotr",
         name: str | None = None,
         resumed_at: int | None = None,
@@ -68,18 +80,22 @@ class WandbLogger:
         start continues from: the run is rewound to it (W&B's `resume_from`), since what an earlier start logged
         after it is training the run threw away (metrics.jsonl supersedes those records too), and W&B would keep
         those rows and ignore the resumed run's, a lower step than the one it has."""
-        self.mode = wandb_mode() if enabled else "disabled"
+        self.mode = wandb_mode() if wandb_wanted(enabled) else "disabled"
         if int(os.environ.get("RANK", "0")) != 0:
             self.mode = "disabled"  # one W&B run per training: a run per rank would duplicate every chart
         self.run_id = run_id
         self._run = None
+        self._step = 0  # the highest step logged: W&B drops a row below it
+        self._events_in_row: tuple[int, dict[str, int]] = (0, {})  # events logged in the row of that step, by name
         if self.mode == "disabled":
             return
         import wandb  # imported only when logging: it is slow to import and spawns a service
 
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        init = dict(project=project, name=name, dir=str(run_dir), config=config)
+        # silent: W&B's own banner, warnings and end-of-run tables stay off the console; the line below says where
+        # the run went, and its files and metrics.jsonl hold the rest.
+        init = dict(project=project, name=name, dir=str(run_dir), config=config, settings=wandb.Settings(silent=True))
         plain = dict(id=run_id, resume="allow")
         rewind = dict(resume_from=f"{run_id}?_step={int(resumed_at)}") if run_id and resumed_at is not None else None
         # Offline, the rewind is recorded in the run's file and done by `wandb sync`. Online, a server that cannot
@@ -101,6 +117,16 @@ class WandbLogger:
                 then = f" without the rewind (the rows after step {resumed_at} stay)" if lost else ""
                 warnings.warn(f"W&B {mode} {what} failed ({error}); trying {next_mode}{then}", stacklevel=2)
         self.run_id = self._run.id
+        log.info("W&B: %s", self.where())
+
+    def where(self) -> str:
+        """Where the run's W&B data goes: its page online, its folder and the sync command offline."""
+        if self._run is None:
+            return "off"
+        if self.mode == "online":
+            return f"online run {self._run.url}"
+        folder = Path(self._run.settings.sync_file).parent
+        return f"offline run in {folder} (upload with: wandb sync {folder})"
 
     @property
     def active(self) -> bool:
@@ -109,11 +135,17 @@ class WandbLogger:
     def log(self, metrics: dict[str, Any], step: int) -> None:
         """Log `metrics` at global step `step` (explicit, so resumed runs continue the same axis)."""
         if self._run is not None:
+            self._step = max(self._step, int(step))
             self._run.log(metrics, step=int(step))
 
     def log_record(self, record: Mapping[str, Any]) -> None:
         """Log a metrics.jsonl record (as returned by `MetricsWriter.write`) under `<kind>/<field>` keys
-        (track/record_fields.py); events log `event/<name>` = 1.
+        (track/record_fields.py); events log `event/<name>` = how many of them the row holds (1, mostly) and
+        `event/<name>/step`, the step the newest of them is about.
+
+        An event can arrive after later steps were logged (a checkpoint is committed by its writer while training
+        goes on): it is then logged at the current step, since W&B ignores a row below the step it has reached. W&B
+        keeps one row per step, so two such events reaching the same row are counted there (metrics.jsonl has both).
         """
         if self._run is None:
             return
@@ -121,7 +153,12 @@ class WandbLogger:
         if step is None:
             raise ValueError(f"metrics record {dict(record)!r} has no 'step' to log it at")
         if kind == "event":
-            self.log({f"event/{record.get('event', 'unknown')}": 1}, step=step)
+            name, at = record.get("event", "unknown"), max(int(step), self._step)
+            row_step, counts = self._events_in_row
+            counts = counts if row_step == at else {}
+            counts[name] = counts.get(name, 0) + 1
+            self._events_in_row = (at, counts)
+            self.log({f"event/{name}": counts[name], f"event/{name}/step": int(step)}, step=at)
             return
         metrics = record_scalars(record)
         if metrics:

@@ -6,7 +6,8 @@ from tests.cli.bad_inputs.common import REPO, BadInput, World
 from tests.cli.bad_inputs.config_cases import CONFIG
 from tests.cli.bad_inputs.data_cases import DATA, YOLO
 from tests.cli.bad_inputs.launch_cases import LAUNCH
+from tests.cli.bad_inputs.names_cases import NAMES
 
-CASES: list[BadInput] = CONFIG + DATA + YOLO + CHECKPOINTS + LAUNCH
+CASES: list[BadInput] = CONFIG + DATA + YOLO + CHECKPOINTS + LAUNCH + NAMES
 
 __all__ = ["CASES", "REPO", "BadInput", "World"]

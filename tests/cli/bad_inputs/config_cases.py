@@ -67,6 +67,18 @@ CONFIG = [
              2, ("config key 'train.ema_tau'", "must be > 0, got 0.0")),
     BadInput("augment-out-of-range", "config", "an augmentation outside [0, 1]: `augment.hsv_h=2`",
              _overrides("augment.hsv_h=2"), 2, ("config key 'augment'", "augment.hsv_h must be in [0, 1], got 2.0")),
+    BadInput("batch-larger-than-data", "config", "a batch larger than the train split: `train.batch_size=100000` on 16 "
+             "images", _overrides("train.batch_size=100000"), 2,
+             ("config key 'train.batch_size'", "100000 is more than the 16 images of the train split")),
+    BadInput("error-fraction-above-one", "config", "a data error budget above 1: `train.max_data_error_fraction=2`",
+             _overrides("train.max_data_error_fraction=2"), 2,
+             ("config key 'train.max_data_error_fraction'", "must be in [0, 1], got 2.0")),
+    BadInput("negative-spike-zscore", "config", "a negative spike threshold: `guard.spike_zscore=-1`",
+             _overrides("guard.spike_zscore=-1"), 2, ("config key 'guard.spike_zscore'", "must be > 0, got -1.0")),
+    BadInput("negative-rollbacks", "config", "a negative rollback budget: `guard.max_rollbacks=-1`",
+             _overrides("guard.max_rollbacks=-1"), 2, ("config key 'guard.max_rollbacks'", "must be ≥ 0, got -1")),
+    BadInput("negative-warmup", "config", "a negative warmup: `train.warmup_epochs=-1`",
+             _overrides("train.warmup_epochs=-1"), 2, ("config key 'train.warmup_epochs'", "must be ≥ 0, got -1.0")),
     BadInput("negative-timeout", "config", "a negative collective timeout: `distributed.timeout_s=-1`",
              _overrides("distributed.timeout_s=-1"), 2, ("config key 'distributed.timeout_s'", "must be > 0, got -1")),
 ]

@@ -58,6 +58,12 @@ def _index_not_json(world: World, here: Path) -> Prepared:
     return started_train(world, here, data=str(root / "data.yaml"))
 
 
+def _batch_larger_than_converted_data(world: World, here: Path) -> Prepared:
+    """A YOLO folder's size is only known once converted, at the start: the run folder then says why it stopped."""
+    root = copy_yolo(world, here)
+    return started_train(world, here, "train.batch_size=100000", data=str(root / "data.yaml"))
+
+
 def _corrupt_sample_in_training(world: World, here: Path) -> Prepared:
     root = here / "shards"
     shutil.copytree(world.synth.parent, root)
@@ -96,6 +102,9 @@ DATA = [
              2, ("config key 'data'", "no-such-data.yaml"), NO_RUN),
     BadInput("index-not-json", "data", "a shard index.json that is not json", _index_not_json,
              2, ("index.json", "{here}/shards"), STARTED),
+    BadInput("batch-larger-than-yolo-data", "data", "a batch larger than a YOLO folder's train split, known once "
+             "converted", _batch_larger_than_converted_data, 2,
+             ("config key 'train.batch_size'", "100000 is more than the 16 images of the train split"), STARTED),
     BadInput("shard-flipped-bytes", "data", "a shard tar with 64 flipped bytes (`yolotr data check`)",
              _flipped_shard, 1, ("shard shard-000000.tar: sha256 differs from the index", "corrupt train_000000")),
     BadInput("shard-truncated", "data", "a shard tar cut short (`yolotr data check`)", _truncated_shard,

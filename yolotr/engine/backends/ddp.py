@@ -10,13 +10,16 @@ from __future__ import annotations
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
+from typing import cast
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from yolotr.checkpoint.checkpointer import OptimizerStateByName
 from yolotr.config import Config
 from yolotr.debug.digests import optimizer_digest, optimizer_sum
+from yolotr.engine.backends.base import StepResult
 from yolotr.engine.runtime import Runtime
 from yolotr.guard.consensus import ConsensusModule, ConsensusPayload, install_local_check_hook
 from yolotr.guard.loss_scale import LossScale
@@ -50,7 +53,7 @@ class DDPBackend:
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         self.module = prepare_ddp(runtime, wrapper)  # what the forward runs through
         if runtime.kind == "ddp":
-            install_local_check_hook(self.module, local_bad)
+            install_local_check_hook(cast(DistributedDataParallel, self.module), local_bad)
         self._payload = torch.zeros(ConsensusPayload.SIZE, device=runtime.device)
         self._force = torch.zeros((), dtype=torch.bool, device=runtime.device)
         # fp16: the loss is scaled before backward, the gradients unscaled before the guard (guard/loss_scale.py).
@@ -59,7 +62,9 @@ class DDPBackend:
     # ---- one optimizer step ----------------------------------------------------------------------------------------
     def accumulating(self, last: bool):
         """Gradients are all-reduced only on the last micro-batch of an accumulation."""
-        return nullcontext() if last or not self.runtime.distributed else self.module.no_sync()
+        if last or not self.runtime.distributed:
+            return nullcontext()
+        return cast(DistributedDataParallel, self.module).no_sync()  # prepare_ddp's, with several ranks
 
     def backward(self, loss: torch.Tensor, items: torch.Tensor, bad: torch.Tensor, *, micro_batches: int, stop: bool,
                  force_skip: bool) -> None:
@@ -73,11 +78,11 @@ class DDPBackend:
         self.runtime.accelerator.backward(self.loss_scale.scale(self.wrapper.tie(loss)))
 
     def optimizer_step(self, *, images: int, force_skip: bool, buffers: BufferGuard,
-                       buffers_before: list[torch.Tensor]
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Clip-or-skip (guard/step.py). `images`: how many images' losses the gradient sums. Returns device
-        tensors: (grad norm of the per-image mean loss, skipped, consensus, fp16 overflow or None)."""
-        consensus = self.wrapper.consensus.grad.detach().clone()
+                       buffers_before: list[torch.Tensor]) -> StepResult:
+        """Clip-or-skip (guard/step.py). `images`: how many images' losses the gradient sums."""
+        grad = self.wrapper.consensus.grad
+        assert grad is not None, "optimizer_step before backward"
+        consensus = grad.detach().clone()
         force = self._force.fill_(force_skip)  # a fill kernel: no host->device copy
         # A rank whose loss was non-finite but whose gradient is finite (e.g. a batch emptied by corrupt or
         # quarantined samples) still makes every rank skip: the flag came through the consensus all-reduce.
@@ -97,7 +102,7 @@ class DDPBackend:
             torch.logical_or(self.local_bad, ~torch.isfinite(grad_norm), out=self.local_bad)
         self.optimizer.zero_grad(set_to_none=True)
         self.wrapper.consensus.grad = None
-        return grad_norm, skipped, consensus, overflow
+        return StepResult(grad_norm, skipped, consensus, overflow)
 
     # ---- checkpoints -----------------------------------------------------------------------------------------------
     def checkpoint_optimizer_state(self):

@@ -28,6 +28,7 @@ from yolotr.checkpoint.manager import CheckpointError
 from yolotr.config import Config
 from yolotr.debug.digests import optimizer_digest, zero_partition_sum
 from yolotr.distributed import all_reduce_mean, barrier
+from yolotr.engine.backends.base import StepResult
 from yolotr.engine.runtime import Runtime
 from yolotr.errors import UsageError
 from yolotr.guard.consensus import ConsensusModule, ConsensusPayload, install_local_gradient_check
@@ -92,6 +93,7 @@ class DeepSpeedBackend:
         self.optimizer = self.engine.optimizer  # ZeRO's: its param_groups carry the schedule's LRs
         self._payload = torch.zeros(ConsensusPayload.SIZE, device=runtime.device)
         self._stop = False
+        self.loss_scale = None  # fp16 is refused above
 
     @staticmethod
     def _universal_source(cfg: Config, runtime: Runtime, resume_from: Path | None, plugin) -> Path | None:
@@ -110,7 +112,7 @@ class DeepSpeedBackend:
                 f"{meta['world_size']} needs a universal checkpoint, and DeepSpeed's converter (ds_to_universal) only "
                 f"knows Adam moments: use train.optimizer=adamw with DeepSpeed, or resume on {meta['world_size']} ranks"
             )
-        universal = prepare_universal(resume_from, cfg.run.dir, meta["counters"]["step"], rank=runtime.rank)
+        universal = prepare_universal(resume_from, Path(cfg.run.dir), meta["counters"]["step"], rank=runtime.rank)
         plugin.deepspeed_config["checkpoint"] = {"load_universal": True}
         return universal
 
@@ -131,7 +133,7 @@ class DeepSpeedBackend:
         self.engine.step()  # applies only at the accumulation boundary
 
     def optimizer_step(self, *, images: int, force_skip: bool, buffers: BufferGuard,
-                       buffers_before: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
+                       buffers_before: list[torch.Tensor]) -> StepResult:
         payload = self._payload
         payload[ConsensusPayload.STOP].fill_(float(self._stop))
         payload[ConsensusPayload.LOCAL_BAD] = self.local_bad.float()
@@ -142,7 +144,7 @@ class DeepSpeedBackend:
         norm = self.engine.get_global_grad_norm()  # of the summed gradient, before clipping: per image, as DDP logs
         grad_norm = torch.tensor(float("nan") if norm is None else float(norm) / images, device=self.runtime.device)
         buffers.restore(buffers_before, where=skipped)
-        return grad_norm, skipped, consensus, None  # no fp16 overflow: DeepSpeed refuses train.precision fp16
+        return StepResult(grad_norm, skipped, consensus, None)  # no fp16 overflow: DeepSpeed refuses fp16
 
     # ---- checkpoints -----------------------------------------------------------------------------------------------
     def checkpoint_optimizer_state(self) -> None:

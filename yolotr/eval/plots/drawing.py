@@ -5,6 +5,7 @@ Shared by `yolotr predict` and the batch mosaics.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,11 @@ PALETTE_HEX = (
     "2C99A8 00C2FF 344593 6473FF 0018EC 8438FF 520085 CB38FF FF95C8 FF37C7"
 ).split()
 PALETTE = [tuple(int(h[i : i + 2], 16) for i in (0, 2, 4)) for h in PALETTE_HEX]
+# Newer torchvision draws a label on a box-coloured background (fill_labels); older ones draw the text alone.
+_FILLS_LABELS = "fill_labels" in inspect.signature(draw_bounding_boxes).parameters
+
+
+LABEL_TEXT = (255, 255, 255)
 
 
 def class_color(class_index: int) -> tuple[int, int, int]:
@@ -42,20 +48,28 @@ def draw_boxes(
     names: Sequence[str],
     scores: torch.Tensor | None = None,
     width: int | None = None,
+    show_labels: bool = True,
+    fill_labels: bool = True,
 ) -> torch.Tensor:
-    """A copy of `image` (3,H,W) with (n,4) x1,y1,x2,y2 pixel boxes drawn, labelled `name` or `name 0.87`."""
+    """A copy of `image` (3,H,W) with (n,4) x1,y1,x2,y2 pixel boxes drawn, labelled `name` or `name 0.87` in white
+    on the box's colour, as YOLOv5 labels them: thin coloured text alone is unreadable on a busy image
+    (`show_labels=False`: no text; `fill_labels=False`: the text alone, in the box's colour)."""
     image = as_uint8_image(image)
     if len(boxes) == 0:
         return image.clone()
     classes = classes.detach().cpu().long().tolist()
-    if scores is None:
+    if not show_labels:
+        labels = None
+    elif scores is None:
         labels = [names[c] for c in classes]
     else:
         labels = [f"{names[c]} {s:.2f}" for c, s in zip(classes, scores.detach().cpu().tolist())]
     if width is None:
         width = max(1, round(min(image.shape[-2:]) / 200))
+    options = {"fill_labels": True, "label_colors": LABEL_TEXT} if fill_labels and labels and _FILLS_LABELS else {}
     return draw_bounding_boxes(
-        image, boxes.detach().cpu().float(), labels=labels, colors=[class_color(c) for c in classes], width=width
+        image, boxes.detach().cpu().float(), labels=labels, colors=[class_color(c) for c in classes], width=width,
+        **options,
     )
 
 

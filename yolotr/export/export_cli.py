@@ -51,9 +51,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from yolotr.eval.export import DEFAULT_OPSET, onnx_op_counts
-    from yolotr.eval.export_nms import NmsSettings
-    from yolotr.eval.exporter import ExportSettings, export
+    from yolotr.export.onnx_export import DEFAULT_OPSET, onnx_op_counts
+    from yolotr.export.nms import NmsSettings
+    from yolotr.export.exporter import ExportSettings, export
 
     settings = ExportSettings(
         formats=args.format, imgsz=args.imgsz, batch=args.batch, dynamic=args.dynamic, half=args.half,

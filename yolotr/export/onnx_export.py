@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from yolotr.errors import YolotrError
-from yolotr.eval.export_nms import NMS_TRANSLATION, EndToEnd, NmsSettings
+from yolotr.export.nms import NMS_TRANSLATION, EndToEnd, NmsSettings
 
 DEFAULT_OPSET = 18
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from yolotr.errors import UsageError
-from yolotr.eval.export import DecodedOutput
+from yolotr.export.onnx_export import DecodedOutput
 
 
 class MissingRuntimeError(UsageError):

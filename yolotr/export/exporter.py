@@ -19,8 +19,8 @@ import torch
 
 from yolotr.checkpoint.weights_file import LoadedWeights, load_weights
 from yolotr.errors import UsageError
-from yolotr.eval import export_formats as formats
-from yolotr.eval.export import (
+from yolotr.export import formats
+from yolotr.export.onnx_export import (
     DEFAULT_OPSET,
     FP16_TOLERANCE,
     FP32_TOLERANCE,
@@ -30,7 +30,7 @@ from yolotr.eval.export import (
     compare,
     export_onnx,
 )
-from yolotr.eval.export_nms import NmsSettings, canonical_order, reference_detections
+from yolotr.export.nms import NmsSettings, canonical_order, reference_detections
 from yolotr.model.nms import non_max_suppression
 from yolotr.model.transformer import TRANSFORMER_TYPES
 
