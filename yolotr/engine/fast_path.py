@@ -120,6 +120,30 @@ def try_fast_path(fast: FastPath, model: nn.Module,
     return fast, fallbacks
 
 
+def no_trace_step(model: nn.Module, buffers, autocast, compute_loss, images: torch.Tensor,
+                  targets: torch.Tensor) -> Callable[[FastPath], None]:
+    """`try_fast_path`'s attempt: the training forward and backward of one batch that leaves no trace. The gradients
+    are returned by `torch.autograd.grad`, not accumulated (DDP's and DeepSpeed's gradient hooks do not fire), and the
+    BatchNorm statistics (`buffers`, a guard/step.py BufferGuard) and the random state are put back."""
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def attempt(fast: FastPath) -> None:
+        saved, rng = buffers.save(), torch.random.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state() if images.is_cuda else None
+        try:
+            with autocast:
+                preds = model(fast.images(images))
+            loss, _ = compute_loss(preds, targets)
+            torch.autograd.grad(loss, params, allow_unused=True)
+        finally:
+            buffers.restore(saved)
+            torch.random.set_rng_state(rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state(cuda_rng)
+
+    return attempt
+
+
 def _failure(attempt: Callable[[FastPath], None], fast: FastPath) -> str | None:
     """What went wrong in one attempt, as one line ("Type: first line of the message"), or None."""
     breaks_before = _graph_breaks()

@@ -35,7 +35,7 @@ from yolotr.distributed import all_gather_object, broadcast_tensors_from_rank0
 from yolotr.engine.backends import make_step_backend
 from yolotr.engine.build import default_hooks, fit_anchors, optimizer_for, run_logger, train_stream
 from yolotr.engine.callbacks import Callbacks
-from yolotr.engine.fast_path import FastPath, fit_backend, try_fast_path
+from yolotr.engine.fast_path import FastPath, fit_backend, no_trace_step, try_fast_path
 from yolotr.engine.hooks import Hooks
 from yolotr.engine.optim import Schedule
 from yolotr.engine.preemption import PREEMPTION
@@ -272,33 +272,15 @@ class Trainer:
                            images, bad_module, result.overflow)
 
     def try_fast_path(self, batches):
-        """The first batch's forward and backward once with the fast path, before the first step arms any fault
-        (engine/fast_path.py): where the compiler or the layout fails on any rank, every rank trains without it. The
-        trial leaves no trace: its gradients are returned, not accumulated (DDP's and DeepSpeed's gradient hooks do not
-        fire), and the BatchNorm statistics and the random state are put back, so a run that falls back trains
-        exactly as one that never had the fast path. Returns the batches with the first one put back in front."""
+        """The first batch's forward and backward once with the fast path, leaving no trace, before the first step
+        arms any fault (engine/fast_path.py): where the compiler or the layout fails on any rank, every rank trains
+        without it, exactly as a run that never had it. Returns the batches with the first one put back in front."""
         batch = next(batches)
-        images = batch.images.to(self.device).float().div_(255)
-        targets = batch.targets.to(self.device)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-
-        def attempt(fast) -> None:
-            buffers, rng = self.buffers.save(), torch.random.get_rng_state()
-            cuda_rng = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
-            try:
-                with self.autocast:
-                    preds = self.model(fast.images(images))
-                loss, _ = self.compute_loss(preds, targets)
-                torch.autograd.grad(loss, params, allow_unused=True)
-            finally:
-                self.buffers.restore(buffers)
-                torch.random.set_rng_state(rng)
-                if cuda_rng is not None:
-                    torch.cuda.set_rng_state(cuda_rng)
-
+        attempt = no_trace_step(self.model, self.buffers, self.autocast, self.compute_loss,
+                                batch.images.to(self.device).float().div_(255), batch.targets.to(self.device))
         self.fast, tried = try_fast_path(self.fast, self.model, attempt)
         self.fast_fallbacks += tried
-        if not self.fast.channels_last and self.ema is not None:
+        if self.ema is not None and any(f.part == "channels_last" for f in tried):
             self.ema.module.to(memory_format=torch.contiguous_format)  # validates in the layout that trains
         return itertools.chain([batch], batches)
 
