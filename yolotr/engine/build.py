@@ -40,10 +40,10 @@ from yolotr.track.loggers import RunLogger
 def default_hooks(cfg: Config, runtime: Runtime, fast: FastPath) -> list[HookBase]:
     """The hooks a config asks for, in the order they run: validation before the periodic checkpoint (a validation
     checkpoints its epoch itself, with the fitness), drills last (a crash comes after the step's checkpoint).
-    `fast` is the trainer's own fast path: whether it compiles decides the compile report."""
+    `fast` is the trainer's own fast path: whether it has one decides the compile report."""
     hooks: list[HookBase] = [EvalHook(), PeriodicCheckpoint()]
-    if fast.compile:
-        hooks.append(CompileReport(fast.compile_backend))
+    if fast.compile or fast.channels_last:
+        hooks.append(CompileReport(fast.compile_backend if fast.compile else None))
     if cfg.debug.sample_ledger:
         hooks.append(SampleLedger())
     if cfg.debug.rank_digests:

@@ -158,11 +158,12 @@ class SyncCheck(HookBase):
 
 
 class CompileReport(HookBase):
-    """`train.compile`: this process's first step waits for the forward's and backward's compilation, on the host;
-    its wall time and the compiler's own count are logged as a `compile` event."""
+    """`train.compile` / `train.channels_last`: this process's first step tries the fast path and waits for the
+    forward's and backward's compilation, on the host; its wall time, the compiler's own count, what trains
+    (`compiled`, `channels_last`) and the parts turned off with their cause (`fallbacks`) are a `compile` event."""
 
-    def __init__(self, backend: str) -> None:
-        self.backend = backend
+    def __init__(self, backend: str | None) -> None:
+        self.backend = backend  # None: channels_last alone
 
     @contextmanager
     def step_context(self):
@@ -172,7 +173,9 @@ class CompileReport(HookBase):
             return
         clock = CompileClock()
         yield
-        t.logger.event(event="compile", step=t.step + 1, backend=self.backend, **clock.record())
+        t.logger.event(event="compile", step=t.step + 1, backend=self.backend, compiled=t.fast.compile,
+                       channels_last=t.fast.channels_last, fallbacks=[f.as_dict() for f in t.fast_fallbacks],
+                       **clock.record())
 
 
 class CollectiveCount(HookBase):

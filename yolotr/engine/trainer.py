@@ -9,6 +9,7 @@ distributed mechanics belong to the step backend (engine/backends), what a skip 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from yolotr.distributed import all_gather_object, all_ranks, broadcast_tensors_f
 from yolotr.engine.backends import make_step_backend
 from yolotr.engine.build import default_hooks, fit_anchors, optimizer_for, run_logger, train_stream
 from yolotr.engine.callbacks import Callbacks
-from yolotr.engine.fast_path import FastPath
+from yolotr.engine.fast_path import FastPath, fit_backend, no_trace_step, try_fast_path
 from yolotr.engine.hooks import Hooks
 from yolotr.engine.optim import Schedule
 from yolotr.engine.preemption import PREEMPTION
@@ -89,7 +90,8 @@ class Trainer:
         model, self.transfer = build_model(cfg.model, cfg.train.weights, nc=self.data.nc, freeze=cfg.train.freeze,
                                            transformer=cfg.transformer.as_yaml(), verbose=runtime.is_main)
         # Channels-last on a GPU (engine/fast_path.py); compiled once the EMA has copied the plain module (below).
-        self.fast = FastPath.from_config(cfg.train, self.device)
+        # The parts of the fast path the step backend cannot take, then those the first step's trial turned off.
+        self.fast, self.fast_fallbacks = fit_backend(FastPath.from_config(cfg.train, self.device), runtime.kind)
         self.model = self.fast.prepare_model(model.to(self.device))
         self.model.names = list(self.data.names)
         # AutoAnchor (a resume then loads the checkpoint's anchors).
@@ -263,6 +265,8 @@ class Trainer:
     # ------------------------------------------------------------------ one optimizer step
     def train_step(self, batches) -> PendingStep:
         step = self.step + 1
+        if self.steps_this_process == 0 and (self.fast.compile or self.fast.channels_last):
+            batches = self.try_fast_path(batches)
         self.faults.arm_grad(step)
         force_skip = self.faults.forced_skip(step)
         buffers_before = self.buffers.save()
@@ -290,6 +294,19 @@ class Trainer:
         bad_module = self.anomaly.take() if self.anomaly is not None else None
         return PendingStep(step, result.grad_norm, result.skipped, result.consensus, self.local_bad.clone(), keys,
                            images, bad_module, result.overflow)
+
+    def try_fast_path(self, batches):
+        """The first batch's forward and backward once with the fast path, leaving no trace, before the first step
+        arms any fault (engine/fast_path.py): where the compiler or the layout fails on any rank, every rank trains
+        without it, exactly as a run that never had it. Returns the batches with the first one put back in front."""
+        batch = next(batches)
+        attempt = no_trace_step(self.model, self.buffers, self.autocast, self.compute_loss,
+                                batch.images.to(self.device).float().div_(255), batch.targets.to(self.device))
+        self.fast, tried = try_fast_path(self.fast, self.model, attempt)
+        self.fast_fallbacks += tried
+        if self.ema is not None and any(f.part == "channels_last" for f in tried):
+            self.ema.module.to(memory_format=torch.contiguous_format)  # validates in the layout that trains
+        return itertools.chain([batch], batches)
 
     def forward_loss(self, step: int, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One micro-batch: to the device (uint8 → [0,1] there), autocast forward (train.precision), fp32 loss.
