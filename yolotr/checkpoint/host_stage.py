@@ -47,10 +47,10 @@ class Layout:
     spec: TreeSpec
     slots: list[Slot | None]
 
-    def rebuild(self, buffers: dict[torch.dtype, torch.Tensor], plain: list) -> object:
+    def rebuild(self, buffers: dict[torch.dtype, torch.Tensor], plain: list) -> Any:
         return self.unflatten([slot.view(buffers) for slot in self.slots if slot is not None], plain)
 
-    def unflatten(self, tensors: list[torch.Tensor], plain: list) -> object:
+    def unflatten(self, tensors: list[torch.Tensor], plain: list) -> Any:
         """The state again, from its tensors and its plain values, each in leaf order."""
         tensor_iter, values = iter(tensors), iter(plain)
         return tree_unflatten([next(tensor_iter) if slot is not None else next(values) for slot in self.slots],

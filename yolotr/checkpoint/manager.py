@@ -364,8 +364,7 @@ class CheckpointManager:
         earlier point) move to checkpoints/abandoned/. Left in place they would count towards keep_last, so pruning
         would delete the resumed run's new checkpoints, and `--resume auto` would pick them again at the next
         restart. Nothing is deleted."""
-        return self.move_aside([p for p in self.committed() if int(STEP_DIR.match(p.name).group(1)) > step],
-                               "abandoned")
+        return self.move_aside([p for p in self.committed() if _step_of(p) > step], "abandoned")
 
     def move_aside(self, paths: list[Path], folder: str) -> list[Path]:
         """Moves committed checkpoints into checkpoints/<folder>/ (never deleted): they no longer count as kept, and
@@ -385,7 +384,7 @@ class CheckpointManager:
 
     def newest_valid(self) -> tuple[Path | None, list[tuple[Path, str]]]:
         """The newest checkpoint whose manifest verifies, and the newer ones that did not, with what is wrong."""
-        damaged = []
+        damaged: list[tuple[Path, str]] = []
         for path in reversed(self.committed()):
             problem = verify(path)
             if problem is None:
@@ -421,3 +420,10 @@ def verify(path: Path) -> str | None:
         if _sha256(file) != entry.sha256:
             return f"sha256 mismatch for {name}"
     return None
+
+
+def _step_of(checkpoint: Path) -> int:
+    """The step of a committed checkpoint folder (`committed()` lists only names STEP_DIR matches)."""
+    found = STEP_DIR.match(checkpoint.name)
+    assert found is not None
+    return int(found.group(1))

@@ -36,7 +36,7 @@ def resume_target(choice: str, manager: CheckpointManager, warn: Callable[[str],
         if problem:
             raise UsageError(f"--resume {path}: {problem}")
         return path
-    decision = None
+    decision: tuple[str, str | None] | None = None
     if rank() == 0:
         found, damaged = manager.newest_valid()
         moved = manager.move_aside([path for path, _ in damaged], "damaged")

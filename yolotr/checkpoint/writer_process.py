@@ -22,10 +22,12 @@ import signal
 import threading
 import time
 import traceback
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from yolotr.checkpoint.files import write_rank_files
-from yolotr.checkpoint.host_stage import HostStager
+from yolotr.checkpoint.host_stage import HostStager, Layout
 from yolotr.checkpoint.manager import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,8 @@ def _serve(conn) -> None:
     for sig in _IGNORED_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     conn.send(("ready",))  # its imports done: from now on each save is answered within checkpoint.writer_timeout_s
-    buffers, layout = None, None
+    buffers: dict | None = None
+    layout: Layout | None = None
     while True:
         try:
             message = conn.recv()
@@ -54,6 +57,7 @@ def _serve(conn) -> None:
             continue
         _, tmp, rank, new_layout, plain, meta = message
         layout = new_layout or layout
+        assert layout is not None and buffers is not None  # the first save sends both
         try:
             written = write_rank_files(layout.rebuild(buffers, plain), meta, rank, Path(tmp))
             conn.send(("ok", [str(p) for p in written]))
@@ -67,10 +71,10 @@ class WriterProcess:
 
     def __init__(self, answer_within_s: float = 300.0) -> None:
         self.answer_within_s = answer_within_s
-        self._proc = None
-        self._conn = None
+        self._proc: BaseProcess | None = None
+        self._conn: Connection | None = None
         self._generation = -1
-        self._layout = None
+        self._layout: Layout | None = None
         self.failed: str | None = None  # why it is not used any more (the thread writes instead)
         self.stalled = False  # it did not answer in time (see _stalled)
         self._ready = False  # it has said it started
@@ -88,36 +92,39 @@ class WriterProcess:
 
     def _write_in_process(self, stager: HostStager, plain: list, meta: dict, rank: int, tmp: Path) -> list[Path]:
         self.start()
+        conn = self._conn
+        assert conn is not None  # start() made it
         stager.publish()
         if not self._ready:
-            if not self._conn.poll(max(START_WITHIN_S, self.answer_within_s)):
+            if not conn.poll(max(START_WITHIN_S, self.answer_within_s)):
                 raise self._stalled(max(START_WITHIN_S, self.answer_within_s))
-            self._conn.recv()
+            conn.recv()
             self._ready = True
         self._wait_until_running()  # a send to a stopped writer blocks once its pipe is full
         if stager.generation != self._generation:
-            self._conn.send(("buffers", stager.buffers))
+            conn.send(("buffers", stager.buffers))
             self._generation = stager.generation
         layout = stager.layout if stager.layout is not self._layout else None
-        self._conn.send(("save", str(tmp), rank, layout, plain, meta))
+        conn.send(("save", str(tmp), rank, layout, plain, meta))
         self._layout = stager.layout
-        if not self._conn.poll(self.answer_within_s):
+        if not conn.poll(self.answer_within_s):
             raise self._stalled(self.answer_within_s)
-        status, payload = self._conn.recv()
+        status, payload = conn.recv()
         if status != "ok":
             raise _WriterError(payload)
         return [Path(p) for p in payload]
 
     def _wait_until_running(self) -> None:
         deadline = time.monotonic() + self.answer_within_s
-        while _is_stopped(self._proc.pid):
+        while self._proc is not None and self._proc.pid is not None and _is_stopped(self._proc.pid):
             if time.monotonic() > deadline:
                 raise self._stalled(self.answer_within_s)
             time.sleep(0.1)
 
     def _stalled(self, waited_s: float) -> WriterStalled:
         self.stalled = True
-        self.failed = (f"checkpoint writer pid {self._proc.pid} has not answered for {waited_s:g} s (stopped?); "
+        pid = self._proc.pid if self._proc is not None else None
+        self.failed = (f"checkpoint writer pid {pid} has not answered for {waited_s:g} s (stopped?); "
                        "checkpoint.writer_timeout_s sets how long a save may wait for it")
         return WriterStalled(self.failed)
 
@@ -159,7 +166,8 @@ class WriterProcess:
             self.kill()  # it would not read "stop": a stopped process answers nothing, and SIGKILL ends it anyway
             return
         try:
-            self._conn.send(("stop",))
+            if self._conn is not None:
+                self._conn.send(("stop",))
         except OSError:
             pass
         self._proc.join(timeout=30)
@@ -208,6 +216,7 @@ class ThreadWriter:
 
     def write(self, stager: HostStager, plain: list, meta: dict, rank: int, tmp: Path) -> list[Path]:
         stager.publish()
+        assert stager.layout is not None  # made by the stage() before any write
         return write_rank_files(stager.layout.rebuild(stager.buffers, plain), meta, rank, tmp)
 
     def close(self) -> None:

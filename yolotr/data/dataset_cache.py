@@ -64,6 +64,7 @@ def resolve_data(path: str | os.PathLike, cache_dir: str | os.PathLike | None = 
     try:
         with _locked(root / ".lock"):
             if pinned is not None and pinned.fingerprint != fingerprint:
+                assert run_dir is not None  # pinned comes from the run folder
                 target = _pinned_conversion(path, pinned, parts, Path(run_dir))
                 fingerprint, parts = pinned.fingerprint, pinned.parts
             else:

@@ -27,6 +27,8 @@ class DataUnavailable(YolotrError):
     """Remote storage stayed unreachable for the whole retry budget (remote.retry_budget_s): exit 69, retryable."""
 
     exit_code = EXIT_DATA_UNAVAILABLE
+    between_steps = False
+    """Set by the trainer: no batch of the step was consumed when it came, so the stream's position is exact."""
 
     @classmethod
     def from_worker(cls, error: DataUnavailable) -> DataUnavailable:

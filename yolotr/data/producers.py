@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -225,7 +225,7 @@ def leave_preemption_to_the_trainer(worker_id: int) -> None:
 
 
 def iterate_loader(dataset: IterableDataset, *, num_workers: int, pin_memory: bool,
-                   prefetch_factor: int | None = None) -> Iterator:
+                   prefetch_factor: int | None = None) -> Generator:
     """Runs `dataset` in a fresh DataLoader (`prefetch_factor` batches ahead per worker, torch's default without)
     and shuts its workers down when the caller stops iterating."""
     # A generator of its own: every new iterator draws its workers' base seed from it, and from the process's global

@@ -80,7 +80,7 @@ class ShardReader:
         buffer = bytearray(size)
         try:
             handle.seek(offset)
-            got = handle.readinto(buffer)
+            got = handle.readinto(buffer)  # type: ignore[attr-defined]  # a file or an fsspec file: both have it
         except OSError as err:
             raise SampleError("unreadable_shard", f"{self.split.shard_location(shard)}: {err}") from None
         self.bytes_read += got

@@ -112,9 +112,10 @@ def check_remote_schemes(data: str | Path) -> None:
     if not isinstance(doc, dict):
         return
     for key in ("path", "train", "val", "test"):
-        values = doc.get(key) if isinstance(doc.get(key), list) else [doc.get(key)]
+        given = doc.get(key)
+        values = given if isinstance(given, list) else [given]
         for value in values:
-            if is_url(value):
+            if isinstance(value, str) and is_url(value):
                 check_supported(value, where=f"{path}: key '{key}'")
 
 

@@ -170,8 +170,9 @@ class TrainStream:
 
     def _render(self, batch: Batch, report: BatchReport) -> Batch:
         """A planned batch's images, decoded and rendered on the render device; what fails there joins `report`."""
+        assert self.render_device is not None  # only planned batches (augment_on: device) are rendered
         rendered = render_batch(batch, self.render_device, self.imgsz)
-        report.errors.extend((err.key, err.reason, err.detail) for err in rendered.errors)
+        report.errors.extend((err.key or "", err.reason, err.detail) for err in rendered.errors)
         if rendered.partner_dropped:
             self._partner_dropped += len(rendered.partner_dropped)
             log.warning("dropped %d image(s) whose mosaic partner failed to decode on %s: %s",

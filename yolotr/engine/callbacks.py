@@ -83,6 +83,8 @@ class TrainerView:
     modules, to read (evaluate, save a copy), not to change. `metrics` and `train_metrics` are rank 0's records."""
 
     __slots__ = ("_dispatch", "_trainer")
+    _trainer: Trainer
+    _dispatch: _Dispatch
 
     def __init__(self, trainer: Trainer, dispatch: _Dispatch) -> None:
         object.__setattr__(self, "_trainer", trainer)
@@ -175,9 +177,11 @@ class _Dispatch:
     def fire(self, event: str) -> None:
         if self.failure is not None and event != "teardown":
             return  # the run is stopping: no callback runs after the one that raised, but the clean-up
+        view = self.view
+        assert view is not None  # made when the run starts, before the first event
         for fn in self.callbacks.registered[event]:
             try:
-                fn(self.view)
+                fn(view)
             except Exception as error:  # noqa: BLE001 - the user's code: whatever it raises stops the run, named
                 failure = (getattr(fn, "__qualname__", None) or repr(fn), event, error)
                 if self.failure is None:

@@ -36,7 +36,7 @@ def val_line(epoch: int, summary: dict, final: bool) -> str:
 
 class EvalHook(HookBase):
     def __init__(self) -> None:
-        self._ground_truth = None
+        self._ground_truth: dict | None = None
         self._row_step: int | None = None  # the step of the last row on the console
 
     def before_train(self) -> None:
@@ -71,6 +71,7 @@ class EvalHook(HookBase):
 
     # ------------------------------------------------------------------------------------------------------------
     def _validate_pending(self) -> None:
+        assert self.trainer.val_pending is not None  # called only when a validation is pending
         self.validate(self.trainer.val_pending)
         self.trainer.val_pending = None
 
@@ -78,6 +79,7 @@ class EvalHook(HookBase):
         t = self.trainer
         t.sync_buffers()  # every rank validates its shard with the same BatchNorm statistics
         names = list(t.data.names)
+        assert t.data.val is not None  # the hook is made only for data with a val split
         if self._ground_truth is None:
             self._ground_truth = coco_ground_truth(t.data.val, names)
         stream = ValStream(t.data.val, rank=t.runtime.rank, world_size=t.runtime.world_size,

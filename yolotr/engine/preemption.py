@@ -47,14 +47,15 @@ class PreemptionFlag:
             return
         # After a Ctrl-C: torchrun's answer to a second one (or the launcher's death). Within SAME_CTRL_C_S it is the
         # launcher's answer to a copy of the first (launch.sh passes on the Ctrl-C its launcher also received).
-        if self.interrupted and time.monotonic() - self._first_interrupt >= SAME_CTRL_C_S:
+        first = self._first_interrupt
+        if self.interrupted and first is not None and time.monotonic() - first >= SAME_CTRL_C_S:
             self._stop_now(f"{signal.Signals(signum).name} after Ctrl-C")
         self.requested = True
 
     @staticmethod
     def launcher_saw_ctrl_c() -> bool:
         marker = os.environ.get(CTRL_C_FILE_ENV)
-        return bool(marker) and os.path.exists(marker)
+        return marker is not None and marker != "" and os.path.exists(marker)
 
     def _interrupt(self, signum, frame) -> None:
         now = time.monotonic()

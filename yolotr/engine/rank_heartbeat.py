@@ -83,7 +83,8 @@ def stalled_ranks(run_dir: Path, world_size: int, me: int, stale_after_s: float,
         return [_describe(rank, beats[rank], now) for rank in stale]
     steps = {rank: beat["step"] for rank, beat in beats.items() if beat is not None}
     ahead = max(steps.values(), default=0)
-    return [f"rank {rank} (pid {beats[rank]['pid']} on {beats[rank]['host']}): at step {step}, behind step {ahead}"
+    known = {rank: beat for rank, beat in beats.items() if beat is not None}
+    return [f"rank {rank} (pid {known[rank]['pid']} on {known[rank]['host']}): at step {step}, behind step {ahead}"
             for rank, step in steps.items() if step < ahead and rank != me]
 
 

@@ -45,8 +45,10 @@ def train_split_size(data: str | os.PathLike) -> tuple[int, str] | None:
     try:
         if source_kind(Path(data)) != "shards":
             return None
-        train = load_data_yaml(data, splits=("train",)).train
+        train = load_data_yaml(Path(data), splits=("train",)).train
     except (YolotrError, OSError):
+        return None
+    if train is None:
         return None
     return train.num_samples, str(train.index_file)
 

@@ -14,6 +14,7 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -52,6 +53,7 @@ from yolotr.guard.ema import ModelEMA
 from yolotr.guard.monitor import GuardMonitor, PendingStep, Verdict
 from yolotr.guard.step import BufferGuard
 from yolotr.model.loss import ComputeLoss
+from yolotr.model.yolo import DetectionModel
 from yolotr.track.metrics import read_metrics
 from yolotr.track.progress import Progress
 from yolotr.track.summary import print_summary
@@ -92,7 +94,7 @@ class Trainer:
         # Channels-last on a GPU (engine/fast_path.py); compiled once the EMA has copied the plain module (below).
         # The parts of the fast path the step backend cannot take, then those the first step's trial turned off.
         self.fast, self.fast_fallbacks = fit_backend(FastPath.from_config(cfg.train, self.device), runtime.kind)
-        self.model = self.fast.prepare_model(model.to(self.device))
+        self.model = cast(DetectionModel, self.fast.prepare_model(model.to(self.device)))  # the same module, moved
         self.model.names = list(self.data.names)
         # AutoAnchor (a resume then loads the checkpoint's anchors).
         self.anchor_fit = fit_anchors(self.model, self.data, cfg) if cfg.train.autoanchor else None
@@ -113,6 +115,7 @@ class Trainer:
                                   sync_free_path=sync_free_path)
         self.ema = ModelEMA(self.model, cfg.train.ema_decay, cfg.train.ema_tau) if cfg.train.ema else None
         self.compute_loss = ComputeLoss(self.model, cfg.loss, imgsz=cfg.train.imgsz)
+        assert self.data.train is not None  # resolve_data loads the train split for training
         max_quarantine = math.ceil(cfg.guard.max_quarantine_fraction * self.data.train.num_samples)
         self.monitor = GuardMonitor(cfg.guard, runtime.rank, runtime.world_size, max_quarantine)
         self.logger = run_logger(cfg, self.run_dir, runtime)
@@ -152,7 +155,8 @@ class Trainer:
                                        enabled=cfg.train.precision in AUTOCAST_DTYPES)
         hooks = default_hooks(cfg, runtime, self.fast)
         self.hooks = Hooks(self, callbacks.around(hooks) if callbacks is not None else hooks)  # the API's callbacks
-        self.train_log: TrainLog | None = None  # opened with the run (start)
+        # Its progress bar is made with the run (start), on rank 0.
+        self.train_log = TrainLog(self.logger, world_size=runtime.world_size, max_norm=cfg.guard.max_norm, progress=None)
 
         self.step = 0
         self.steps_this_process = 0  # unlike `step`, not restored on resume
@@ -349,7 +353,7 @@ class Trainer:
             self.stream.add_quarantine(verdict.new_quarantine)
             if self.runtime.is_main:
                 write_quarantine_file(self.run_dir, self.monitor.quarantine)  # a resume reads it back
-        if verdict.rollback_reason and self.cfg.guard.enabled:
+        if verdict.rollback_reason and self.cfg.guard.enabled and verdict.rollback_step is not None:
             self.rollback(verdict.rollback_reason, verdict.rollback_step)
         elif self.cfg.guard.enabled:
             self.recovery.after_judged(self.step, self.applied_steps, self.model, self.optimizer, self.ema)
@@ -454,12 +458,12 @@ class Trainer:
                               backend=self.runtime.kind, device=str(self.device), steps_per_epoch=self.steps_per_epoch,
                               total_steps=self.total_steps, accumulate=self.accumulate, stream=self.stream.counters())
             progress = Progress(self.total_steps, self.step, enabled=self.cfg.train.progress_bar)
-        self.train_log = TrainLog(self.logger, world_size=self.runtime.world_size, max_norm=self.cfg.guard.max_norm,
-                                  progress=progress)
+        self.train_log.progress = progress
         # The state the run starts from is good by definition: the first rollback target.
         self.recovery.take_snapshot(self.step, self.applied_steps, self.model, self.optimizer, self.ema)
 
     def _resume(self) -> dict:
+        assert self.resumed_from is not None  # start() resumes only when there is a target
         meta = self.checkpointer.restore(self.resumed_from)
         # The guard's quarantine, and keys quarantined after the checkpoint was written (the run folder's file).
         self.monitor.quarantine.update(read_quarantine_file(self.run_dir))

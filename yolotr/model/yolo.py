@@ -200,6 +200,8 @@ class DetectionModel(nn.Module):
     (B, na, h_i, w_i, 5 + nc); eval mode returns ``(decoded (B, N, 5 + nc), raw)`` — see `Detect`.
     """
 
+    names: list[str]  # the class names, set by whoever knows them (the trainer, a weights file)
+
     def __init__(
         self,
         cfg: str | os.PathLike | dict,

@@ -39,9 +39,10 @@ def remote_root(yaml_location: Path | str, path_key: object) -> str | Path:
 
 def remote_split(root: Path | str, value: object, *, where: str, options: RemoteOptions) -> SplitIndex:
     """The split `value` (an index URL, a folder URL, or shard URLs) under `root`; errors name `where` and the URL."""
-    patterns = value if isinstance(value, list) else [value]
-    if not all(isinstance(p, str) and p for p in patterns):
+    given = value if isinstance(value, list) else [value]
+    if not all(isinstance(p, str) and p for p in given):
         raise DataSpecError(f"{where}: expected an index.json, a folder or shard files, got {value!r}")
+    patterns = [str(p) for p in given]
 
     def located(name: str) -> str:
         if is_url(name):
