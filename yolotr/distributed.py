@@ -142,7 +142,10 @@ def collective_failure(error: BaseException) -> str | None:
     """"timeout" when `error` is a collective that timed out (gloo, NCCL), "lost" when a peer's connection went away
     during one, else None: what the top of `yolotr train` turns into one line naming the rank(s) it waited for."""
     text = str(error)
-    if not isinstance(error, RuntimeError) or not re.search(r"gloo|nccl|ProcessGroup|c10d", text, re.IGNORECASE):
+    # A timeout met inside DDP's gradient all-reduce comes back from backward as the comm hook's error, which names
+    # neither gloo nor NCCL ("Application timeout caused pair closure ... ddp_comm_hooks/default_hooks.py").
+    if not isinstance(error, RuntimeError) or not re.search(r"gloo|nccl|ProcessGroup|c10d|ddp_comm_hooks|pair closure",
+                                                            text, re.IGNORECASE):
         return None
     if re.search(r"timed out|timeout", text, re.IGNORECASE):
         return "timeout"

@@ -15,6 +15,7 @@ import pytest
 
 from tests.engine.conftest import REPO, read_jsonl
 from tests.engine.test_preemption import _start, _train_step, _wait_for
+from yolotr.distributed import collective_failure
 from yolotr.engine.rank_heartbeat import stalled_ranks
 
 pytestmark = pytest.mark.slow
@@ -106,3 +107,14 @@ def test_stalled_ranks_names_a_stale_heartbeat_first_and_else_a_rank_behind(tmp_
     (beats / "rank-00002.json").unlink()
     assert stalled_ranks(tmp_path, 2, me=0, stale_after_s=3, now=1000) == [
         "rank 1 (pid 101 on node-a): at step 11, behind step 12"]
+
+
+@pytest.mark.parametrize("message, kind", [
+    ("[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 10000ms for recv operation", "timeout"),
+    ("Got the following error when running the callback: RuntimeError: Application timeout caused pair closure\n\n"
+     "At:\n  .../torch/distributed/algorithms/ddp_comm_hooks/default_hooks.py(31): <lambda>", "timeout"),
+    ("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:1234", "lost"),
+    ("CUDA out of memory", None),
+])
+def test_a_collective_failure_is_told_from_other_errors_also_when_ddp_s_comm_hook_reports_it(message, kind):
+    assert collective_failure(RuntimeError(message)) == kind
