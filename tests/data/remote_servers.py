@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -189,3 +191,19 @@ def upload_folder(folder: Path, bucket: str, prefix: str) -> None:
 def copy_set(source: Path, destination: Path) -> Path:
     shutil.copytree(source, destination)
     return destination
+
+
+def synth_shard_set(out: Path, *, train: int, val: int) -> Path:
+    """`yolotr data synth` into `out`: 64 px images in shards of 8, so that a set spans several shards."""
+    subprocess.run([sys.executable, "-m", "yolotr", "data", "synth", "--out", str(out), "--train", str(train), "--val",
+                    str(val), "--imgsz", "64", "--samples-per-shard", "8", "--seed", "0", "-q"],
+                   check=True, cwd=Path(__file__).resolve().parents[2], capture_output=True, timeout=300)
+    return out
+
+
+@contextmanager
+def s3_holding(folder: Path, port: int):
+    """An S3 server on 127.0.0.1:`port` whose bucket `datasets` holds `folder` under `synth/`; yields its endpoint."""
+    with s3_server(port) as endpoint:
+        upload_folder(folder, "datasets", "synth")
+        yield endpoint

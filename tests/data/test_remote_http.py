@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.remote_servers import http_server
+from tests.data.remote_servers import http_server, synth_shard_set
 from yolotr.data.errors import DataUnavailable, RemoteDataError, SampleError
 from yolotr.data.remote.cache import cache_name
 from yolotr.data.remote.location import RemoteOptions
@@ -24,11 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def shard_set(tmp_path_factory) -> Path:
     """`yolotr data synth`: 48 train images in 6 shards, 16 val images in 2."""
-    out = tmp_path_factory.mktemp("remote-set")
-    subprocess.run([sys.executable, "-m", "yolotr", "data", "synth", "--out", str(out), "--train", "48", "--val", "16",
-                    "--imgsz", "64", "--samples-per-shard", "8", "--seed", "0", "-q"],
-                   check=True, cwd=REPO, capture_output=True, timeout=300)
-    return out
+    return synth_shard_set(tmp_path_factory.mktemp("remote-set"), train=48, val=16)
 
 
 @pytest.fixture

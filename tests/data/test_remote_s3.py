@@ -3,16 +3,14 @@ code a user's S3 would be, configured the usual way (AWS_ENDPOINT_URL, AWS_ACCES
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import boto3
 import pytest
 
-from tests.data.remote_servers import s3_server, upload_folder
+from tests.data.remote_servers import s3_holding, synth_shard_set
 from tests.data.test_convert import yolo_dataset
-from tests.engine.conftest import REPO, free_port
+from tests.engine.conftest import free_port
 from yolotr.cli import main
 from yolotr.data.errors import RemoteDataError
 from yolotr.data.remote.location import RemoteOptions
@@ -24,17 +22,12 @@ __all__ = ["yolo_dataset"]  # a fixture, used by name
 
 @pytest.fixture(scope="module")
 def shard_set(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("s3-set")
-    subprocess.run([sys.executable, "-m", "yolotr", "data", "synth", "--out", str(out), "--train", "24", "--val", "8",
-                    "--imgsz", "64", "--samples-per-shard", "8", "--seed", "0", "-q"],
-                   check=True, cwd=REPO, capture_output=True, timeout=300)
-    return out
+    return synth_shard_set(tmp_path_factory.mktemp("s3-set"), train=24, val=8)
 
 
 @pytest.fixture(scope="module")
 def s3(shard_set):
-    with s3_server(free_port()) as endpoint:
-        upload_folder(shard_set, "datasets", "synth")
+    with s3_holding(shard_set, free_port()) as endpoint:
         yield endpoint
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.remote_servers import http_server, s3_server, upload_folder
+from tests.data.remote_servers import http_server, s3_holding, synth_shard_set
 from tests.engine.conftest import (BIN, REPO, check, descendant_pids, free_port, read_jsonl, run_train, tiny_model,
                                    write_train_config)
 
@@ -26,17 +26,12 @@ __all__ = ["tiny_model"]  # a fixture, used by name
 @pytest.fixture(scope="module")
 def shard_set(tmp_path_factory) -> Path:
     """96 train images in 12 shards of 8, 16 val images: several shard windows per epoch."""
-    out = tmp_path_factory.mktemp("remote-train-set")
-    subprocess.run([sys.executable, "-m", "yolotr", "data", "synth", "--out", str(out), "--train", "96", "--val", "16",
-                    "--imgsz", "64", "--samples-per-shard", "8", "--seed", "0", "-q"],
-                   check=True, cwd=REPO, capture_output=True, timeout=300)
-    return out
+    return synth_shard_set(tmp_path_factory.mktemp("remote-train-set"), train=96, val=16)
 
 
 @pytest.fixture(scope="module")
 def s3(shard_set):
-    with s3_server(free_port()) as endpoint:
-        upload_folder(shard_set, "datasets", "synth")
+    with s3_holding(shard_set, free_port()) as endpoint:
         yield endpoint
 
 
