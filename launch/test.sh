@@ -4,8 +4,8 @@
 #
 # Without arguments the suite runs as two pytest processes side by side: the trainer's multi-process tests
 # (tests/engine: mostly torchrun starts, rendezvous and waits, which leave a core idle) and everything else (model,
-# data, eval, CLI, launcher and study tests; new test folders land here), which also takes the preemption tests
-# (about 300 s) so that the two end together: without them tests/engine took 1200 s against 640 s on 2 cores. Each
+# data, eval, CLI, launcher and study tests; new test folders land here), which also takes the signal, stall, full-disk
+# and rank-launch tests of tests/engine (`moved`) so that the two end together. Each
 # has its own session fixtures and temporary folders; the second one's output is printed when both have ended.
 # Exit: the first failure's code; a run that collected no test is a failure, not a pass.
 set -euo pipefail
@@ -28,9 +28,13 @@ if [ "$#" -gt 0 ]; then
     exit $?
 fi
 
-moved=tests/engine/test_preemption.py
-processes=(--ignore="$moved" tests/engine)
-others=("$moved")
+# The multi-process files of tests/engine that run beside the others, so that the two halves end together.
+moved=(tests/engine/test_preemption.py tests/engine/test_ctrl_c.py tests/engine/test_stalls.py
+       tests/engine/test_full_disk.py tests/engine/test_ranks_from_the_cli.py)
+processes=()
+for path in "${moved[@]}"; do processes+=(--ignore="$path"); done
+processes+=(tests/engine)
+others=("${moved[@]}")
 for path in tests/*; do  # every test folder and top-level test file but tests/engine: pytest's --ignore=tests/engine
     case "$path" in        # would also drop the moved file named beside it
         tests/engine | tests/__pycache__) ;;
