@@ -203,13 +203,15 @@ class Campaign:
         return judged, still
 
     def _judge_pauses(self, result: AttemptResult) -> None:
-        """A paused rank or job is recovered when the attempt trained on past the step it was stopped at (or
-        completed there): a stop is not a reason to end a job."""
+        """A paused rank or job is recovered when the attempt trained on past the step it was stopped at, completed
+        there, or was ended by its own armed fault (which then explains the end): a stop is not a reason to end a
+        job, and an attempt that ended with no fault to explain it is counted against the pause."""
         for index, step in result.paused.items():
             fault = self.records[index].fault
             record = self.records[index]
             record.injected, record.attempt = True, result.number
-            record.recovered = result.last_step > step or (result.exit_code == 0 and step >= self.max_steps)
+            record.recovered = (result.last_step > step or result.fired_at is not None
+                                or (result.exit_code == 0 and step >= self.max_steps))
             who = f"rank {fault.rank}" if fault.kind == "stop_rank" else "every process of the job"
             record.detail = (f"SIGSTOP of {who} for {STOPPED_S:.0f} s at step {step}, then SIGCONT; the attempt "
                              f"went on to step {result.last_step} (exit {result.exit_code})")

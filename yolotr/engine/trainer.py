@@ -465,6 +465,10 @@ class Trainer:
     def _resume(self) -> dict:
         assert self.resumed_from is not None  # start() resumes only when there is a target
         meta = self.checkpointer.restore(self.resumed_from)
+        # The state at this step is the checkpoint just read: the end of the run does not save it a second time, as
+        # a run without the stop would not (a resume at the last step otherwise re-saved it after the final
+        # validation, with a best fitness the uninterrupted run's last checkpoint does not hold: the drill found it).
+        self.checkpointer.last_saved_step = self.step
         # The guard's quarantine, and keys quarantined after the checkpoint was written (the run folder's file).
         self.monitor.quarantine.update(read_quarantine_file(self.run_dir))
         if self.monitor.quarantine:
