@@ -76,7 +76,9 @@ class RunLogger:
         if self._results_csv_enabled:
             self._mirrors.append(ResultsCsv(self.dir / "results.csv", read_metrics(metrics_path)))
         if self._tensorboard_enabled:
-            self._mirrors.append(TensorBoardLogger(self.dir / "tensorboard", resumed_at=step))
+            events = self.dir / "tensorboard"
+            # An earlier attempt's events to hide exist only when it wrote some; a first start has none.
+            self._mirrors.append(TensorBoardLogger(events, resumed_at=step if events.is_dir() else None))
 
     @property
     def is_open(self) -> bool:
