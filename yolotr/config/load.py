@@ -74,6 +74,7 @@ def validate(cfg: Config, source: str | None = None) -> None:
         "train.warmup_epochs": t.warmup_epochs,
         "train.warmup_steps_min": t.warmup_steps_min,
         "guard.spike_min_history": g.spike_min_history,
+        "guard.spike_zscore": g.spike_zscore,  # 0 turns the spike check off; a negative one calls every step a spike
         "guard.cooldown_steps": g.cooldown_steps,
         "guard.max_rollbacks": g.max_rollbacks,
         "val.every_epochs": v.every_epochs,
@@ -81,7 +82,6 @@ def validate(cfg: Config, source: str | None = None) -> None:
     }.items():
         _positive(key, value, source, allow_zero=True)
     for key, value in {
-        "guard.spike_zscore": g.spike_zscore,  # a negative threshold calls every step a spike
         "guard.spike_window": g.spike_window,
         "guard.rollback_window": g.rollback_window,
         "guard.quarantine_after": g.quarantine_after,

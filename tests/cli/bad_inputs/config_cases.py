@@ -74,7 +74,7 @@ CONFIG = [
              _overrides("train.max_data_error_fraction=2"), 2,
              ("config key 'train.max_data_error_fraction'", "must be in [0, 1], got 2.0")),
     BadInput("negative-spike-zscore", "config", "a negative spike threshold: `guard.spike_zscore=-1`",
-             _overrides("guard.spike_zscore=-1"), 2, ("config key 'guard.spike_zscore'", "must be > 0, got -1.0")),
+             _overrides("guard.spike_zscore=-1"), 2, ("config key 'guard.spike_zscore'", "must be ≥ 0, got -1.0")),
     BadInput("negative-rollbacks", "config", "a negative rollback budget: `guard.max_rollbacks=-1`",
              _overrides("guard.max_rollbacks=-1"), 2, ("config key 'guard.max_rollbacks'", "must be ≥ 0, got -1")),
     BadInput("negative-warmup", "config", "a negative warmup: `train.warmup_epochs=-1`",
