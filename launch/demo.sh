@@ -20,4 +20,4 @@ if [ "$status" -ne 0 ]; then
     exit "$status"
 fi
 .venv/bin/yolotr val --weights "$run_dir/weights/best.safetensors" --data datasets/synth/data.yaml --imgsz 128
-echo "run folder: $run_dir (metrics.jsonl, results.png, weights/, checkpoints/, wandb/)"
+echo "run folder: $run_dir (metrics.jsonl, results.png, weights/, checkpoints/; wandb/ where W&B is set up)"
