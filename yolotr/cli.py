@@ -21,6 +21,7 @@ import argparse
 import importlib
 import os
 import sys
+import time
 from types import ModuleType
 
 from yolotr import console
@@ -43,6 +44,8 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("study", "stability"), "yolotr.study.stability", "the NaN stability ablation study"),
     (("drill",), "yolotr.drill.drill_cli", "a fault campaign on one training job, checked bit for bit against a run without"),
 ]
+SAY_IT_FIRST_S = 3.0  # how long the other ranks wait for local rank 0 to say a config error they all met
+
 GROUP_HELP = {"model": "model commands", "data": "dataset commands", "study": "studies"}
 VERBOSITY_FLAGS = {"--quiet": "quiet", "-q": "quiet", "--verbose": "verbose", "-v": "verbose"}
 
@@ -111,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     except YolotrError as error:
         if not (error.same_on_every_rank and os.environ.get("LOCAL_RANK", "0") != "0"):
             console.error(f"yolotr {' '.join(path)}: error: {error}")
+        elif os.environ.get("WORLD_SIZE", "1") != "1":
+            # Every rank meets it and local rank 0 says it: the others leave a moment later, since a launcher stops
+            # the remaining ranks as soon as the first one exits, and rank 0 must not be stopped before its line.
+            time.sleep(SAY_IT_FIRST_S)
         return error.exit_code
 
 
