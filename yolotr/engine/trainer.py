@@ -224,7 +224,7 @@ class Trainer:
             # Alone and between steps, the position is checkpointed; other ranks may be inside a collective, and a
             # step half accumulated cannot be saved: the last periodic checkpoint is then the resume point.
             error = DataUnavailable.from_worker(exc)
-            if self.runtime.world_size == 1 and getattr(exc, "between_steps", False):
+            if self.runtime.world_size == 1 and exc.between_steps:
                 try:
                     self.judge()
                     self.save_checkpoint()
